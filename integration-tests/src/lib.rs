@@ -1,0 +1,1 @@
+//! Shared helpers for Vishwa's integration tests.

@@ -1,0 +1,5 @@
+//! DAG files: YAML text → validated [`Dag`] on a petgraph graph. Pure: no IO here.
+
+mod model;
+
+pub use model::*;

@@ -1,0 +1,4 @@
+//! Vishwa's scheduler: DAG model, run state machine, store, dispatch, cron and gRPC services.
+
+pub mod cron;
+pub mod dag;

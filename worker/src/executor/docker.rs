@@ -1,0 +1,1 @@
+//! The Docker executor: one container per attempt, through bollard.

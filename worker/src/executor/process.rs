@@ -1,0 +1,1 @@
+//! The process executor: one local process group per attempt, on the worker's host.
