@@ -1,4 +1,12 @@
 //! Vishwa's scheduler: DAG model, run state machine, store, dispatch, cron and gRPC services.
 
+pub mod api;
 pub mod cron;
 pub mod dag;
+pub mod engine;
+pub mod ids;
+pub mod run;
+pub mod server;
+pub mod store;
+
+pub use server::{Scheduler, SchedulerConfig, ServeError, serve};

@@ -1,0 +1,457 @@
+//! The client API (`vishwa.v1.Vishwa`): thin handlers over the engine and the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use vishwa_proto::v1 as pb;
+
+use super::convert::{log_line, run_state_from_pb, run_summary};
+use super::error::ApiError;
+use crate::dag::{Dag, parse_dag};
+use crate::engine::{EngineEvent, EngineHandle};
+use crate::ids::RunId;
+use crate::run::{RunRecord, StageRecord};
+use crate::store::{LogRecord, Store};
+
+type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Runs listed when the request gives no limit.
+const DEFAULT_RUN_LIMIT: usize = 50;
+
+/// The client API.
+pub struct ClientApi {
+    engine: EngineHandle,
+    dags: Mutex<HashMap<(String, String), Arc<Dag>>>,
+}
+
+impl ClientApi {
+    /// Handlers over `engine`.
+    pub fn new(engine: EngineHandle) -> Self {
+        ClientApi {
+            engine,
+            dags: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        self.engine.store()
+    }
+
+    /// A registered DAG version, parsed (and cached: versions never change).
+    fn dag(&self, name: &str, version: &str) -> Result<Arc<Dag>, ApiError> {
+        let key = (name.to_owned(), version.to_owned());
+        if let Some(dag) = self.lock_dags().get(&key) {
+            return Ok(dag.clone());
+        }
+        let stored = self
+            .store()
+            .get_dag_version(name, version)?
+            .ok_or_else(|| ApiError::DagNotFound {
+                name: name.to_owned(),
+            })?;
+        let dag = Arc::new(parse_dag(&stored.source, &stored.file_name)?);
+        self.lock_dags().insert(key, dag.clone());
+        Ok(dag)
+    }
+
+    fn lock_dags(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<Dag>>> {
+        self.dags.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn dag_summary(
+        &self,
+        name: &str,
+        last_runs: &BTreeMap<String, RunRecord>,
+    ) -> Result<pb::DagSummary, ApiError> {
+        let record = self
+            .store()
+            .get_dag(name)?
+            .ok_or_else(|| ApiError::DagNotFound {
+                name: name.to_owned(),
+            })?;
+        let dag = self.dag(name, &record.version)?;
+        let (schedule, timezone) = dag
+            .schedule
+            .as_ref()
+            .map(|s| (s.cron.clone(), s.timezone.name().to_owned()))
+            .unwrap_or_default();
+        Ok(pb::DagSummary {
+            name: name.to_owned(),
+            description: dag.description.clone().unwrap_or_default(),
+            version: record.version.clone(),
+            stages: dag.stages.len() as u32,
+            schedule,
+            timezone,
+            next_fire_ms: 0,
+            submitted_ms: record.submitted_ms,
+            last_run: last_runs.get(name).map(|r| run_summary(r, None)),
+            paused: record.paused,
+        })
+    }
+
+    fn last_runs(&self) -> Result<BTreeMap<String, RunRecord>, ApiError> {
+        let mut last: BTreeMap<String, RunRecord> = BTreeMap::new();
+        for run in self.store().list_runs()? {
+            let newer = last
+                .get(&run.dag)
+                .is_none_or(|r| r.created_ms <= run.created_ms);
+            if newer {
+                last.insert(run.dag.clone(), run);
+            }
+        }
+        Ok(last)
+    }
+
+    /// Stage records of a run in the DAG's topological order.
+    fn ordered_stages(&self, run: &RunRecord) -> Result<Vec<StageRecord>, ApiError> {
+        let mut stages = self.store().run_stages(&run.id)?;
+        if let Ok(dag) = self.dag(&run.dag, &run.dag_version) {
+            let mut position = HashMap::new();
+            for (pos, &i) in dag.topo_order.iter().enumerate() {
+                position.insert(dag.stages[i].name.0.as_str(), pos);
+            }
+            stages.sort_by_cached_key(|s| {
+                let base = s.instance.split('[').next().unwrap_or(&s.instance);
+                position.get(base).copied().unwrap_or(usize::MAX)
+            });
+        }
+        Ok(stages)
+    }
+
+    fn get_run_record(&self, id: &str) -> Result<RunRecord, ApiError> {
+        self.store()
+            .get_run(&RunId::from(id))?
+            .ok_or_else(|| ApiError::RunNotFound { id: id.to_owned() })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::vishwa_server::Vishwa for ClientApi {
+    async fn submit_dag(
+        &self,
+        request: Request<pb::SubmitDagRequest>,
+    ) -> Result<Response<pb::SubmitDagResponse>, Status> {
+        let r = request.into_inner();
+        let dag = Arc::new(parse_dag(&r.source, &r.file_name).map_err(ApiError::from)?);
+        let local_dir = (!r.local_dir.is_empty()).then_some(r.local_dir);
+        let submitted = self
+            .engine
+            .submit(dag, r.file_name, r.source, local_dir)
+            .await?;
+        let summary = self.dag_summary(&submitted.name, &self.last_runs()?)?;
+        Ok(Response::new(pb::SubmitDagResponse {
+            dag: Some(summary),
+            changed: submitted.changed,
+        }))
+    }
+
+    async fn list_dags(
+        &self,
+        _request: Request<pb::ListDagsRequest>,
+    ) -> Result<Response<pb::ListDagsResponse>, Status> {
+        let last = self.last_runs()?;
+        let dags = self
+            .store()
+            .list_dags()
+            .map_err(ApiError::from)?
+            .iter()
+            .map(|d| self.dag_summary(&d.name, &last))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::ListDagsResponse { dags }))
+    }
+
+    async fn get_dag(
+        &self,
+        request: Request<pb::GetDagRequest>,
+    ) -> Result<Response<pb::GetDagResponse>, Status> {
+        let name = request.into_inner().name;
+        let summary = self.dag_summary(&name, &self.last_runs()?)?;
+        let version = self
+            .store()
+            .get_dag_version(&name, &summary.version)
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::DagNotFound { name: name.clone() })?;
+        Ok(Response::new(pb::GetDagResponse {
+            dag: Some(summary),
+            file_name: version.file_name,
+            source: version.source,
+        }))
+    }
+
+    async fn trigger_run(
+        &self,
+        request: Request<pb::TriggerRunRequest>,
+    ) -> Result<Response<pb::TriggerRunResponse>, Status> {
+        let r = request.into_inner();
+        let params = r.params.into_iter().collect();
+        let run = self.engine.trigger(r.dag, params).await?;
+        let stages = self.store().run_stages(&run.id).map_err(ApiError::from)?;
+        Ok(Response::new(pb::TriggerRunResponse {
+            run: Some(run_summary(&run, Some(&stages))),
+        }))
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let r = request.into_inner();
+        let state = pb::RunState::try_from(r.state)
+            .ok()
+            .and_then(run_state_from_pb);
+        let mut runs: Vec<RunRecord> = self
+            .store()
+            .list_runs()
+            .map_err(ApiError::from)?
+            .into_iter()
+            .filter(|run| r.dag.is_empty() || run.dag == r.dag)
+            .filter(|run| state.is_none_or(|s| run.state == s))
+            .collect();
+        runs.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
+        let limit = if r.limit == 0 {
+            DEFAULT_RUN_LIMIT
+        } else {
+            r.limit as usize
+        };
+        runs.truncate(limit);
+        let runs = runs
+            .iter()
+            .map(|run| {
+                let stages = self.store().run_stages(&run.id)?;
+                Ok(run_summary(run, Some(&stages)))
+            })
+            .collect::<Result<_, ApiError>>()?;
+        Ok(Response::new(pb::ListRunsResponse { runs }))
+    }
+
+    async fn get_run(&self, request: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
+        let run = self.get_run_record(&request.into_inner().run_id)?;
+        let stages = self.ordered_stages(&run)?;
+        Ok(Response::new(pb::Run {
+            summary: Some(run_summary(&run, Some(&stages))),
+            params: run
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+            stages: stages.iter().map(pb::StageRun::from).collect(),
+        }))
+    }
+
+    type WatchRunStream = EventStream<pb::RunEvent>;
+
+    async fn watch_run(
+        &self,
+        request: Request<pb::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let r = request.into_inner();
+        // Subscribe before reading, so nothing falls between the snapshot and the events.
+        let events = self.engine.subscribe();
+        let run = self.get_run_record(&r.run_id)?;
+        let (tx, rx) = mpsc::channel(1024);
+        let follower = Follower {
+            store: self.store().clone(),
+            run: run.id.clone(),
+            stage: None,
+            logs: r.include_logs,
+            states: true,
+            tx,
+            next_seq: HashMap::new(),
+        };
+        tokio::spawn(follower.follow(events, run));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type StreamLogsStream = EventStream<pb::LogLine>;
+
+    async fn stream_logs(
+        &self,
+        request: Request<pb::StreamLogsRequest>,
+    ) -> Result<Response<Self::StreamLogsStream>, Status> {
+        let r = request.into_inner();
+        let events = self.engine.subscribe();
+        let run = self.get_run_record(&r.run_id)?;
+        let stage = (!r.stage.is_empty()).then_some(r.stage);
+        if let Some(stage) = &stage {
+            let known = self.store().run_stages(&run.id).map_err(ApiError::from)?;
+            if !known.iter().any(|s| &s.instance == stage) {
+                let names: Vec<_> = known.iter().map(|s| s.instance.as_str()).collect();
+                return Err(ApiError::InvalidRequest {
+                    field: "stage",
+                    reason: format!(
+                        "run {} has no stage `{stage}`; its stages are: {}",
+                        run.id,
+                        names.join(", ")
+                    ),
+                }
+                .into());
+            }
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let (event_tx, mut event_rx) = mpsc::channel::<Result<pb::RunEvent, Status>>(1024);
+        let follower = Follower {
+            store: self.store().clone(),
+            run: run.id.clone(),
+            stage,
+            logs: true,
+            states: false,
+            tx: event_tx,
+            next_seq: HashMap::new(),
+        };
+        if r.follow {
+            tokio::spawn(follower.follow(events, run));
+        } else {
+            drop(events);
+            tokio::spawn(async move {
+                let mut follower = follower;
+                let _ = follower.send_stored_logs().await;
+            });
+        }
+        tokio::spawn(async move {
+            while let Some(event) = event_rx.recv().await {
+                let line = match event {
+                    Ok(pb::RunEvent {
+                        event: Some(pb::run_event::Event::Log(line)),
+                    }) => Ok(line),
+                    Ok(_) => continue,
+                    Err(status) => Err(status),
+                };
+                if tx.send(line).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::CancelRunResponse>, Status> {
+        let id = RunId(request.into_inner().run_id);
+        let run = self.engine.cancel(id.clone()).await?;
+        let stages = self.store().run_stages(&id).map_err(ApiError::from)?;
+        Ok(Response::new(pb::CancelRunResponse {
+            run: Some(run_summary(&run, Some(&stages))),
+        }))
+    }
+}
+
+/// Streams one run's state changes and/or logs to a client until the run ends.
+struct Follower {
+    store: Arc<dyn Store>,
+    run: RunId,
+    /// Only this stage's logs, when set.
+    stage: Option<String>,
+    logs: bool,
+    states: bool,
+    tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
+    /// Next log seq to send per (stage, attempt): what was sent from the store is not sent
+    /// again when it also arrives live.
+    next_seq: HashMap<(String, u32), u64>,
+}
+
+/// The client went away.
+struct Gone;
+
+impl Follower {
+    async fn follow(mut self, mut events: broadcast::Receiver<Arc<EngineEvent>>, run: RunRecord) {
+        if self.send_snapshot(&run).await.is_err() || run.state.is_final() {
+            return;
+        }
+        loop {
+            let event = match events.recv().await {
+                Ok(event) => event,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Fell behind: the store has everything, so start over from it.
+                    let Ok(Some(run)) = self.store.get_run(&self.run) else {
+                        return;
+                    };
+                    if self.send_snapshot(&run).await.is_err() || run.state.is_final() {
+                        return;
+                    }
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let sent = match &*event {
+                EngineEvent::Stage { run, record } if *run == self.run && self.states => {
+                    self.send(pb::run_event::Event::Stage(record.into())).await
+                }
+                EngineEvent::Run(record) if record.id == self.run => {
+                    let result = if self.states {
+                        let stages = self.store.run_stages(&self.run).unwrap_or_default();
+                        let summary = run_summary(record, Some(&stages));
+                        self.send(pb::run_event::Event::Run(summary)).await
+                    } else {
+                        Ok(())
+                    };
+                    if record.state.is_final() {
+                        return;
+                    }
+                    result
+                }
+                EngineEvent::Log { run, record } if *run == self.run => self.send_log(record).await,
+                _ => Ok(()),
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn send_snapshot(&mut self, run: &RunRecord) -> Result<(), Gone> {
+        if self.states {
+            let stages = self.store.run_stages(&self.run).unwrap_or_default();
+            for s in &stages {
+                self.send(pb::run_event::Event::Stage(s.into())).await?;
+            }
+            let summary = run_summary(run, Some(&stages));
+            self.send(pb::run_event::Event::Run(summary)).await?;
+        }
+        self.send_stored_logs().await
+    }
+
+    async fn send_stored_logs(&mut self) -> Result<(), Gone> {
+        if !self.logs {
+            return Ok(());
+        }
+        let mut logs = match self.store.read_logs(&self.run, self.stage.as_deref()) {
+            Ok(logs) => logs,
+            Err(e) => {
+                let _ = self.tx.send(Err(ApiError::from(e).into())).await;
+                return Err(Gone);
+            }
+        };
+        logs.sort_by_key(|l| l.time_ms);
+        for l in &logs {
+            self.send_log(l).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_log(&mut self, l: &LogRecord) -> Result<(), Gone> {
+        if !self.logs || self.stage.as_ref().is_some_and(|s| *s != l.stage) {
+            return Ok(());
+        }
+        let next = self.next_seq.entry((l.stage.clone(), l.attempt)).or_insert(0);
+        if l.seq < *next {
+            return Ok(());
+        }
+        *next = l.seq + 1;
+        let line = log_line(self.run.as_str(), l);
+        self.send(pb::run_event::Event::Log(line)).await
+    }
+
+    async fn send(&self, event: pb::run_event::Event) -> Result<(), Gone> {
+        self.tx
+            .send(Ok(pb::RunEvent { event: Some(event) }))
+            .await
+            .map_err(|_| Gone)
+    }
+}

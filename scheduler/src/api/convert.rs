@@ -1,0 +1,226 @@
+//! Conversions between the scheduler's types and the generated protocol types. Generated
+//! types go no further than this module and the handlers.
+
+use vishwa_proto::v1 as pb;
+
+use crate::dag::{Command, ExecutorKind};
+use crate::engine::TaskAssignment;
+use crate::run::{AttemptOutcome, AttemptRecord, RunRecord, RunState, StageRecord, StageState};
+use crate::store::{LogRecord, LogStreamKind};
+
+impl From<RunState> for pb::RunState {
+    fn from(s: RunState) -> Self {
+        match s {
+            RunState::Queued => pb::RunState::Queued,
+            RunState::Running => pb::RunState::Running,
+            RunState::Succeeded => pb::RunState::Succeeded,
+            RunState::Failed => pb::RunState::Failed,
+            RunState::Cancelled => pb::RunState::Cancelled,
+        }
+    }
+}
+
+/// The run state a protocol value names, if any.
+pub(crate) fn run_state_from_pb(s: pb::RunState) -> Option<RunState> {
+    match s {
+        pb::RunState::Unspecified => None,
+        pb::RunState::Queued => Some(RunState::Queued),
+        pb::RunState::Running => Some(RunState::Running),
+        pb::RunState::Succeeded => Some(RunState::Succeeded),
+        pb::RunState::Failed => Some(RunState::Failed),
+        pb::RunState::Cancelled => Some(RunState::Cancelled),
+    }
+}
+
+fn stage_state(s: &StageState) -> pb::StageState {
+    match s {
+        StageState::Pending => pb::StageState::Pending,
+        StageState::Queued { .. } => pb::StageState::Queued,
+        StageState::Running { .. } => pb::StageState::Running,
+        StageState::Succeeded { .. } => pb::StageState::Succeeded,
+        StageState::Failed { .. } => pb::StageState::Failed,
+        StageState::UpstreamFailed { .. } => pb::StageState::UpstreamFailed,
+        StageState::Skipped { .. } => pb::StageState::Skipped,
+        StageState::Cancelled { .. } => pb::StageState::Cancelled,
+    }
+}
+
+/// A run header with counts over its stage records.
+pub(crate) fn run_summary(run: &RunRecord, stages: Option<&[StageRecord]>) -> pb::RunSummary {
+    let mut summary = pb::RunSummary {
+        run_id: run.id.0.clone(),
+        dag: run.dag.clone(),
+        dag_version: run.dag_version.clone(),
+        state: pb::RunState::from(run.state) as i32,
+        created_ms: run.created_ms,
+        started_ms: run.started_ms.unwrap_or(0),
+        finished_ms: run.finished_ms.unwrap_or(0),
+        trigger: run.trigger.as_str().to_owned(),
+        message: run.message.clone().unwrap_or_default(),
+        logical_time_ms: run.logical_time_ms.unwrap_or(0),
+        ..Default::default()
+    };
+    if let Some(stages) = stages {
+        summary.stages_total = stages.len() as u32;
+        for s in stages {
+            match s.state {
+                StageState::Succeeded { .. } => summary.stages_succeeded += 1,
+                StageState::Failed { .. } | StageState::UpstreamFailed { .. } => {
+                    summary.stages_failed += 1
+                }
+                StageState::Running { .. } => summary.stages_running += 1,
+                _ => {}
+            }
+        }
+    }
+    summary
+}
+
+fn attempt(a: &AttemptRecord) -> pb::Attempt {
+    let (has_exit_code, exit_code, message) = match &a.outcome {
+        AttemptOutcome::Exited { code } => (true, *code, String::new()),
+        AttemptOutcome::Lost { reason } => (false, 0, reason.clone()),
+        AttemptOutcome::Error { message, .. } => (false, 0, message.clone()),
+        AttemptOutcome::TimedOut => (false, 0, "killed at its timeout".to_owned()),
+        _ => (false, 0, String::new()),
+    };
+    pb::Attempt {
+        id: a.id.0.clone(),
+        number: a.number,
+        worker: a.worker.0.clone(),
+        started_ms: a.started_ms,
+        finished_ms: a.finished_ms.unwrap_or(0),
+        outcome: a.outcome.name().to_owned(),
+        has_exit_code,
+        exit_code,
+        message,
+    }
+}
+
+impl From<&StageRecord> for pb::StageRun {
+    fn from(s: &StageRecord) -> Self {
+        let last = s.attempts.last();
+        let (started_ms, worker) = match &s.state {
+            StageState::Running {
+                started_ms, worker, ..
+            } => (*started_ms, worker.0.clone()),
+            _ => (
+                last.map(|a| a.started_ms).unwrap_or(0),
+                last.map(|a| a.worker.0.clone()).unwrap_or_default(),
+            ),
+        };
+        let (message, not_before_ms) = match &s.state {
+            StageState::Failed { error, .. } => (error.clone(), 0),
+            StageState::Skipped { reason, .. } => (reason.clone(), 0),
+            StageState::UpstreamFailed { .. } => ("an upstream stage failed".to_owned(), 0),
+            StageState::Queued {
+                not_before_ms: Some(t),
+                ..
+            } => {
+                let why = last.map(|a| attempt(a).message).unwrap_or_default();
+                (why, *t)
+            }
+            _ => (String::new(), 0),
+        };
+        pb::StageRun {
+            name: s.instance.clone(),
+            state: stage_state(&s.state) as i32,
+            needs: s.needs.clone(),
+            attempt: s.attempts.len() as u32,
+            worker,
+            queued_ms: s.queued_ms.unwrap_or(0),
+            started_ms,
+            finished_ms: s.state.finished_ms().unwrap_or(0),
+            message,
+            attempts: s.attempts.iter().map(attempt).collect(),
+            not_before_ms,
+        }
+    }
+}
+
+impl From<LogStreamKind> for pb::LogStream {
+    fn from(s: LogStreamKind) -> Self {
+        match s {
+            LogStreamKind::Stdout => pb::LogStream::Stdout,
+            LogStreamKind::Stderr => pb::LogStream::Stderr,
+            LogStreamKind::System => pb::LogStream::System,
+        }
+    }
+}
+
+/// The log stream a protocol value names (unknown values count as stdout).
+pub(crate) fn log_stream_from_pb(s: i32) -> LogStreamKind {
+    match pb::LogStream::try_from(s) {
+        Ok(pb::LogStream::Stderr) => LogStreamKind::Stderr,
+        Ok(pb::LogStream::System) => LogStreamKind::System,
+        _ => LogStreamKind::Stdout,
+    }
+}
+
+/// A stored log chunk as sent to clients.
+pub(crate) fn log_line(run: &str, l: &LogRecord) -> pb::LogLine {
+    pb::LogLine {
+        run_id: run.to_owned(),
+        stage: l.stage.clone(),
+        attempt: l.attempt,
+        stream: pb::LogStream::from(l.stream) as i32,
+        data: l.data.clone().into(),
+        seq: l.seq,
+        time_ms: l.time_ms,
+    }
+}
+
+impl From<&TaskAssignment> for pb::Task {
+    fn from(t: &TaskAssignment) -> Self {
+        let command = t.command.as_ref().map(|c| match c {
+            Command::Exec(args) => pb::task::Command::Exec(pb::Argv { args: args.clone() }),
+            Command::Shell(s) => pb::task::Command::Shell(s.clone()),
+        });
+        pb::Task {
+            attempt_id: t.attempt.0.clone(),
+            run_id: t.run.0.clone(),
+            dag: t.dag.clone(),
+            stage: t.stage.clone(),
+            attempt: t.attempt_number,
+            executor: match t.executor {
+                ExecutorKind::Docker => pb::ExecutorKind::Docker,
+                ExecutorKind::Process => pb::ExecutorKind::Process,
+            } as i32,
+            image: t.image.clone().unwrap_or_default(),
+            command,
+            env: t.env.clone().into_iter().collect(),
+            local_dir: t.local_dir.clone().unwrap_or_default(),
+            timeout_ms: t.timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
+            mounts: t
+                .mounts
+                .iter()
+                .map(|m| pb::Mount {
+                    host: m.host.clone(),
+                    container: m.container.clone(),
+                    read_only: m.read_only,
+                })
+                .collect(),
+            resources: Some(pb::Resources {
+                cpus: t.resources.cpus.unwrap_or(0.0),
+                memory_bytes: t.resources.memory_bytes.unwrap_or(0),
+                gpus: t.resources.gpus.unwrap_or(0),
+            }),
+        }
+    }
+}
+
+/// How an attempt ended, from a worker's report.
+pub(crate) fn outcome_from_pb(
+    outcome: Option<pb::report_result_request::Outcome>,
+) -> Option<AttemptOutcome> {
+    use pb::report_result_request::Outcome;
+    Some(match outcome? {
+        Outcome::ExitCode(code) => AttemptOutcome::Exited { code },
+        Outcome::TimedOut(_) => AttemptOutcome::TimedOut,
+        Outcome::Cancelled(_) => AttemptOutcome::Cancelled,
+        Outcome::Error(e) => AttemptOutcome::Error {
+            message: e.message,
+            transient: e.transient,
+        },
+    })
+}

@@ -1,0 +1,51 @@
+//! The scheduler's service errors and the one place they become gRPC statuses.
+
+use thiserror::Error;
+use tonic::Status;
+
+use crate::dag::{DagErrors, ParamError};
+use crate::store::StoreError;
+
+/// Why a request to the scheduler failed.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidDag(#[from] DagErrors),
+    #[error("{0}")]
+    InvalidParams(#[from] ParamError),
+    #[error("no DAG named `{name}`; `vishwa dags` lists the registered ones")]
+    DagNotFound { name: String },
+    #[error("no run `{id}`; `vishwa runs` lists the runs")]
+    RunNotFound { id: String },
+    #[error("run `{id}` is already {state}")]
+    RunFinished { id: String, state: &'static str },
+    #[error("worker `{worker}` is not registered; it must register first")]
+    WorkerNotRegistered { worker: String },
+    #[error("attempt {attempt} is no longer current (lost, cancelled or superseded); stop it")]
+    StaleAttempt { attempt: String },
+    #[error("{field}: {reason}")]
+    InvalidRequest { field: &'static str, reason: String },
+    #[error("the scheduler is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let message = e.to_string();
+        match e {
+            ApiError::InvalidDag(_)
+            | ApiError::InvalidParams(_)
+            | ApiError::InvalidRequest { .. } => Status::invalid_argument(message),
+            ApiError::DagNotFound { .. }
+            | ApiError::RunNotFound { .. }
+            | ApiError::WorkerNotRegistered { .. } => Status::not_found(message),
+            ApiError::RunFinished { .. } | ApiError::StaleAttempt { .. } => {
+                Status::failed_precondition(message)
+            }
+            ApiError::ShuttingDown => Status::unavailable(message),
+            ApiError::Store(_) => Status::internal(message),
+        }
+    }
+}

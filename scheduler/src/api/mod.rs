@@ -1,0 +1,11 @@
+//! The gRPC services: thin handlers that convert, call the engine or read the store, and map
+//! errors to statuses in one place.
+
+mod client;
+mod convert;
+mod error;
+mod worker;
+
+pub use client::ClientApi;
+pub use error::ApiError;
+pub use worker::WorkerApi;

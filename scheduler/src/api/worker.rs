@@ -1,0 +1,170 @@
+//! The worker API (`vishwa.v1.WorkerApi`): registration, heartbeats, the task inbox, and
+//! attempt reports, each refused when its attempt is no longer current.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+use vishwa_proto::v1 as pb;
+
+use super::convert::{log_stream_from_pb, outcome_from_pb};
+use super::error::ApiError;
+use crate::engine::{EngineHandle, WorkerMessage, WorkerRegistration};
+use crate::ids::{AttemptId, RunId, WorkerId};
+use crate::store::LogRecord;
+
+/// Log chunks stored per write at most.
+const LOG_BATCH: usize = 256;
+
+/// The worker API.
+pub struct WorkerApi {
+    engine: EngineHandle,
+}
+
+impl WorkerApi {
+    /// Handlers over `engine`.
+    pub fn new(engine: EngineHandle) -> Self {
+        WorkerApi { engine }
+    }
+}
+
+fn required<'a>(field: &'static str, value: &'a str) -> Result<&'a str, Status> {
+    if value.is_empty() {
+        return Err(ApiError::InvalidRequest {
+            field,
+            reason: "must not be empty".to_owned(),
+        }
+        .into());
+    }
+    Ok(value)
+}
+
+fn log_record(chunk: pb::LogChunk) -> LogRecord {
+    LogRecord {
+        stage: chunk.stage,
+        attempt: chunk.attempt,
+        seq: chunk.seq,
+        stream: log_stream_from_pb(chunk.stream),
+        time_ms: chunk.time_ms,
+        data: chunk.data.to_vec(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::worker_api_server::WorkerApi for WorkerApi {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let r = request.into_inner();
+        required("name", &r.name)?;
+        let registered = self
+            .engine
+            .register(WorkerRegistration {
+                name: r.name,
+                slots: r.slots,
+                labels: r.labels.into_iter().collect(),
+                allow_process: r.allow_process,
+                running: r.running_attempts.into_iter().map(AttemptId).collect(),
+            })
+            .await?;
+        Ok(Response::new(pb::RegisterResponse {
+            worker_id: registered.worker.0,
+            heartbeat_interval_ms: registered.heartbeat_interval.as_millis() as u64,
+            lease_ms: registered.lease.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        let running = r.running_attempts.into_iter().map(AttemptId).collect();
+        let reply = self
+            .engine
+            .heartbeat(WorkerId(r.worker_id), running)
+            .await?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            cancel_attempts: reply.cancel.into_iter().map(|a| a.0).collect(),
+            reregister: reply.reregister,
+        }))
+    }
+
+    type TasksStream = Pin<Box<dyn Stream<Item = Result<pb::WorkerCommand, Status>> + Send>>;
+
+    async fn tasks(
+        &self,
+        request: Request<pb::TasksRequest>,
+    ) -> Result<Response<Self::TasksStream>, Status> {
+        let worker = WorkerId(request.into_inner().worker_id);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.engine.attach_inbox(worker, tx).await?;
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|message| {
+            let command = match message {
+                WorkerMessage::Task(task) => pb::worker_command::Command::Task((&*task).into()),
+                WorkerMessage::Cancel { attempt, reason } => {
+                    pb::worker_command::Command::Cancel(pb::CancelAttempt {
+                        attempt_id: attempt.0,
+                        reason,
+                    })
+                }
+            };
+            Ok(pb::WorkerCommand {
+                command: Some(command),
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report_started(
+        &self,
+        request: Request<pb::ReportStartedRequest>,
+    ) -> Result<Response<pb::ReportAck>, Status> {
+        let r = request.into_inner();
+        self.engine
+            .started(WorkerId(r.worker_id), AttemptId(r.attempt_id), r.handle)
+            .await?;
+        Ok(Response::new(pb::ReportAck {}))
+    }
+
+    async fn push_logs(
+        &self,
+        request: Request<Streaming<pb::LogChunk>>,
+    ) -> Result<Response<pb::ReportAck>, Status> {
+        let mut stream = request.into_inner().ready_chunks(LOG_BATCH);
+        while let Some(chunks) = stream.next().await {
+            let mut by_run: Vec<(RunId, Vec<LogRecord>)> = Vec::new();
+            for chunk in chunks {
+                let chunk = chunk?;
+                required("run_id", &chunk.run_id)?;
+                required("stage", &chunk.stage)?;
+                let run = RunId(chunk.run_id.clone());
+                match by_run.last_mut() {
+                    Some((r, records)) if *r == run => records.push(log_record(chunk)),
+                    _ => by_run.push((run, vec![log_record(chunk)])),
+                }
+            }
+            for (run, records) in by_run {
+                self.engine.append_logs(&run, records)?;
+            }
+        }
+        Ok(Response::new(pb::ReportAck {}))
+    }
+
+    async fn report_result(
+        &self,
+        request: Request<pb::ReportResultRequest>,
+    ) -> Result<Response<pb::ReportAck>, Status> {
+        let r = request.into_inner();
+        let outcome = outcome_from_pb(r.outcome).ok_or_else(|| ApiError::InvalidRequest {
+            field: "outcome",
+            reason: "a result must say how the attempt ended".to_owned(),
+        })?;
+        self.engine
+            .finished(WorkerId(r.worker_id), AttemptId(r.attempt_id), outcome)
+            .await?;
+        Ok(Response::new(pb::ReportAck {}))
+    }
+}

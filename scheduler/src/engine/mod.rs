@@ -1,0 +1,331 @@
+//! The engine: one actor that owns every active run, the ready queue and the worker registry.
+//!
+//! Each turn of its loop takes every waiting command, applies the resulting events to the
+//! runs' state machines, dispatches ready stages to free workers, writes all changed records
+//! in one store batch and syncs it, and only then acts: replies to callers, sends tasks and
+//! cancellations to workers, and publishes events to watchers. Batching the writes is what
+//! keeps every transition durable at thousands of stages per second.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::ApiError;
+use crate::dag::{Command as DagCommand, Dag, ExecutorKind, Mount, Resources};
+use crate::ids::{AttemptId, RunId, WorkerId};
+use crate::run::{AttemptOutcome, RunRecord, StageRecord};
+use crate::store::{LogRecord, Store};
+
+mod core;
+mod metrics;
+mod task;
+mod workers;
+
+pub use metrics::DispatchMetrics;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How often workers are told to heartbeat.
+    pub heartbeat_interval: Duration,
+    /// How long a worker's attempts survive without a heartbeat.
+    pub lease: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            heartbeat_interval: Duration::from_secs(5),
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Something watchers may want to know, published after it is stored.
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    Stage { run: RunId, record: StageRecord },
+    Run(RunRecord),
+    Log { run: RunId, record: LogRecord },
+}
+
+/// A task for a worker, fully rendered.
+#[derive(Debug, Clone)]
+pub struct TaskAssignment {
+    pub attempt: AttemptId,
+    pub attempt_number: u32,
+    pub run: RunId,
+    pub dag: String,
+    pub stage: String,
+    pub executor: ExecutorKind,
+    pub image: Option<String>,
+    pub command: Option<DagCommand>,
+    pub env: BTreeMap<String, String>,
+    pub local_dir: Option<String>,
+    pub timeout: Option<Duration>,
+    pub mounts: Vec<Mount>,
+    pub resources: Resources,
+}
+
+/// What the engine sends down a worker's inbox.
+#[derive(Debug, Clone)]
+pub enum WorkerMessage {
+    Task(Box<TaskAssignment>),
+    Cancel { attempt: AttemptId, reason: String },
+}
+
+/// A worker introducing itself.
+#[derive(Debug, Clone)]
+pub struct WorkerRegistration {
+    pub name: String,
+    pub slots: u32,
+    pub labels: BTreeMap<String, String>,
+    pub allow_process: bool,
+    pub running: Vec<AttemptId>,
+}
+
+/// The engine's answer to a registration.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub worker: WorkerId,
+    pub heartbeat_interval: Duration,
+    pub lease: Duration,
+}
+
+/// The engine's answer to a heartbeat.
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatReply {
+    /// Attempts the worker runs that are no longer current: it must stop them.
+    pub cancel: Vec<AttemptId>,
+    /// The scheduler does not know the worker: it must register again.
+    pub reregister: bool,
+}
+
+/// The outcome of a submission.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub name: String,
+    pub version: String,
+    pub changed: bool,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+pub(crate) enum Command {
+    Submit {
+        dag: Arc<Dag>,
+        file_name: String,
+        source: String,
+        local_dir: Option<String>,
+        reply: Reply<Submitted>,
+    },
+    Trigger {
+        dag: String,
+        params: BTreeMap<String, String>,
+        reply: Reply<RunRecord>,
+    },
+    Cancel {
+        run: RunId,
+        reply: Reply<RunRecord>,
+    },
+    Register {
+        registration: WorkerRegistration,
+        reply: Reply<Registered>,
+    },
+    AttachInbox {
+        worker: WorkerId,
+        inbox: mpsc::UnboundedSender<WorkerMessage>,
+        reply: Reply<()>,
+    },
+    Heartbeat {
+        worker: WorkerId,
+        running: Vec<AttemptId>,
+        reply: Reply<HeartbeatReply>,
+    },
+    Started {
+        worker: WorkerId,
+        attempt: AttemptId,
+        handle: String,
+        reply: Reply<()>,
+    },
+    Finished {
+        worker: WorkerId,
+        attempt: AttemptId,
+        outcome: AttemptOutcome,
+        reply: Reply<()>,
+    },
+    Metrics {
+        reply: oneshot::Sender<DispatchMetrics>,
+    },
+}
+
+/// A cloneable handle on the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::UnboundedSender<Command>,
+    events: broadcast::Sender<Arc<EngineEvent>>,
+    store: Arc<dyn Store>,
+}
+
+/// How many events a slow watcher may fall behind before it must re-read the store.
+const EVENT_BUFFER: usize = 1 << 16;
+
+impl EngineHandle {
+    /// Loads every unfinished run from `store` and starts the engine on `tracker`; it stops
+    /// when `shutdown` fires.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        config: EngineConfig,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<EngineHandle, ApiError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let mut engine = core::Engine::new(store.clone(), config, events.clone());
+        engine.recover().await?;
+        tracker.spawn(engine.run(rx, shutdown));
+        Ok(EngineHandle { tx, events, store })
+    }
+
+    /// The store the engine writes to; reads may go straight to it.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Events published after they are stored.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EngineEvent>> {
+        self.events.subscribe()
+    }
+
+    /// Stores log chunks of a run and tells watchers about them.
+    pub fn append_logs(&self, run: &RunId, chunks: Vec<LogRecord>) -> Result<(), ApiError> {
+        self.store.append_logs(run, &chunks)?;
+        for record in chunks {
+            let _ = self.events.send(Arc::new(EngineEvent::Log {
+                run: run.clone(),
+                record,
+            }));
+        }
+        Ok(())
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).map_err(|_| ApiError::ShuttingDown)?;
+        rx.await.map_err(|_| ApiError::ShuttingDown)?
+    }
+
+    /// Registers a validated DAG; unchanged content changes nothing.
+    pub async fn submit(
+        &self,
+        dag: Arc<Dag>,
+        file_name: String,
+        source: String,
+        local_dir: Option<String>,
+    ) -> Result<Submitted, ApiError> {
+        self.call(|reply| Command::Submit {
+            dag,
+            file_name,
+            source,
+            local_dir,
+            reply,
+        })
+        .await
+    }
+
+    /// Starts a run of `dag` with parameter overrides.
+    pub async fn trigger(
+        &self,
+        dag: String,
+        params: BTreeMap<String, String>,
+    ) -> Result<RunRecord, ApiError> {
+        self.call(|reply| Command::Trigger { dag, params, reply }).await
+    }
+
+    /// Cancels a run: running attempts are stopped, the rest will not start.
+    pub async fn cancel(&self, run: RunId) -> Result<RunRecord, ApiError> {
+        self.call(|reply| Command::Cancel { run, reply }).await
+    }
+
+    /// Registers (or re-registers) a worker.
+    pub async fn register(&self, registration: WorkerRegistration) -> Result<Registered, ApiError> {
+        self.call(|reply| Command::Register {
+            registration,
+            reply,
+        })
+        .await
+    }
+
+    /// Connects a registered worker's inbox.
+    pub async fn attach_inbox(
+        &self,
+        worker: WorkerId,
+        inbox: mpsc::UnboundedSender<WorkerMessage>,
+    ) -> Result<(), ApiError> {
+        self.call(|reply| Command::AttachInbox {
+            worker,
+            inbox,
+            reply,
+        })
+        .await
+    }
+
+    /// Extends a worker's lease.
+    pub async fn heartbeat(
+        &self,
+        worker: WorkerId,
+        running: Vec<AttemptId>,
+    ) -> Result<HeartbeatReply, ApiError> {
+        self.call(|reply| Command::Heartbeat {
+            worker,
+            running,
+            reply,
+        })
+        .await
+    }
+
+    /// Records that an attempt started.
+    pub async fn started(
+        &self,
+        worker: WorkerId,
+        attempt: AttemptId,
+        handle: String,
+    ) -> Result<(), ApiError> {
+        self.call(|reply| Command::Started {
+            worker,
+            attempt,
+            handle,
+            reply,
+        })
+        .await
+    }
+
+    /// Records how an attempt ended; refused for an attempt that is no longer current.
+    pub async fn finished(
+        &self,
+        worker: WorkerId,
+        attempt: AttemptId,
+        outcome: AttemptOutcome,
+    ) -> Result<(), ApiError> {
+        self.call(|reply| Command::Finished {
+            worker,
+            attempt,
+            outcome,
+            reply,
+        })
+        .await
+    }
+
+    /// Dispatch latency and throughput figures, for benchmarks.
+    pub async fn metrics(&self) -> Result<DispatchMetrics, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Metrics { reply })
+            .map_err(|_| ApiError::ShuttingDown)?;
+        rx.await.map_err(|_| ApiError::ShuttingDown)
+    }
+}

@@ -1,0 +1,15 @@
+//! Runs: the persisted records, the plan (stages expanded into instances) and the pure state
+//! machine that moves them.
+
+mod machine;
+mod plan;
+mod state;
+
+pub use machine::{
+    Action, DEADLINE_GRACE_MS, Event, INFRA_BACKOFF_MS, INFRA_RETRY_LIMIT, Run, TransitionError,
+    exponential_backoff,
+};
+pub use plan::{PlanNode, RunPlan};
+pub use state::{
+    AttemptOutcome, AttemptRecord, RunRecord, RunState, StageRecord, StageState, TriggerKind,
+};

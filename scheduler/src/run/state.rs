@@ -1,0 +1,244 @@
+//! The persisted records of a run: its header and one record per stage instance, with the
+//! states of product.md carrying the data that belongs to them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dag::ParamValue;
+use crate::ids::{AttemptId, Millis, RunId, WorkerId};
+
+/// State of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Accepted, waiting for a free slot under the DAG's `max_active_runs`.
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunState {
+    /// Whether the run has ended.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Failed | RunState::Cancelled
+        )
+    }
+
+    /// The name used in the CLI and the protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerKind {
+    Manual,
+    Schedule,
+    Backfill,
+}
+
+impl TriggerKind {
+    /// The name used in the CLI and the protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerKind::Manual => "manual",
+            TriggerKind::Schedule => "schedule",
+            TriggerKind::Backfill => "backfill",
+        }
+    }
+}
+
+/// The header of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub dag: String,
+    /// The DAG version (content hash) this run is pinned to.
+    pub dag_version: String,
+    /// Parameters after overrides.
+    pub params: BTreeMap<String, ParamValue>,
+    pub state: RunState,
+    pub trigger: TriggerKind,
+    pub created_ms: Millis,
+    pub started_ms: Option<Millis>,
+    pub finished_ms: Option<Millis>,
+    /// Why the run ended as it did, when that is not plain success.
+    pub message: Option<String>,
+    /// The schedule slot a scheduled or backfill run stands for.
+    pub logical_time_ms: Option<Millis>,
+    /// When the run's `timeout:` expires.
+    pub deadline_ms: Option<Millis>,
+    /// Set once a cancellation was requested.
+    pub cancel_requested: bool,
+}
+
+/// State of one stage instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum StageState {
+    /// Waiting for the stages it needs.
+    Pending,
+    /// Ready to run; waits for a worker, or for `not_before_ms` after a failed attempt.
+    Queued {
+        since_ms: Millis,
+        not_before_ms: Option<Millis>,
+    },
+    /// An attempt is assigned to a worker.
+    Running {
+        attempt: AttemptId,
+        worker: WorkerId,
+        started_ms: Millis,
+        /// The scheduler's backstop: past it the attempt is stopped even if the worker never
+        /// reports (the worker enforces the stage timeout itself, earlier).
+        deadline_ms: Option<Millis>,
+    },
+    Succeeded {
+        finished_ms: Millis,
+    },
+    Failed {
+        finished_ms: Millis,
+        error: String,
+    },
+    UpstreamFailed {
+        finished_ms: Millis,
+    },
+    Skipped {
+        finished_ms: Millis,
+        reason: String,
+    },
+    Cancelled {
+        finished_ms: Millis,
+    },
+}
+
+impl StageState {
+    /// Whether the instance has reached a final state.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            StageState::Succeeded { .. }
+                | StageState::Failed { .. }
+                | StageState::UpstreamFailed { .. }
+                | StageState::Skipped { .. }
+                | StageState::Cancelled { .. }
+        )
+    }
+
+    /// The state's name as the CLI shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StageState::Pending => "pending",
+            StageState::Queued { .. } => "queued",
+            StageState::Running { .. } => "running",
+            StageState::Succeeded { .. } => "succeeded",
+            StageState::Failed { .. } => "failed",
+            StageState::UpstreamFailed { .. } => "upstream_failed",
+            StageState::Skipped { .. } => "skipped",
+            StageState::Cancelled { .. } => "cancelled",
+        }
+    }
+
+    /// When the instance reached its final state.
+    pub fn finished_ms(&self) -> Option<Millis> {
+        match self {
+            StageState::Succeeded { finished_ms }
+            | StageState::Failed { finished_ms, .. }
+            | StageState::UpstreamFailed { finished_ms }
+            | StageState::Skipped { finished_ms, .. }
+            | StageState::Cancelled { finished_ms } => Some(*finished_ms),
+            _ => None,
+        }
+    }
+}
+
+/// How one attempt ended (or that it has not yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum AttemptOutcome {
+    Running,
+    /// Ran to its end; 0 means success.
+    Exited { code: i64 },
+    TimedOut,
+    /// Stopped because the run was cancelled or timed out.
+    Cancelled,
+    /// Its worker vanished or stopped it for its own reasons; retried on the infrastructure
+    /// budget, not the stage's.
+    Lost { reason: String },
+    /// Could not run at all.
+    Error { message: String, transient: bool },
+}
+
+impl AttemptOutcome {
+    /// The outcome's name as the CLI shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AttemptOutcome::Running => "running",
+            AttemptOutcome::Exited { code: 0 } => "succeeded",
+            AttemptOutcome::Exited { .. } => "failed",
+            AttemptOutcome::TimedOut => "timed_out",
+            AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::Lost { .. } => "lost",
+            AttemptOutcome::Error { .. } => "error",
+        }
+    }
+}
+
+/// One attempt of a stage instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub id: AttemptId,
+    /// 1-based, counting every attempt of the instance.
+    pub number: u32,
+    pub worker: WorkerId,
+    pub started_ms: Millis,
+    pub finished_ms: Option<Millis>,
+    pub outcome: AttemptOutcome,
+    /// Container id or process id, once the worker reported the start.
+    pub handle: Option<String>,
+}
+
+/// The persisted record of one stage instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageRecord {
+    /// `stage` or `stage[item]`.
+    pub instance: String,
+    /// Names of the DAG stages this one needs (stage names, not instances).
+    #[serde(default)]
+    pub needs: Vec<String>,
+    pub state: StageState,
+    pub attempts: Vec<AttemptRecord>,
+    /// Failed attempts counted against `retries.limit`.
+    pub failures: u32,
+    /// Lost or transiently failed attempts, counted against the infrastructure budget.
+    pub infra_failures: u32,
+    /// When the instance was first queued.
+    pub queued_ms: Option<Millis>,
+}
+
+impl StageRecord {
+    /// A fresh pending record.
+    pub fn pending(instance: String, needs: Vec<String>) -> StageRecord {
+        StageRecord {
+            instance,
+            needs,
+            state: StageState::Pending,
+            attempts: Vec::new(),
+            failures: 0,
+            infra_failures: 0,
+            queued_ms: None,
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The scheduler as a server: opens the store, starts the engine, serves both gRPC services
+//! on a listener until shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::server::TcpIncoming;
+use tracing::info;
+use vishwa_proto::v1 as pb;
+
+use crate::api::{ApiError, ClientApi, WorkerApi};
+use crate::engine::{EngineConfig, EngineHandle};
+use crate::store::{SledStore, Store, StoreError};
+
+/// Largest message either side accepts (a DAG source, a log batch).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// How long shutdown waits for the engine's last turn.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Settings of `vishwa scheduler`: defaults, then the config file, then flags.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory of the sled store.
+    pub data_dir: PathBuf,
+    /// How often workers heartbeat.
+    #[serde(with = "humantime_serde_compat")]
+    pub heartbeat_interval: Duration,
+    /// How long a silent worker keeps its attempts.
+    #[serde(with = "humantime_serde_compat")]
+    pub lease: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        let engine = EngineConfig::default();
+        SchedulerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: PathBuf::from("vishwa-data"),
+            heartbeat_interval: engine.heartbeat_interval,
+            lease: engine.lease,
+        }
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("serving gRPC: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A started scheduler.
+pub struct Scheduler {
+    /// The engine, for embedding processes and benchmarks.
+    pub engine: EngineHandle,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    tracker: TaskTracker,
+}
+
+impl Scheduler {
+    /// Opens the store in `config.data_dir` and starts serving on `listener`.
+    pub async fn start(
+        config: &SchedulerConfig,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<Scheduler, ServeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            StoreError::Backend(format!("creating {}: {e}", config.data_dir.display()))
+        })?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
+        Self::start_with_store(config, store, listener, shutdown).await
+    }
+
+    /// Starts serving on `listener` over an already open store.
+    pub async fn start_with_store(
+        config: &SchedulerConfig,
+        store: Arc<dyn Store>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<Scheduler, ServeError> {
+        let tracker = TaskTracker::new();
+        let engine_config = EngineConfig {
+            heartbeat_interval: config.heartbeat_interval,
+            lease: config.lease,
+        };
+        let engine = EngineHandle::start(store, engine_config, &tracker, shutdown.clone()).await?;
+        let addr = listener.local_addr().ok();
+        let client = pb::vishwa_server::VishwaServer::new(ClientApi::new(engine.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let worker = pb::worker_api_server::WorkerApiServer::new(WorkerApi::new(engine.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(client)
+                .add_service(worker)
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()),
+        );
+        if let Some(addr) = addr {
+            info!(%addr, "scheduler listening");
+        }
+        Ok(Scheduler {
+            engine,
+            server,
+            tracker,
+        })
+    }
+
+    /// Waits until the server stopped (after shutdown fired) and the engine finished.
+    pub async fn wait(self) -> Result<(), ServeError> {
+        let served = self.server.await;
+        self.tracker.close();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait()).await;
+        match served {
+            Ok(result) => result.map_err(ServeError::from),
+            Err(join) => Err(ServeError::Api(ApiError::InvalidRequest {
+                field: "server",
+                reason: join.to_string(),
+            })),
+        }
+    }
+}
+
+/// Serves the scheduler on `listener` until `shutdown` fires.
+pub async fn serve(
+    config: &SchedulerConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    Scheduler::start(config, listener, shutdown).await?.wait().await
+}
+
+/// Durations in config files as humantime strings (`5s`, `30s`, `2m`).
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. 5s or 2m"))
+        })
+    }
+}

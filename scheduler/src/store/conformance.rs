@@ -1,0 +1,193 @@
+//! One conformance suite, run against every [`Store`] implementation.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::ids::{AttemptId, WorkerId};
+use crate::run::{AttemptOutcome, AttemptRecord, RunState, StageState, TriggerKind};
+
+fn run_record(id: &str, dag: &str) -> RunRecord {
+    RunRecord {
+        id: RunId::from(id),
+        dag: dag.to_owned(),
+        dag_version: "v1".to_owned(),
+        params: BTreeMap::from([("rows".to_owned(), serde_json::json!(10))]),
+        state: RunState::Running,
+        trigger: TriggerKind::Manual,
+        created_ms: 1,
+        started_ms: Some(2),
+        finished_ms: None,
+        message: None,
+        logical_time_ms: None,
+        deadline_ms: None,
+        cancel_requested: false,
+    }
+}
+
+fn running_stage(name: &str) -> StageRecord {
+    let mut s = StageRecord::pending(name.to_owned(), vec!["up".to_owned()]);
+    s.state = StageState::Running {
+        attempt: AttemptId::from("a1"),
+        worker: WorkerId::from("w1"),
+        started_ms: 5,
+        deadline_ms: Some(99),
+    };
+    s.attempts.push(AttemptRecord {
+        id: AttemptId::from("a1"),
+        number: 1,
+        worker: WorkerId::from("w1"),
+        started_ms: 5,
+        finished_ms: None,
+        outcome: AttemptOutcome::Running,
+        handle: Some("c0ffee".to_owned()),
+    });
+    s
+}
+
+fn log(stage: &str, attempt: u32, seq: u64, data: &[u8]) -> LogRecord {
+    LogRecord {
+        stage: stage.to_owned(),
+        attempt,
+        seq,
+        stream: LogStreamKind::Stderr,
+        time_ms: 7,
+        data: data.to_vec(),
+    }
+}
+
+async fn records_round_trip(store: &dyn Store) {
+    let mut b = WriteBatch::new();
+    b.put_dag(DagRecord {
+        name: "etl".into(),
+        version: "abc".into(),
+        submitted_ms: 3,
+        paused: false,
+    });
+    b.put_dag_version(DagVersion {
+        name: "etl".into(),
+        version: "abc".into(),
+        file_name: "etl.yaml".into(),
+        source: "name: etl".into(),
+        local_dir: Some("/tmp/etl".into()),
+        submitted_ms: 3,
+    });
+    let run = run_record("etl-1", "etl");
+    b.put_run(run.clone());
+    b.put_stage(&run.id, running_stage("train[a]"));
+    b.put_stage(&run.id, StageRecord::pending("collect".into(), Vec::new()));
+    store.commit(b).unwrap();
+    store.sync().await.unwrap();
+
+    assert_eq!(store.get_dag("etl").unwrap().unwrap().version, "abc");
+    assert!(store.get_dag("nope").unwrap().is_none());
+    let v = store.get_dag_version("etl", "abc").unwrap().unwrap();
+    assert_eq!(v.local_dir.as_deref(), Some("/tmp/etl"));
+    assert_eq!(store.get_run(&run.id).unwrap().unwrap(), run);
+    let stages = store.run_stages(&run.id).unwrap();
+    let names: Vec<_> = stages.iter().map(|s| s.instance.as_str()).collect();
+    assert_eq!(names, ["collect", "train[a]"]);
+    assert_eq!(stages[1], running_stage("train[a]"));
+}
+
+async fn stages_of_runs_with_shared_prefixes_stay_apart(store: &dyn Store) {
+    let mut b = WriteBatch::new();
+    for id in ["a", "ab", "a-b"] {
+        b.put_run(run_record(id, "d"));
+        b.put_stage(&RunId::from(id), StageRecord::pending(format!("s-{id}"), Vec::new()));
+    }
+    store.commit(b).unwrap();
+    for id in ["a", "ab", "a-b"] {
+        let stages = store.run_stages(&RunId::from(id)).unwrap();
+        assert_eq!(stages.len(), 1, "run {id}");
+        assert_eq!(stages[0].instance, format!("s-{id}"));
+    }
+    let ids: Vec<_> = store.list_runs().unwrap().into_iter().map(|r| r.id.0).collect();
+    assert_eq!(ids, ["a", "a-b", "ab"]);
+}
+
+async fn later_writes_replace_earlier_ones(store: &dyn Store) {
+    let mut run = run_record("r", "d");
+    let mut b = WriteBatch::new();
+    b.put_run(run.clone());
+    store.commit(b).unwrap();
+    run.state = RunState::Succeeded;
+    let mut b = WriteBatch::new();
+    b.put_run(run.clone());
+    store.commit(b).unwrap();
+    assert_eq!(store.get_run(&run.id).unwrap().unwrap().state, RunState::Succeeded);
+    assert_eq!(store.list_runs().unwrap().len(), 1);
+}
+
+async fn logs_keep_raw_bytes_order_and_deduplicate(store: &dyn Store) {
+    let run = RunId::from("r1");
+    let other = RunId::from("r10");
+    store
+        .append_logs(&run, &[log("b", 1, 1, b"two"), log("b", 1, 0, b"\xff\xfe one")])
+        .unwrap();
+    store.append_logs(&run, &[log("a", 2, 0, b"a2"), log("a", 1, 5, b"a1")]).unwrap();
+    store.append_logs(&other, &[log("a", 1, 0, b"other run")]).unwrap();
+    // Sent again after a reconnect: stored once.
+    store.append_logs(&run, &[log("b", 1, 1, b"two")]).unwrap();
+
+    let all = store.read_logs(&run, None).unwrap();
+    let data: Vec<&[u8]> = all.iter().map(|l| l.data.as_slice()).collect();
+    assert_eq!(data, [&b"a1"[..], b"a2", b"\xff\xfe one", b"two"]);
+    assert_eq!(all[0].stream, LogStreamKind::Stderr);
+    assert_eq!(all[0].seq, 5);
+    let b_only = store.read_logs(&run, Some("b")).unwrap();
+    assert_eq!(b_only.len(), 2);
+    assert!(store.read_logs(&run, Some("zz")).unwrap().is_empty());
+}
+
+macro_rules! conformance {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test]
+            async fn records_round_trip() {
+                let (store, _guard) = $make;
+                super::records_round_trip(&store).await;
+            }
+
+            #[tokio::test]
+            async fn stages_of_runs_with_shared_prefixes_stay_apart() {
+                let (store, _guard) = $make;
+                super::stages_of_runs_with_shared_prefixes_stay_apart(&store).await;
+            }
+
+            #[tokio::test]
+            async fn later_writes_replace_earlier_ones() {
+                let (store, _guard) = $make;
+                super::later_writes_replace_earlier_ones(&store).await;
+            }
+
+            #[tokio::test]
+            async fn logs_keep_raw_bytes_order_and_deduplicate() {
+                let (store, _guard) = $make;
+                super::logs_keep_raw_bytes_order_and_deduplicate(&store).await;
+            }
+        }
+    };
+}
+
+conformance!(memory, (MemoryStore::new(), ()));
+conformance!(sled, {
+    let dir = tempfile::tempdir().unwrap();
+    (SledStore::open(dir.path()).unwrap(), dir)
+});
+
+#[tokio::test]
+async fn sled_store_keeps_synced_records_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut b = WriteBatch::new();
+        b.put_run(run_record("kept", "d"));
+        store.commit(b).unwrap();
+        store.sync().await.unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    assert!(store.get_run(&RunId::from("kept")).unwrap().is_some());
+}

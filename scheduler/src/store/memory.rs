@@ -1,0 +1,123 @@
+//! An in-memory [`Store`] for unit tests: same contract as sled, nothing on disk.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{DagRecord, DagVersion, LogRecord, Store, StoreError, WriteBatch, WriteOp};
+use crate::ids::RunId;
+use crate::run::{RunRecord, StageRecord};
+
+#[derive(Default)]
+struct Inner {
+    dags: BTreeMap<String, DagRecord>,
+    versions: BTreeMap<(String, String), DagVersion>,
+    runs: BTreeMap<RunId, RunRecord>,
+    stages: BTreeMap<(RunId, String), StageRecord>,
+    logs: BTreeMap<(RunId, String, u32, u64), LogRecord>,
+}
+
+/// A [`Store`] held in memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for op in batch.ops {
+            match op {
+                WriteOp::Dag(d) => {
+                    inner.dags.insert(d.name.clone(), d);
+                }
+                WriteOp::DagVersion(v) => {
+                    inner
+                        .versions
+                        .insert((v.name.clone(), v.version.clone()), v);
+                }
+                WriteOp::Run(r) => {
+                    inner.runs.insert(r.id.clone(), r);
+                }
+                WriteOp::Stage(run, s) => {
+                    inner.stages.insert((run, s.instance.clone()), s);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn get_dag(&self, name: &str) -> Result<Option<DagRecord>, StoreError> {
+        Ok(self.lock().dags.get(name).cloned())
+    }
+
+    fn list_dags(&self) -> Result<Vec<DagRecord>, StoreError> {
+        Ok(self.lock().dags.values().cloned().collect())
+    }
+
+    fn get_dag_version(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<DagVersion>, StoreError> {
+        let key = (name.to_owned(), version.to_owned());
+        Ok(self.lock().versions.get(&key).cloned())
+    }
+
+    fn get_run(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
+        Ok(self.lock().runs.get(id).cloned())
+    }
+
+    fn list_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        Ok(self.lock().runs.values().cloned().collect())
+    }
+
+    fn run_stages(&self, id: &RunId) -> Result<Vec<StageRecord>, StoreError> {
+        let inner = self.lock();
+        let from = (id.clone(), String::new());
+        Ok(inner
+            .stages
+            .range(from..)
+            .take_while(|((run, _), _)| run == id)
+            .map(|(_, s)| s.clone())
+            .collect())
+    }
+
+    fn append_logs(&self, run: &RunId, chunks: &[LogRecord]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for c in chunks {
+            let key = (run.clone(), c.stage.clone(), c.attempt, c.seq);
+            inner.logs.insert(key, c.clone());
+        }
+        Ok(())
+    }
+
+    fn read_logs(&self, run: &RunId, stage: Option<&str>) -> Result<Vec<LogRecord>, StoreError> {
+        let inner = self.lock();
+        let from = (run.clone(), String::new(), 0, 0);
+        Ok(inner
+            .logs
+            .range(from..)
+            .take_while(|((r, _, _, _), _)| r == run)
+            .filter(|((_, s, _, _), _)| stage.is_none_or(|want| want == s))
+            .map(|(_, c)| c.clone())
+            .collect())
+    }
+}

@@ -1,0 +1,173 @@
+//! Persistent state behind the [`Store`] trait: DAGs and their versions, runs, one record per
+//! stage instance (so a 100k-way fan-out is 100k small keys, not one huge value), and logs.
+//! [`SledStore`] is the real one; [`MemoryStore`] serves unit tests.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::ids::{Millis, RunId};
+use crate::run::{RunRecord, StageRecord};
+
+mod memory;
+mod sled_store;
+
+#[cfg(test)]
+mod conformance;
+
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+/// Why the store failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Backend(String),
+    #[error("store: record {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// The current version of a registered DAG.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DagRecord {
+    pub name: String,
+    /// Content hash of the current version.
+    pub version: String,
+    pub submitted_ms: Millis,
+    /// Paused DAGs are not started by their schedule.
+    pub paused: bool,
+}
+
+/// One version of a DAG, kept as long as runs may refer to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DagVersion {
+    pub name: String,
+    pub version: String,
+    pub file_name: String,
+    pub source: String,
+    /// Folder on the scheduler's host with the DAG's files (embedded modes only).
+    pub local_dir: Option<String>,
+    pub submitted_ms: Millis,
+}
+
+/// Which stream a log chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStreamKind {
+    Stdout,
+    Stderr,
+    System,
+}
+
+/// A stored piece of a stage's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    pub stage: String,
+    pub attempt: u32,
+    /// Per attempt, from 0, as the worker numbered it.
+    pub seq: u64,
+    pub stream: LogStreamKind,
+    pub time_ms: Millis,
+    pub data: Vec<u8>,
+}
+
+/// A set of writes applied atomically.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    pub(crate) ops: Vec<WriteOp>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum WriteOp {
+    Dag(DagRecord),
+    DagVersion(DagVersion),
+    Run(RunRecord),
+    Stage(RunId, StageRecord),
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores (or replaces) a DAG's current-version record.
+    pub fn put_dag(&mut self, dag: DagRecord) {
+        self.ops.push(WriteOp::Dag(dag));
+    }
+
+    /// Stores a DAG version.
+    pub fn put_dag_version(&mut self, version: DagVersion) {
+        self.ops.push(WriteOp::DagVersion(version));
+    }
+
+    /// Stores (or replaces) a run header.
+    pub fn put_run(&mut self, run: RunRecord) {
+        self.ops.push(WriteOp::Run(run));
+    }
+
+    /// Stores (or replaces) one stage instance of a run.
+    pub fn put_stage(&mut self, run: &RunId, stage: StageRecord) {
+        self.ops.push(WriteOp::Stage(run.clone(), stage));
+    }
+
+    /// Whether the batch holds no writes.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Number of writes in the batch.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Moves the writes of `other` to the end of this batch.
+    pub fn append(&mut self, other: &mut WriteBatch) {
+        self.ops.append(&mut other.ops);
+    }
+}
+
+/// Persistent state. Writes are atomic per batch; [`Store::sync`] makes everything written so
+/// far durable, and callers act on a write only after it returns.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies every write of `batch` or none of them.
+    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError>;
+
+    /// Waits until everything committed so far survives a crash.
+    async fn sync(&self) -> Result<(), StoreError>;
+
+    fn get_dag(&self, name: &str) -> Result<Option<DagRecord>, StoreError>;
+    fn list_dags(&self) -> Result<Vec<DagRecord>, StoreError>;
+    fn get_dag_version(&self, name: &str, version: &str)
+    -> Result<Option<DagVersion>, StoreError>;
+
+    fn get_run(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError>;
+    /// Every run, in id order.
+    fn list_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+    /// The stage records of a run, in instance-name order.
+    fn run_stages(&self, id: &RunId) -> Result<Vec<StageRecord>, StoreError>;
+
+    /// Stores log chunks of a run; a chunk stored again (same stage, attempt, seq) replaces
+    /// the first, so re-sending after a reconnect is harmless.
+    fn append_logs(&self, run: &RunId, chunks: &[LogRecord]) -> Result<(), StoreError>;
+    /// Log chunks of a run (or one stage of it), ordered by stage, attempt and seq.
+    fn read_logs(&self, run: &RunId, stage: Option<&str>) -> Result<Vec<LogRecord>, StoreError>;
+}
+
+/// Counts runs per state; handy for invariants and listings.
+pub fn count_runs_by_state(runs: &[RunRecord]) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for r in runs {
+        *counts.entry(r.state.as_str()).or_default() += 1;
+    }
+    counts
+}

@@ -1,0 +1,209 @@
+//! The sled implementation of [`Store`].
+//!
+//! Layout: one tree `state` holds every record that must change together, under key
+//! prefixes (`d/` DAGs, `v/` DAG versions, `r/` runs, `s/` stage instances), so a batch is one
+//! atomic `apply_batch`. Logs live in their own tree with binary keys
+//! `run \0 stage \0 attempt(u32 BE) seq(u64 BE)` and values `stream(u8) time(i64 BE) bytes`.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{
+    DagRecord, DagVersion, LogRecord, LogStreamKind, Store, StoreError, WriteBatch, WriteOp,
+};
+use crate::ids::RunId;
+use crate::run::{RunRecord, StageRecord};
+
+/// A [`Store`] on sled, in a directory of its own.
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    state: sled::Tree,
+    logs: sled::Tree,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", dir.display())))?;
+        let state = db.open_tree("state")?;
+        let logs = db.open_tree("logs")?;
+        Ok(SledStore { db, state, logs })
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.state.get(key)? {
+            Some(bytes) => decode(key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+        self.state
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (key, value) = item?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialize to JSON")
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn key(prefix: &str, parts: &[&str]) -> Vec<u8> {
+    let mut k = prefix.as_bytes().to_vec();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p.as_bytes());
+    }
+    k
+}
+
+fn log_prefix(run: &RunId, stage: Option<&str>) -> Vec<u8> {
+    let mut k = run.as_str().as_bytes().to_vec();
+    k.push(0);
+    if let Some(stage) = stage {
+        k.extend_from_slice(stage.as_bytes());
+        k.push(0);
+    }
+    k
+}
+
+fn stream_byte(s: LogStreamKind) -> u8 {
+    match s {
+        LogStreamKind::Stdout => 1,
+        LogStreamKind::Stderr => 2,
+        LogStreamKind::System => 3,
+    }
+}
+
+fn decode_log(key: &[u8], value: &[u8]) -> Result<LogRecord, StoreError> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut parts = key.splitn(3, |b| *b == 0);
+    let (Some(_run), Some(stage), Some(tail)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(corrupt("log key has too few parts"));
+    };
+    if tail.len() != 12 || value.len() < 9 {
+        return Err(corrupt("log record has the wrong length"));
+    }
+    let attempt = u32::from_be_bytes(tail[..4].try_into().expect("4 bytes"));
+    let seq = u64::from_be_bytes(tail[4..].try_into().expect("8 bytes"));
+    let stream = match value[0] {
+        1 => LogStreamKind::Stdout,
+        2 => LogStreamKind::Stderr,
+        3 => LogStreamKind::System,
+        _ => return Err(corrupt("unknown log stream")),
+    };
+    let time_ms = i64::from_be_bytes(value[1..9].try_into().expect("8 bytes"));
+    Ok(LogRecord {
+        stage: String::from_utf8_lossy(stage).into_owned(),
+        attempt,
+        seq,
+        stream,
+        time_ms,
+        data: value[9..].to_vec(),
+    })
+}
+
+#[async_trait]
+impl Store for SledStore {
+    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for op in &batch.ops {
+            match op {
+                WriteOp::Dag(d) => b.insert(key("d/", &[&d.name]), encode(d)),
+                WriteOp::DagVersion(v) => b.insert(key("v/", &[&v.name, &v.version]), encode(v)),
+                WriteOp::Run(r) => b.insert(key("r/", &[r.id.as_str()]), encode(r)),
+                WriteOp::Stage(run, s) => {
+                    b.insert(key("s/", &[run.as_str(), &s.instance]), encode(s))
+                }
+            }
+        }
+        self.state.apply_batch(b)?;
+        Ok(())
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    fn get_dag(&self, name: &str) -> Result<Option<DagRecord>, StoreError> {
+        self.get(&key("d/", &[name]))
+    }
+
+    fn list_dags(&self) -> Result<Vec<DagRecord>, StoreError> {
+        self.scan(b"d/")
+    }
+
+    fn get_dag_version(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<DagVersion>, StoreError> {
+        self.get(&key("v/", &[name, version]))
+    }
+
+    fn get_run(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
+        self.get(&key("r/", &[id.as_str()]))
+    }
+
+    fn list_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        self.scan(b"r/")
+    }
+
+    fn run_stages(&self, id: &RunId) -> Result<Vec<StageRecord>, StoreError> {
+        let mut prefix = key("s/", &[id.as_str()]);
+        prefix.push(0);
+        self.scan(&prefix)
+    }
+
+    fn append_logs(&self, run: &RunId, chunks: &[LogRecord]) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for c in chunks {
+            let mut k = log_prefix(run, Some(&c.stage));
+            k.extend_from_slice(&c.attempt.to_be_bytes());
+            k.extend_from_slice(&c.seq.to_be_bytes());
+            let mut v = Vec::with_capacity(9 + c.data.len());
+            v.push(stream_byte(c.stream));
+            v.extend_from_slice(&c.time_ms.to_be_bytes());
+            v.extend_from_slice(&c.data);
+            b.insert(k, v);
+        }
+        self.logs.apply_batch(b)?;
+        Ok(())
+    }
+
+    fn read_logs(&self, run: &RunId, stage: Option<&str>) -> Result<Vec<LogRecord>, StoreError> {
+        self.logs
+            .scan_prefix(log_prefix(run, stage))
+            .map(|item| {
+                let (k, v) = item?;
+                decode_log(&k, &v)
+            })
+            .collect()
+    }
+}
