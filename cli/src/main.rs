@@ -1,1 +1,154 @@
-fn main() {}
+//! `vishwa`: the one binary. Client verbs that speak gRPC to a scheduler, the scheduler and
+//! worker servers, `vishwa dev` (both in one process) and `vishwa run` (one DAG, embedded).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod client;
+mod commands;
+mod load;
+mod output;
+mod watch;
+
+use output::Format;
+
+/// Workflow orchestration for ML pipelines: DAGs of stages in Docker containers.
+#[derive(Debug, Parser)]
+#[command(name = "vishwa", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Verb,
+}
+
+/// Options every client verb takes.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Global {
+    /// The scheduler's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "VISHWA_SERVER",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    server: String,
+    /// Bearer token sent with every call.
+    #[arg(long, global = true, env = "VISHWA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Output: tables for people, JSON for scripts.
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value = "table"
+    )]
+    format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Verb {
+    /// Run one DAG to completion here, scheduler and worker embedded; exit code = outcome.
+    Run(commands::run::RunArgs),
+    /// A scheduler and one local worker in one process, DAGs loaded from a folder.
+    Dev(commands::serve::DevArgs),
+    /// Serve the scheduler.
+    Scheduler(commands::serve::SchedulerArgs),
+    /// Run a worker that takes stages from a scheduler.
+    Worker(commands::serve::WorkerArgs),
+    /// Check DAG files; errors name file:line:col.
+    Validate {
+        /// DAG files or folders holding dag.yaml.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Show a DAG's graph as text, or as Graphviz with --dot.
+    Graph {
+        /// A DAG file or folder, or the name of a registered DAG.
+        target: String,
+        /// Print Graphviz DOT.
+        #[arg(long)]
+        dot: bool,
+    },
+    /// Register or update a DAG (a file, or a folder holding dag.yaml).
+    Submit { path: PathBuf },
+    /// List registered DAGs with their schedule and last run.
+    Dags,
+    /// Start a run of a registered DAG.
+    Trigger {
+        dag: String,
+        /// Parameter override, `name=value`; repeatable.
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Follow the run to its end; the exit code is its outcome.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// List runs, newest first.
+    Runs {
+        /// Only runs of this DAG.
+        #[arg(long)]
+        dag: Option<String>,
+        /// Only runs in this state.
+        #[arg(long, value_parser = ["queued", "running", "succeeded", "failed", "cancelled"])]
+        state: Option<String>,
+        /// How many runs to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// A run's stages: states, attempts, durations, workers.
+    Get { run: String },
+    /// A run's logs, or one stage's; -f follows until the run ends.
+    Logs {
+        run: String,
+        stage: Option<String>,
+        /// Keep following new output until the run ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Cancel a run: running stages are stopped, the rest will not start.
+    Cancel { run: String },
+}
+
+/// Exit codes, documented in the README.
+pub(crate) mod exit {
+    /// The command or run succeeded.
+    pub(crate) const OK: u8 = 0;
+    /// The run failed, or the command could not be carried out.
+    pub(crate) const FAILED: u8 = 1;
+    /// Invalid input: a bad DAG file, parameter or flag.
+    pub(crate) const INVALID: u8 = 2;
+    /// The run was cancelled.
+    pub(crate) const CANCELLED: u8 = 3;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let result = runtime.block_on(commands::dispatch(cli.command, cli.global));
+    // Do not wait on blocking tasks still reading a terminal or a socket.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if let Some(invalid) = e.downcast_ref::<load::Invalid>() {
+                eprintln!("{}", invalid.0.trim_end());
+                return ExitCode::from(exit::INVALID);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::FAILED)
+        }
+    }
+}

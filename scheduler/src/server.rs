@@ -143,7 +143,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    Scheduler::start(config, listener, shutdown).await?.wait().await
+    Scheduler::start(config, listener, shutdown)
+        .await?
+        .wait()
+        .await
 }
 
 /// Durations in config files as humantime strings (`5s`, `30s`, `2m`).
@@ -155,7 +158,9 @@ mod humantime_serde_compat {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. 5s or 2m"))
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration ({e}); write e.g. 5s or 2m"
+            ))
         })
     }
 }

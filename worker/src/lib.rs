@@ -1,4 +1,8 @@
 //! Vishwa's worker: registers with the scheduler, pulls tasks and runs them through an
 //! [`executor::Executor`].
 
+mod agent;
+pub mod api;
 pub mod executor;
+
+pub use agent::{Executors, WorkerConfig, WorkerError, run_worker};

@@ -229,7 +229,10 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         Ok(Response::new(pb::ListRunsResponse { runs }))
     }
 
-    async fn get_run(&self, request: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
+    async fn get_run(
+        &self,
+        request: Request<pb::GetRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
         let run = self.get_run_record(&request.into_inner().run_id)?;
         let stages = self.ordered_stages(&run)?;
         Ok(Response::new(pb::Run {
@@ -439,7 +442,10 @@ impl Follower {
         if !self.logs || self.stage.as_ref().is_some_and(|s| *s != l.stage) {
             return Ok(());
         }
-        let next = self.next_seq.entry((l.stage.clone(), l.attempt)).or_insert(0);
+        let next = self
+            .next_seq
+            .entry((l.stage.clone(), l.attempt))
+            .or_insert(0);
         if l.seq < *next {
             return Ok(());
         }

@@ -70,3 +70,13 @@ impl Dag {
         unimplemented!()
     }
 }
+
+/// Graph as text.
+pub fn render_graph_text(_dag: &Dag) -> String {
+    unimplemented!()
+}
+
+/// Graph as DOT.
+pub fn render_graph_dot(_dag: &Dag) -> String {
+    unimplemented!()
+}

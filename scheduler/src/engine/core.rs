@@ -21,8 +21,8 @@ use crate::api::ApiError;
 use crate::dag::{Dag, parse_dag};
 use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
 use crate::run::{
-    Action, AttemptOutcome, Event, Run, RunPlan, RunRecord, RunState, StageState,
-    TransitionError, TriggerKind,
+    Action, AttemptOutcome, Event, Run, RunPlan, RunRecord, RunState, StageState, TransitionError,
+    TriggerKind,
 };
 use crate::store::{DagRecord, DagVersion, Store, WriteBatch};
 
@@ -372,12 +372,12 @@ impl Engine {
         if let Some(dag) = self.dags.get(&key) {
             return Ok(dag.clone());
         }
-        let stored = self
-            .store
-            .get_dag_version(name, version)?
-            .ok_or_else(|| ApiError::DagNotFound {
-                name: name.to_owned(),
-            })?;
+        let stored =
+            self.store
+                .get_dag_version(name, version)?
+                .ok_or_else(|| ApiError::DagNotFound {
+                    name: name.to_owned(),
+                })?;
         let dag = Arc::new(parse_dag(&stored.source, &stored.file_name)?);
         self.dags.insert(key.clone(), dag.clone());
         self.local_dirs.insert(key, stored.local_dir);
@@ -453,9 +453,10 @@ impl Engine {
 
     fn cancel(&mut self, id: &RunId, now: Millis) -> Result<RunRecord, ApiError> {
         if !self.runs.contains_key(id) {
-            let stored = self.store.get_run(id)?.ok_or_else(|| ApiError::RunNotFound {
-                id: id.0.clone(),
-            })?;
+            let stored = self
+                .store
+                .get_run(id)?
+                .ok_or_else(|| ApiError::RunNotFound { id: id.0.clone() })?;
             return Err(ApiError::RunFinished {
                 id: id.0.clone(),
                 state: stored.state.as_str(),
@@ -505,7 +506,12 @@ impl Engine {
         }
     }
 
-    fn heartbeat(&mut self, worker: &WorkerId, running: Vec<AttemptId>, now: Millis) -> HeartbeatReply {
+    fn heartbeat(
+        &mut self,
+        worker: &WorkerId,
+        running: Vec<AttemptId>,
+        now: Millis,
+    ) -> HeartbeatReply {
         if !self.workers.entries.contains_key(worker) {
             return HeartbeatReply {
                 cancel: running,
@@ -585,13 +591,14 @@ impl Engine {
 
     /// Applies `event` to an active run and handles the resulting actions.
     fn apply(&mut self, id: &RunId, event: Event, now: Millis) -> Result<(), ApiError> {
-        let run = self.runs.get_mut(id).ok_or_else(|| ApiError::RunNotFound {
-            id: id.0.clone(),
-        })?;
+        let run = self
+            .runs
+            .get_mut(id)
+            .ok_or_else(|| ApiError::RunNotFound { id: id.0.clone() })?;
         let actions = run.apply(event, now).map_err(|e| match e {
-            TransitionError::StaleAttempt { attempt, .. } => ApiError::StaleAttempt {
-                attempt: attempt.0,
-            },
+            TransitionError::StaleAttempt { attempt, .. } => {
+                ApiError::StaleAttempt { attempt: attempt.0 }
+            }
             TransitionError::RunFinished { run, state } => ApiError::RunFinished { id: run, state },
             other => ApiError::InvalidRequest {
                 field: "event",

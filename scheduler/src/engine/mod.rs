@@ -215,7 +215,9 @@ impl EngineHandle {
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).map_err(|_| ApiError::ShuttingDown)?;
+        self.tx
+            .send(make(reply))
+            .map_err(|_| ApiError::ShuttingDown)?;
         rx.await.map_err(|_| ApiError::ShuttingDown)?
     }
 
@@ -243,7 +245,8 @@ impl EngineHandle {
         dag: String,
         params: BTreeMap<String, String>,
     ) -> Result<RunRecord, ApiError> {
-        self.call(|reply| Command::Trigger { dag, params, reply }).await
+        self.call(|reply| Command::Trigger { dag, params, reply })
+            .await
     }
 
     /// Cancels a run: running attempts are stopped, the rest will not start.

@@ -18,9 +18,10 @@ pub(crate) fn build_task(
 ) -> Result<TaskAssignment, String> {
     let node = &run.plan.nodes[i];
     let stage = &run.plan.dag.stages[node.stage];
-    let logical_time = run.record.logical_time_ms.and_then(|ms| {
-        chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339())
-    });
+    let logical_time = run
+        .record
+        .logical_time_ms
+        .and_then(|ms| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339()));
     let ctx = TemplateContext {
         params: &run.record.params,
         run_id: run.record.id.as_str(),
@@ -54,7 +55,10 @@ pub(crate) fn build_task(
         }
     }
     for (name, value) in &run.record.params {
-        env.insert(format!("VISHWA_PARAM_{}", env_suffix(name)), param_text(value));
+        env.insert(
+            format!("VISHWA_PARAM_{}", env_suffix(name)),
+            param_text(value),
+        );
     }
     env.insert("VISHWA_RUN_ID".into(), run.record.id.0.clone());
     env.insert("VISHWA_DAG".into(), run.record.dag.clone());

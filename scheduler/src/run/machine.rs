@@ -8,9 +8,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::plan::RunPlan;
-use super::state::{
-    AttemptOutcome, AttemptRecord, RunRecord, RunState, StageRecord, StageState,
-};
+use super::state::{AttemptOutcome, AttemptRecord, RunRecord, RunState, StageRecord, StageState};
 use crate::dag::TriggerRule;
 use crate::ids::{AttemptId, Millis, WorkerId};
 
@@ -70,7 +68,10 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TransitionError {
     #[error("attempt {attempt} is not the current attempt of {instance}")]
-    StaleAttempt { instance: String, attempt: AttemptId },
+    StaleAttempt {
+        instance: String,
+        attempt: AttemptId,
+    },
     #[error("stage instance {instance} is {state}, not queued")]
     NotQueued {
         instance: String,
@@ -277,8 +278,10 @@ impl Run {
 
     /// Whether instance `i` is queued and holds a dispatch slot.
     pub fn is_dispatchable(&self, i: usize) -> bool {
-        matches!(self.stages.get(i).map(|s| &s.state), Some(StageState::Queued { .. }))
-            && self.holds_slot[i]
+        matches!(
+            self.stages.get(i).map(|s| &s.state),
+            Some(StageState::Queued { .. })
+        ) && self.holds_slot[i]
     }
 
     fn start(&mut self, now: Millis, actions: &mut Vec<Action>) -> Result<(), TransitionError> {
@@ -312,7 +315,10 @@ impl Run {
         now: Millis,
     ) -> Result<(), TransitionError> {
         self.ensure_not_final()?;
-        let stage = self.stages.get(i).ok_or(TransitionError::UnknownInstance(i))?;
+        let stage = self
+            .stages
+            .get(i)
+            .ok_or(TransitionError::UnknownInstance(i))?;
         if !self.is_dispatchable(i) {
             return Err(TransitionError::NotQueued {
                 instance: stage.instance.clone(),
@@ -403,8 +409,7 @@ impl Run {
             } => {
                 rec.infra_failures += 1;
                 if rec.infra_failures <= INFRA_RETRY_LIMIT {
-                    let wait =
-                        exponential_backoff(INFRA_BACKOFF_MS, 60_000, rec.infra_failures);
+                    let wait = exponential_backoff(INFRA_BACKOFF_MS, 60_000, rec.infra_failures);
                     self.requeue(i, now, now + wait, actions);
                 } else {
                     let error = format!("{reason} (gave up after {INFRA_RETRY_LIMIT} retries)");
@@ -547,9 +552,14 @@ impl Run {
     }
 
     fn current_attempt(&self, i: usize, attempt: &AttemptId) -> Result<(), TransitionError> {
-        let rec = self.stages.get(i).ok_or(TransitionError::UnknownInstance(i))?;
+        let rec = self
+            .stages
+            .get(i)
+            .ok_or(TransitionError::UnknownInstance(i))?;
         match &rec.state {
-            StageState::Running { attempt: current, .. } if current == attempt => Ok(()),
+            StageState::Running {
+                attempt: current, ..
+            } if current == attempt => Ok(()),
             _ => Err(TransitionError::StaleAttempt {
                 instance: rec.instance.clone(),
                 attempt: attempt.clone(),
@@ -738,7 +748,9 @@ impl Run {
 fn is_failure(state: &StageState) -> bool {
     matches!(
         state,
-        StageState::Failed { .. } | StageState::UpstreamFailed { .. } | StageState::Cancelled { .. }
+        StageState::Failed { .. }
+            | StageState::UpstreamFailed { .. }
+            | StageState::Cancelled { .. }
     )
 }
 
@@ -753,6 +765,8 @@ fn count_upstream(counts: &mut UpstreamCounts, state: &StageState) {
 
 /// `base * 2^(n-1)`, capped at `max`.
 pub fn exponential_backoff(base: Millis, max: Millis, n: u32) -> Millis {
-    let factor = 1i64.checked_shl(n.saturating_sub(1).min(40)).unwrap_or(i64::MAX);
+    let factor = 1i64
+        .checked_shl(n.saturating_sub(1).min(40))
+        .unwrap_or(i64::MAX);
     base.saturating_mul(factor).min(max)
 }

@@ -170,15 +170,22 @@ impl StageState {
 pub enum AttemptOutcome {
     Running,
     /// Ran to its end; 0 means success.
-    Exited { code: i64 },
+    Exited {
+        code: i64,
+    },
     TimedOut,
     /// Stopped because the run was cancelled or timed out.
     Cancelled,
     /// Its worker vanished or stopped it for its own reasons; retried on the infrastructure
     /// budget, not the stage's.
-    Lost { reason: String },
+    Lost {
+        reason: String,
+    },
     /// Could not run at all.
-    Error { message: String, transient: bool },
+    Error {
+        message: String,
+        transient: bool,
+    },
 }
 
 impl AttemptOutcome {

@@ -93,7 +93,10 @@ async fn stages_of_runs_with_shared_prefixes_stay_apart(store: &dyn Store) {
     let mut b = WriteBatch::new();
     for id in ["a", "ab", "a-b"] {
         b.put_run(run_record(id, "d"));
-        b.put_stage(&RunId::from(id), StageRecord::pending(format!("s-{id}"), Vec::new()));
+        b.put_stage(
+            &RunId::from(id),
+            StageRecord::pending(format!("s-{id}"), Vec::new()),
+        );
     }
     store.commit(b).unwrap();
     for id in ["a", "ab", "a-b"] {
@@ -101,7 +104,12 @@ async fn stages_of_runs_with_shared_prefixes_stay_apart(store: &dyn Store) {
         assert_eq!(stages.len(), 1, "run {id}");
         assert_eq!(stages[0].instance, format!("s-{id}"));
     }
-    let ids: Vec<_> = store.list_runs().unwrap().into_iter().map(|r| r.id.0).collect();
+    let ids: Vec<_> = store
+        .list_runs()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id.0)
+        .collect();
     assert_eq!(ids, ["a", "a-b", "ab"]);
 }
 
@@ -114,7 +122,10 @@ async fn later_writes_replace_earlier_ones(store: &dyn Store) {
     let mut b = WriteBatch::new();
     b.put_run(run.clone());
     store.commit(b).unwrap();
-    assert_eq!(store.get_run(&run.id).unwrap().unwrap().state, RunState::Succeeded);
+    assert_eq!(
+        store.get_run(&run.id).unwrap().unwrap().state,
+        RunState::Succeeded
+    );
     assert_eq!(store.list_runs().unwrap().len(), 1);
 }
 
@@ -122,10 +133,17 @@ async fn logs_keep_raw_bytes_order_and_deduplicate(store: &dyn Store) {
     let run = RunId::from("r1");
     let other = RunId::from("r10");
     store
-        .append_logs(&run, &[log("b", 1, 1, b"two"), log("b", 1, 0, b"\xff\xfe one")])
+        .append_logs(
+            &run,
+            &[log("b", 1, 1, b"two"), log("b", 1, 0, b"\xff\xfe one")],
+        )
         .unwrap();
-    store.append_logs(&run, &[log("a", 2, 0, b"a2"), log("a", 1, 5, b"a1")]).unwrap();
-    store.append_logs(&other, &[log("a", 1, 0, b"other run")]).unwrap();
+    store
+        .append_logs(&run, &[log("a", 2, 0, b"a2"), log("a", 1, 5, b"a1")])
+        .unwrap();
+    store
+        .append_logs(&other, &[log("a", 1, 0, b"other run")])
+        .unwrap();
     // Sent again after a reconnect: stored once.
     store.append_logs(&run, &[log("b", 1, 1, b"two")]).unwrap();
 

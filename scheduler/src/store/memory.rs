@@ -72,11 +72,7 @@ impl Store for MemoryStore {
         Ok(self.lock().dags.values().cloned().collect())
     }
 
-    fn get_dag_version(
-        &self,
-        name: &str,
-        version: &str,
-    ) -> Result<Option<DagVersion>, StoreError> {
+    fn get_dag_version(&self, name: &str, version: &str) -> Result<Option<DagVersion>, StoreError> {
         let key = (name.to_owned(), version.to_owned());
         Ok(self.lock().versions.get(&key).cloned())
     }

@@ -147,8 +147,7 @@ pub trait Store: Send + Sync + 'static {
 
     fn get_dag(&self, name: &str) -> Result<Option<DagRecord>, StoreError>;
     fn list_dags(&self) -> Result<Vec<DagRecord>, StoreError>;
-    fn get_dag_version(&self, name: &str, version: &str)
-    -> Result<Option<DagVersion>, StoreError>;
+    fn get_dag_version(&self, name: &str, version: &str) -> Result<Option<DagVersion>, StoreError>;
 
     fn get_run(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError>;
     /// Every run, in id order.

@@ -159,11 +159,7 @@ impl Store for SledStore {
         self.scan(b"d/")
     }
 
-    fn get_dag_version(
-        &self,
-        name: &str,
-        version: &str,
-    ) -> Result<Option<DagVersion>, StoreError> {
+    fn get_dag_version(&self, name: &str, version: &str) -> Result<Option<DagVersion>, StoreError> {
         self.get(&key("v/", &[name, version]))
     }
 

@@ -1,0 +1,181 @@
+//! The CLI's gRPC client: one connection to the scheduler, the token on every call, and
+//! errors turned into one readable line.
+
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status, Streaming};
+use vishwa_proto::v1 as pb;
+
+/// A connected client.
+#[derive(Clone)]
+pub(crate) struct Client {
+    server: String,
+    token: Option<String>,
+    inner: pb::vishwa_client::VishwaClient<Channel>,
+}
+
+impl Client {
+    /// Connects to the scheduler at `server`.
+    pub(crate) async fn connect(server: &str, token: Option<String>) -> Result<Client> {
+        let endpoint = Endpoint::from_shared(server.to_owned())
+            .map_err(|e| {
+                anyhow!("bad --server `{server}`: {e}; write it like http://127.0.0.1:7070")
+            })?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect().await.map_err(|e| {
+            anyhow!(
+                "cannot reach the scheduler at {server} ({}); start one with `vishwa scheduler` or `vishwa dev`, or set --server",
+                source_message(&e)
+            )
+        })?;
+        let inner = pb::vishwa_client::VishwaClient::new(channel)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        Ok(Client {
+            server: server.to_owned(),
+            token,
+            inner,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(token) = &self.token
+            && let Ok(value) = MetadataValue::try_from(format!("Bearer {token}"))
+        {
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    }
+
+    fn fail(&self, status: Status) -> anyhow::Error {
+        match status.code() {
+            Code::Unavailable => anyhow!(
+                "the scheduler at {} is unavailable: {}",
+                self.server,
+                status.message()
+            ),
+            _ => anyhow!("{}", status.message()),
+        }
+    }
+
+    pub(crate) async fn submit(
+        &mut self,
+        r: pb::SubmitDagRequest,
+    ) -> Result<pb::SubmitDagResponse> {
+        let req = self.request(r);
+        self.inner
+            .submit_dag(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn list_dags(&mut self) -> Result<Vec<pb::DagSummary>> {
+        let req = self.request(pb::ListDagsRequest {});
+        self.inner
+            .list_dags(req)
+            .await
+            .map(|r| r.into_inner().dags)
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn get_dag(&mut self, name: &str) -> Result<pb::GetDagResponse> {
+        let req = self.request(pb::GetDagRequest {
+            name: name.to_owned(),
+        });
+        self.inner
+            .get_dag(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn trigger(&mut self, r: pb::TriggerRunRequest) -> Result<pb::RunSummary> {
+        let req = self.request(r);
+        let response = self
+            .inner
+            .trigger_run(req)
+            .await
+            .map_err(|s| self.fail(s))?;
+        response
+            .into_inner()
+            .run
+            .ok_or_else(|| anyhow!("the scheduler answered without a run"))
+    }
+
+    pub(crate) async fn list_runs(
+        &mut self,
+        r: pb::ListRunsRequest,
+    ) -> Result<Vec<pb::RunSummary>> {
+        let req = self.request(r);
+        self.inner
+            .list_runs(req)
+            .await
+            .map(|r| r.into_inner().runs)
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn get_run(&mut self, run_id: &str) -> Result<pb::Run> {
+        let req = self.request(pb::GetRunRequest {
+            run_id: run_id.to_owned(),
+        });
+        self.inner
+            .get_run(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn cancel(&mut self, run_id: &str) -> Result<pb::RunSummary> {
+        let req = self.request(pb::CancelRunRequest {
+            run_id: run_id.to_owned(),
+        });
+        let response = self.inner.cancel_run(req).await.map_err(|s| self.fail(s))?;
+        response
+            .into_inner()
+            .run
+            .ok_or_else(|| anyhow!("the scheduler answered without a run"))
+    }
+
+    pub(crate) async fn watch_run(
+        &mut self,
+        run_id: &str,
+        include_logs: bool,
+    ) -> Result<Streaming<pb::RunEvent>> {
+        let req = self.request(pb::WatchRunRequest {
+            run_id: run_id.to_owned(),
+            include_logs,
+        });
+        self.inner
+            .watch_run(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn stream_logs(
+        &mut self,
+        r: pb::StreamLogsRequest,
+    ) -> Result<Streaming<pb::LogLine>> {
+        let req = self.request(r);
+        self.inner
+            .stream_logs(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.fail(s))
+    }
+}
+
+/// The innermost message of an error chain, which names the real cause.
+fn source_message(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = e;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}

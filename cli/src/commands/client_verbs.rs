@@ -1,0 +1,315 @@
+//! Client verbs: submit, dags, trigger, runs, get, logs, cancel.
+
+use std::io::Write;
+
+use anyhow::Result;
+use futures::StreamExt;
+use serde_json::json;
+use vishwa_proto::v1 as pb;
+
+use super::{exit_code_of, parse_params};
+use crate::client::Client;
+use crate::load::load_dag;
+use crate::output::{self, Format, Table};
+use crate::watch::{Style, watch_run};
+use crate::{Global, Verb, exit};
+
+pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
+    // Read local input before connecting, so bad input fails the same with no scheduler.
+    let submission = match &verb {
+        Verb::Submit { path } => Some(load_dag(path)?.1),
+        _ => None,
+    };
+    let params = match &verb {
+        Verb::Trigger { params, .. } => parse_params(params)?,
+        _ => Default::default(),
+    };
+    let mut client = Client::connect(&global.server, global.token.clone()).await?;
+    let format = global.format;
+    match verb {
+        Verb::Submit { .. } => {
+            let file = submission.expect("read above");
+            let response = client
+                .submit(pb::SubmitDagRequest {
+                    file_name: file.file_name,
+                    source: file.source,
+                    local_dir: String::new(),
+                })
+                .await?;
+            let dag = response.dag.unwrap_or_default();
+            match format {
+                Format::Json => output::print_json(
+                    &json!({"dag": output::dag_json(&dag), "changed": response.changed}),
+                ),
+                Format::Table if response.changed => {
+                    println!("registered {} version {}", dag.name, short(&dag.version))
+                }
+                Format::Table => println!(
+                    "{} is unchanged (version {})",
+                    dag.name,
+                    short(&dag.version)
+                ),
+            }
+            Ok(exit::OK)
+        }
+        Verb::Dags => {
+            let dags = client.list_dags().await?;
+            if format == Format::Json {
+                output::print_json(&json!(
+                    dags.iter().map(output::dag_json).collect::<Vec<_>>()
+                ));
+                return Ok(exit::OK);
+            }
+            let mut table = Table::new(vec![
+                "NAME", "VERSION", "STAGES", "SCHEDULE", "LAST RUN", "STATE",
+            ]);
+            for d in &dags {
+                let schedule = if d.schedule.is_empty() {
+                    "-".to_owned()
+                } else {
+                    format!("{} ({})", d.schedule, d.timezone)
+                };
+                let (last, state) = d
+                    .last_run
+                    .as_ref()
+                    .map(|r| {
+                        (
+                            output::time(r.created_ms),
+                            output::run_state(r.state).to_owned(),
+                        )
+                    })
+                    .unwrap_or(("-".into(), "-".into()));
+                table.row(vec![
+                    d.name.clone(),
+                    short(&d.version).to_owned(),
+                    d.stages.to_string(),
+                    schedule,
+                    last,
+                    state,
+                ]);
+            }
+            table.print();
+            Ok(exit::OK)
+        }
+        Verb::Trigger { dag, watch, .. } => {
+            let run = client
+                .trigger(pb::TriggerRunRequest {
+                    dag,
+                    params: params.into_iter().collect(),
+                })
+                .await?;
+            if !watch {
+                match format {
+                    Format::Json => output::print_json(&output::run_json(&run)),
+                    Format::Table => println!("{}", run.run_id),
+                }
+                return Ok(exit::OK);
+            }
+            if format == Format::Table {
+                println!("run {} ({} stages)", run.run_id, run.stages_total);
+            }
+            let last = watch_run(
+                &mut client,
+                &run.run_id,
+                false,
+                Style::choose(format, false),
+            )
+            .await?;
+            if format == Format::Table {
+                print_outcome(&last);
+            }
+            Ok(exit_code_of(last.state))
+        }
+        Verb::Runs { dag, state, limit } => {
+            let state = match state.as_deref() {
+                Some("queued") => pb::RunState::Queued,
+                Some("running") => pb::RunState::Running,
+                Some("succeeded") => pb::RunState::Succeeded,
+                Some("failed") => pb::RunState::Failed,
+                Some("cancelled") => pb::RunState::Cancelled,
+                _ => pb::RunState::Unspecified,
+            };
+            let runs = client
+                .list_runs(pb::ListRunsRequest {
+                    dag: dag.unwrap_or_default(),
+                    state: state as i32,
+                    limit,
+                })
+                .await?;
+            if format == Format::Json {
+                output::print_json(&json!(
+                    runs.iter().map(output::run_json).collect::<Vec<_>>()
+                ));
+                return Ok(exit::OK);
+            }
+            let mut table = Table::new(vec![
+                "RUN", "DAG", "STATE", "TRIGGER", "CREATED", "DURATION", "STAGES",
+            ]);
+            for r in &runs {
+                table.row(vec![
+                    r.run_id.clone(),
+                    r.dag.clone(),
+                    output::run_state(r.state).to_owned(),
+                    r.trigger.clone(),
+                    output::time(r.created_ms),
+                    output::duration(r.started_ms, r.finished_ms),
+                    format!("{}/{}", r.stages_succeeded, r.stages_total),
+                ]);
+            }
+            table.print();
+            Ok(exit::OK)
+        }
+        Verb::Get { run } => {
+            let run = client.get_run(&run).await?;
+            print_run(&run, format);
+            Ok(exit::OK)
+        }
+        Verb::Logs { run, stage, follow } => {
+            let mut stream = client
+                .stream_logs(pb::StreamLogsRequest {
+                    run_id: run,
+                    stage: stage.clone().unwrap_or_default(),
+                    follow,
+                })
+                .await?;
+            let mut out = std::io::stdout().lock();
+            while let Some(line) = stream.next().await {
+                let line = line.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+                if format == Format::Json {
+                    let value = json!({
+                        "stage": line.stage, "attempt": line.attempt, "seq": line.seq,
+                        "stream": match pb::LogStream::try_from(line.stream) {
+                            Ok(pb::LogStream::Stderr) => "stderr",
+                            Ok(pb::LogStream::System) => "system",
+                            _ => "stdout",
+                        },
+                        "text": String::from_utf8_lossy(&line.data),
+                    });
+                    let _ = writeln!(out, "{value}");
+                } else if stage.is_some() {
+                    let _ = out.write_all(&line.data);
+                } else {
+                    let text = String::from_utf8_lossy(&line.data);
+                    for l in text.split_inclusive('\n') {
+                        let l = l.strip_suffix('\n').unwrap_or(l);
+                        let _ = writeln!(out, "{} | {l}", line.stage);
+                    }
+                }
+                let _ = out.flush();
+            }
+            Ok(exit::OK)
+        }
+        Verb::Cancel { run } => {
+            let run = client.cancel(&run).await?;
+            match format {
+                Format::Json => output::print_json(&output::run_json(&run)),
+                Format::Table => println!("{} {}", run.run_id, output::run_state(run.state)),
+            }
+            Ok(exit::OK)
+        }
+        _ => unreachable!("dispatch routes only client verbs here"),
+    }
+}
+
+/// The first 12 characters of a version hash.
+pub(crate) fn short(version: &str) -> &str {
+    version.get(..12).unwrap_or(version)
+}
+
+/// One line saying how a run ended.
+pub(crate) fn print_outcome(run: &pb::RunSummary) {
+    let mut line = format!(
+        "run {} {} in {} ({} of {} stages succeeded",
+        run.run_id,
+        output::run_state(run.state),
+        output::duration(run.started_ms.max(run.created_ms), run.finished_ms),
+        run.stages_succeeded,
+        run.stages_total
+    );
+    if run.stages_failed > 0 {
+        line.push_str(&format!(", {} failed", run.stages_failed));
+    }
+    line.push(')');
+    if !run.message.is_empty() && run.state != pb::RunState::Succeeded as i32 {
+        line.push_str(&format!(": {}", run.message));
+    }
+    println!("{line}");
+}
+
+fn print_run(run: &pb::Run, format: Format) {
+    let summary = run.summary.clone().unwrap_or_default();
+    if format == Format::Json {
+        let mut value = output::run_json(&summary);
+        value["params"] = json!(
+            run.params
+                .iter()
+                .map(|(k, v)| (
+                    k.clone(),
+                    serde_json::from_str::<serde_json::Value>(v).unwrap_or(json!(v))
+                ))
+                .collect::<serde_json::Map<_, _>>()
+        );
+        value["stages"] = json!(
+            run.stages
+                .iter()
+                .map(output::stage_json)
+                .collect::<Vec<_>>()
+        );
+        output::print_json(&value);
+        return;
+    }
+    println!(
+        "run {}  {}  (dag {} @ {}, {})",
+        summary.run_id,
+        output::run_state(summary.state),
+        summary.dag,
+        short(&summary.dag_version),
+        summary.trigger
+    );
+    println!(
+        "created {}  started {}  duration {}",
+        output::time(summary.created_ms),
+        output::time(summary.started_ms),
+        output::duration(summary.started_ms, summary.finished_ms)
+    );
+    if !run.params.is_empty() {
+        let params: Vec<String> = run.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("params  {}", params.join("  "));
+    }
+    if !summary.message.is_empty() {
+        println!("message {}", summary.message);
+    }
+    println!();
+    let mut table = Table::new(vec![
+        "STAGE", "STATE", "ATTEMPTS", "WORKER", "STARTED", "DURATION", "NOTE",
+    ]);
+    for s in &run.stages {
+        let note = if !s.message.is_empty() {
+            s.message.clone()
+        } else {
+            s.attempts
+                .last()
+                .filter(|a| a.has_exit_code && a.exit_code != 0)
+                .map(|a| format!("exit code {}", a.exit_code))
+                .unwrap_or_default()
+        };
+        table.row(vec![
+            s.name.clone(),
+            output::stage_state(s.state).to_owned(),
+            s.attempts.len().to_string(),
+            if s.worker.is_empty() {
+                "-".into()
+            } else {
+                s.worker.clone()
+            },
+            if s.started_ms == 0 {
+                "-".into()
+            } else {
+                output::clock(s.started_ms)
+            },
+            output::duration(s.started_ms, s.finished_ms),
+            note,
+        ]);
+    }
+    table.print();
+}

@@ -1,0 +1,306 @@
+//! Long-running verbs: `vishwa scheduler`, `vishwa worker` and `vishwa dev`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use vishwa_proto::v1 as pb;
+use vishwa_scheduler::{Scheduler, SchedulerConfig};
+use vishwa_worker::executor::Executor;
+use vishwa_worker::executor::docker::DockerExecutor;
+use vishwa_worker::executor::process::ProcessExecutor;
+use vishwa_worker::{Executors, WorkerConfig, run_worker};
+
+use crate::client::Client;
+use crate::exit;
+use crate::load::{Invalid, load_dag};
+
+#[derive(Debug, Args)]
+pub(crate) struct SchedulerArgs {
+    /// Address to listen on [default: 127.0.0.1:7070].
+    #[arg(long, env = "VISHWA_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory of the store [default: vishwa-data].
+    #[arg(long, env = "VISHWA_DATA")]
+    data: Option<PathBuf>,
+    /// YAML config file (fields: listen, data_dir, heartbeat_interval, lease).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// The scheduler's URL.
+    #[arg(
+        long,
+        env = "VISHWA_SCHEDULER",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    scheduler: String,
+    /// Stages run at once [default: number of CPUs].
+    #[arg(long)]
+    slots: Option<u32>,
+    /// A label stages can select this worker by, `key=value`; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// This worker's name [default: the host name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Run `executor: process` stages as local processes on this host.
+    #[arg(long)]
+    allow_process: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    /// Folder of DAGs (YAML files, or folders holding dag.yaml); reloaded when they change.
+    #[arg(long, default_value = "dags")]
+    dags: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Directory of the store [default: a temporary one].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Stages run at once [default: number of CPUs].
+    #[arg(long)]
+    slots: Option<u32>,
+}
+
+/// Cancels the returned token on SIGINT or SIGTERM.
+pub(crate) fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                    cancel.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        info!("shutting down");
+        cancel.cancel();
+    });
+    token
+}
+
+fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config {}", path.display()))?;
+            serde_saphyr::from_str::<SchedulerConfig>(&text).map_err(|e| {
+                Invalid(format!("{}: error: {e}\n  help: the config file takes listen, data_dir, heartbeat_interval and lease", path.display()))
+            })?
+        }
+        None => SchedulerConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(data) = &args.data {
+        config.data_dir = data.clone();
+    }
+    Ok(config)
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+pub(crate) async fn scheduler(args: SchedulerArgs) -> Result<u8> {
+    let config = load_config(&args)?;
+    let listener = bind(config.listen).await?;
+    let shutdown = shutdown_on_signals();
+    info!(data = %config.data_dir.display(), "opening store");
+    vishwa_scheduler::serve(&config, listener, shutdown).await?;
+    Ok(exit::OK)
+}
+
+/// The executors of a worker on this host.
+pub(crate) async fn local_executors(allow_process: bool, need_docker: bool) -> Executors {
+    let docker: Option<Arc<dyn Executor>> = if need_docker {
+        match DockerExecutor::connect().await {
+            Ok(d) => Some(Arc::new(d)),
+            Err(e) => {
+                warn!(error = %e, "Docker is not reachable; Docker stages will fail");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let process: Option<Arc<dyn Executor>> =
+        allow_process.then(|| Arc::new(ProcessExecutor::new()) as Arc<dyn Executor>);
+    Executors { docker, process }
+}
+
+pub(crate) fn default_slots() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(2)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "worker".to_owned())
+}
+
+fn parse_labels(raw: &[String]) -> Result<BTreeMap<String, String>> {
+    raw.iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| {
+                    Invalid(format!(
+                        "error: --label `{l}` has no `=`\n  help: write labels as --label key=value"
+                    ))
+                    .into()
+                })
+        })
+        .collect()
+}
+
+pub(crate) async fn worker(args: WorkerArgs) -> Result<u8> {
+    let config = WorkerConfig {
+        scheduler: args.scheduler,
+        name: args.name.unwrap_or_else(host_name),
+        slots: args.slots.unwrap_or_else(default_slots),
+        labels: parse_labels(&args.labels)?,
+        allow_process: args.allow_process,
+    };
+    let executors = local_executors(config.allow_process, true).await;
+    let shutdown = shutdown_on_signals();
+    run_worker(config, executors, shutdown).await?;
+    Ok(exit::OK)
+}
+
+pub(crate) async fn dev(args: DevArgs) -> Result<u8> {
+    if !args.dags.is_dir() {
+        return Err(anyhow!(
+            "--dags {} is not a folder; point it at a folder of DAG files",
+            args.dags.display()
+        ));
+    }
+    let temp;
+    let data_dir = match args.data {
+        Some(d) => d,
+        None => {
+            temp = tempfile::tempdir().context("cannot create a temporary data dir")?;
+            temp.path().to_path_buf()
+        }
+    };
+    let config = SchedulerConfig {
+        listen: args.listen,
+        data_dir,
+        ..SchedulerConfig::default()
+    };
+    let listener = bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = shutdown_on_signals();
+    let scheduler = Scheduler::start(&config, listener, shutdown.clone()).await?;
+    let url = format!("http://{addr}");
+    let worker_config = WorkerConfig {
+        scheduler: url.clone(),
+        name: "local".to_owned(),
+        slots: args.slots.unwrap_or_else(default_slots),
+        labels: BTreeMap::new(),
+        allow_process: true,
+    };
+    let executors = local_executors(true, true).await;
+    let worker = tokio::spawn(run_worker(worker_config, executors, shutdown.clone()));
+    println!(
+        "vishwa dev: scheduler on {url}, one local worker, DAGs from {}",
+        args.dags.display()
+    );
+    println!(
+        "data in {}; try `vishwa dags` and `vishwa trigger NAME --watch`",
+        config.data_dir.display()
+    );
+    let mut client = Client::connect(&url, None).await?;
+    let mut seen: BTreeMap<PathBuf, String> = BTreeMap::new();
+    loop {
+        load_dags_folder(&mut client, &args.dags, &mut seen).await;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+    let _ = worker.await;
+    scheduler.wait().await?;
+    Ok(exit::OK)
+}
+
+/// Submits every DAG in `dir` whose text changed since the last look.
+async fn load_dags_folder(client: &mut Client, dir: &Path, seen: &mut BTreeMap<PathBuf, String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            (p.is_dir() && p.join("dag.yaml").is_file())
+                || p.extension().is_some_and(|e| e == "yaml" || e == "yml")
+        })
+        .collect();
+    paths.sort();
+    for path in paths {
+        let text_path = if path.is_dir() {
+            path.join("dag.yaml")
+        } else {
+            path.clone()
+        };
+        let Ok(text) = std::fs::read_to_string(&text_path) else {
+            continue;
+        };
+        if seen.get(&path) == Some(&text) {
+            continue;
+        }
+        seen.insert(path.clone(), text);
+        match load_dag(&path) {
+            Ok((_, file)) => {
+                let request = pb::SubmitDagRequest {
+                    file_name: file.file_name,
+                    source: file.source,
+                    local_dir: file
+                        .dir
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_default(),
+                };
+                match client.submit(request).await {
+                    Ok(r) => {
+                        let dag = r.dag.unwrap_or_default();
+                        if r.changed {
+                            println!("loaded {} from {}", dag.name, path.display());
+                        }
+                    }
+                    Err(e) => eprintln!("error: {}: {e:#}", path.display()),
+                }
+            }
+            Err(e) => match e.downcast_ref::<Invalid>() {
+                Some(invalid) => eprintln!("{}", invalid.0.trim_end()),
+                None => eprintln!("error: {e:#}"),
+            },
+        }
+    }
+}
