@@ -770,3 +770,7 @@ pub fn exponential_backoff(base: Millis, max: Millis, n: u32) -> Millis {
         .unwrap_or(i64::MAX);
     base.saturating_mul(factor).min(max)
 }
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;
