@@ -105,6 +105,10 @@ pub enum ExecutorError {
     /// Docker could not be reached or refused a request.
     #[error("docker: {0}")]
     Docker(String),
+    /// Docker refused the attempt's container as configured: a mount source that does not exist,
+    /// a relative container path, an invalid setting.
+    #[error("docker refused the container: {reason}")]
+    ContainerRejected { reason: String },
     /// A Docker stage was given no image.
     #[error("stage has no image; set `image:` on the stage or in `defaults:`")]
     MissingImage,
