@@ -43,7 +43,7 @@ pub async fn ensure_busybox_image(docker: &Docker) -> anyhow::Result<String> {
     BUSYBOX_READY
         .get_or_try_init(|| async {
             if docker.inspect_image(BUSYBOX_IMAGE).await.is_err() {
-                build_busybox_image(docker).await?;
+                build_busybox_image(docker, BUSYBOX_IMAGE).await?;
             }
             Ok::<_, anyhow::Error>(BUSYBOX_IMAGE.to_string())
         })
@@ -51,23 +51,23 @@ pub async fn ensure_busybox_image(docker: &Docker) -> anyhow::Result<String> {
         .cloned()
 }
 
-/// Builds `vishwa-test/busybox:1` from an in-memory build context.
-async fn build_busybox_image(docker: &Docker) -> anyhow::Result<()> {
+/// Builds the busybox image under `tag` from an in-memory build context, present or not.
+pub async fn build_busybox_image(docker: &Docker, tag: &str) -> anyhow::Result<()> {
     let context = busybox_build_context()?;
     let labels = HashMap::from([("vishwa.test-image", "busybox")]);
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
-        .t(BUSYBOX_IMAGE)
+        .t(tag)
         .labels(&labels)
         .rm(true)
         .forcerm(true)
         .build();
     let mut progress = docker.build_image(options, None, Some(bollard::body_full(context.into())));
     while let Some(step) = progress.next().await {
-        step.with_context(|| format!("building test image {BUSYBOX_IMAGE}"))?;
+        step.with_context(|| format!("building test image {tag}"))?;
     }
-    if let Err(error) = docker.inspect_image(BUSYBOX_IMAGE).await {
-        bail!("built test image {BUSYBOX_IMAGE} but docker does not know it: {error}");
+    if let Err(error) = docker.inspect_image(tag).await {
+        bail!("built test image {tag} but docker does not know it: {error}");
     }
     Ok(())
 }

@@ -209,6 +209,10 @@ async fn timeout_kills_the_whole_process_group() {
         run_collecting(&ProcessExecutor::new(), &task, CancellationToken::new()).await;
     assert_eq!(result.unwrap(), ExitReport::TimedOut);
     assert!(started.elapsed() < Duration::from_millis(300) + STOP_LIMIT);
+    assert_eq!(
+        String::from_utf8_lossy(&collected.system),
+        "timed out after 300ms; stopping the process group\n"
+    );
     let grandchild = first_line_as_pid(&collected.stdout);
     assert_process_gone(grandchild).await;
     assert_process_gone(collected.started[0].parse().unwrap()).await;

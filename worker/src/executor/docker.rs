@@ -21,13 +21,13 @@ use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
-use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, warn};
 
+use super::support::{offer_system_line, send_system_line, sleep_until_deadline};
 use super::{
     CONTAINER_WORKDIR, CommandSpec, EventSink, ExecEvent, Executor, ExecutorError, ExitReport,
     OutputChunk, OutputStream, TaskSpec,
@@ -202,7 +202,7 @@ impl DockerExecutor {
             }
         }
 
-        send_system_line(events, format!("pulling image {image}")).await;
+        send_system_line(events, &format!("pulling image {image}")).await;
         let (repository, tag) = split_image_reference(image);
         let mut options = CreateImageOptionsBuilder::default().from_image(repository);
         if let Some(tag) = tag {
@@ -226,7 +226,7 @@ impl DockerExecutor {
                 ),
             });
         }
-        send_system_line(events, format!("pulled image {image}")).await;
+        send_system_line(events, &format!("pulled image {image}")).await;
         Ok(())
     }
 
@@ -266,7 +266,7 @@ impl DockerExecutor {
             error => docker_error(&format!("cannot create container {name}"), error),
         })?;
         for warning in created.warnings {
-            send_system_line(events, format!("docker: {warning}")).await;
+            send_system_line(events, &format!("docker: {warning}")).await;
         }
         debug!(attempt_id = %task.attempt_id, container = %name, "container created");
         Ok(ContainerGuard {
@@ -319,6 +319,9 @@ impl DockerExecutor {
         events: &EventSink,
         cancel: &CancellationToken,
     ) -> Result<ExitReport, ExecutorError> {
+        if cancel.is_cancelled() {
+            return Ok(ExitReport::Cancelled);
+        }
         // Attached before the start, so that no output is written before anyone listens.
         let attach_options = AttachContainerOptionsBuilder::default()
             .stream(true)
@@ -330,10 +333,6 @@ impl DockerExecutor {
             .attach_container(id, Some(attach_options))
             .await
             .map_err(|error| docker_error("cannot attach to the container", error))?;
-        let forwarder = AbortOnDropHandle::new(tokio::spawn(forward_output(
-            attached.output,
-            events.clone(),
-        )));
 
         if let Err(error) = self.docker.start_container(id, None).await {
             return Err(match error {
@@ -353,15 +352,24 @@ impl DockerExecutor {
                 handle: id.to_string(),
             })
             .await;
+        // Read only after `Started` went out, so that it comes first; until then the output
+        // waits in the attach connection.
+        let forwarder = AbortOnDropHandle::new(tokio::spawn(forward_output(
+            attached.output,
+            events.clone(),
+        )));
 
         let mut wait = pin!(self.docker.wait_container(id, None));
         let report = tokio::select! {
             exit = wait.next() => exit_report(exit)?,
             () = cancel.cancelled() => {
+                offer_system_line(events, "cancelled; stopping the container");
                 self.stop_container(id, &mut wait).await;
                 ExitReport::Cancelled
             }
             () = sleep_until_deadline(deadline) => {
+                let timeout = task.timeout.unwrap_or_default();
+                offer_system_line(events, &format!("timed out after {timeout:?}; stopping the container"));
                 self.stop_container(id, &mut wait).await;
                 ExitReport::TimedOut
             }
@@ -530,23 +538,6 @@ where
             let chunk = OutputChunk { stream, data };
             sink_open = events.send(ExecEvent::Output(chunk)).await.is_ok();
         }
-    }
-}
-
-async fn send_system_line(events: &EventSink, line: String) {
-    let mut data = line.into_bytes();
-    data.push(b'\n');
-    let chunk = OutputChunk {
-        stream: OutputStream::System,
-        data: Bytes::from(data),
-    };
-    let _ = events.send(ExecEvent::Output(chunk)).await;
-}
-
-async fn sleep_until_deadline(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

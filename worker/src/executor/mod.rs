@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod docker;
 pub mod process;
+mod support;
 
 /// Working directory of every stage inside its container: the DAG's files, read-only.
 pub const CONTAINER_WORKDIR: &str = "/vishwa/dag";

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, warn};
 
+use super::support::{offer_system_line, sleep_until_deadline};
 use super::{
     CommandSpec, EventSink, ExecEvent, Executor, ExecutorError, ExitReport, OutputChunk,
     OutputStream, TaskSpec,
@@ -151,6 +152,13 @@ impl Executor for ProcessExecutor {
             leader: pid,
             armed: true,
         };
+        let deadline = task.timeout.map(|timeout| Instant::now() + timeout);
+        let _ = events
+            .send(ExecEvent::Started {
+                handle: pid.to_string(),
+            })
+            .await;
+        // Read only after `Started` went out, so that it comes first.
         let stdout = child.stdout.take().map(|pipe| {
             AbortOnDropHandle::new(tokio::spawn(pump(
                 pipe,
@@ -165,12 +173,6 @@ impl Executor for ProcessExecutor {
                 events.clone(),
             )))
         });
-        let deadline = task.timeout.map(|timeout| Instant::now() + timeout);
-        let _ = events
-            .send(ExecEvent::Started {
-                handle: pid.to_string(),
-            })
-            .await;
 
         let report = tokio::select! {
             status = child.wait() => match status {
@@ -181,10 +183,13 @@ impl Executor for ProcessExecutor {
                 }
             },
             () = cancel.cancelled() => {
+                offer_system_line(&events, "cancelled; stopping the process group");
                 self.stop(&mut child, &group).await;
                 ExitReport::Cancelled
             }
             () = sleep_until_deadline(deadline) => {
+                let timeout = task.timeout.unwrap_or_default();
+                offer_system_line(&events, &format!("timed out after {timeout:?}; stopping the process group"));
                 self.stop(&mut child, &group).await;
                 ExitReport::TimedOut
             }
@@ -265,13 +270,6 @@ where
                 return;
             }
         }
-    }
-}
-
-async fn sleep_until_deadline(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 
