@@ -230,7 +230,10 @@ impl ProcessGroup {
         }
     }
 
-    /// Kills what remains of the group after its leader ended, and disarms the guard.
+    /// Kills what remains of the group after its leader ended, and disarms the guard. The group
+    /// id cannot be handed to anyone else while a member lives; only if the group emptied and
+    /// its id was reused as a new group's within the microseconds since the reap could this hit
+    /// a stranger, the same narrow window every process supervisor has.
     fn kill_leftovers(mut self) {
         self.signal(Signal::SIGKILL);
         self.armed = false;
