@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod docker;
 pub mod process;
+mod support;
 
 /// Working directory of every stage inside its container: the DAG's files, read-only.
 pub const CONTAINER_WORKDIR: &str = "/vishwa/dag";
@@ -105,6 +106,10 @@ pub enum ExecutorError {
     /// Docker could not be reached or refused a request.
     #[error("docker: {0}")]
     Docker(String),
+    /// Docker refused the attempt's container as configured: a mount source that does not exist,
+    /// a relative container path, an invalid setting.
+    #[error("docker refused the container: {reason}")]
+    ContainerRejected { reason: String },
     /// A Docker stage was given no image.
     #[error("stage has no image; set `image:` on the stage or in `defaults:`")]
     MissingImage,
