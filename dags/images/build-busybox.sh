@@ -11,7 +11,8 @@ set -eu
 IMAGE="${IMAGE:-vishwa-test/busybox:1}"
 BUSYBOX="${BUSYBOX:-/bin/busybox}"
 APPLETS="sh echo sleep cat true false printf env pwd ls id test [ mkdir rm touch head tail wc
-grep sed tr od kill ps uname date expr seq yes tee basename dirname readlink stat sort cut"
+grep sed tr od kill ps uname date expr seq yes tee basename dirname readlink stat sort cut
+awk uniq xargs sha256sum md5sum wget nc"
 
 if [ "${FORCE:-0}" != 1 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
     echo "$IMAGE is already present"

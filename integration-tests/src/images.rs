@@ -26,6 +26,7 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "echo", "sleep", "cat", "true", "false", "printf", "env", "pwd", "ls", "id", "test", "[",
     "mkdir", "rm", "touch", "head", "tail", "wc", "grep", "sed", "tr", "od", "kill", "ps", "uname",
     "date", "expr", "seq", "yes", "tee", "basename", "dirname", "readlink", "stat", "sort", "cut",
+    "awk", "uniq", "xargs", "sha256sum", "md5sum", "wget", "nc",
 ];
 
 const DOCKERFILE: &str = "FROM scratch\n\
