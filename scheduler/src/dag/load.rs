@@ -150,6 +150,23 @@ pub(crate) fn convert_yaml_error(err: &YamlError) -> DagError {
             value: variant.clone(),
             at,
         },
+        YamlError::InvalidBooleanStrict { .. } => DagError::WrongType {
+            found: "a word".to_owned(),
+            expected: "a boolean (`true` or `false`)".to_owned(),
+            at,
+        },
+        YamlError::InvalidScalar { ty, .. } => DagError::WrongType {
+            found: "a value that does not fit".to_owned(),
+            expected: match *ty {
+                "u8" | "u16" | "u32" | "u64" | "usize" => "a non-negative integer",
+                "i8" | "i16" | "i32" | "i64" | "isize" => "an integer",
+                "f32" | "f64" => "a number",
+                "bool" => "a boolean (`true` or `false`)",
+                other => other,
+            }
+            .to_owned(),
+            at,
+        },
         YamlError::DuplicateMappingKey { key, .. } => DagError::DuplicateKey {
             key: key.clone(),
             at,

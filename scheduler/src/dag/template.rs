@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use minijinja::value::Serde;
+use minijinja::value::{Serde, ValueKind};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use thiserror::Error;
 
@@ -57,6 +57,14 @@ fn environment() -> &'static Environment<'static> {
         if let Ok(config) = syntax.build() {
             env.set_syntax(config);
         }
+        // Booleans print as YAML and shells spell them (`true`), not as Python (`True`).
+        env.set_formatter(|out, state, value| match value.kind() {
+            ValueKind::Bool => {
+                let text = if value.is_true() { "true" } else { "false" };
+                out.write_str(text).map_err(minijinja::Error::from)
+            }
+            _ => minijinja::escape_formatter(out, state, value),
+        });
         env
     })
 }
@@ -72,7 +80,7 @@ pub fn render_template(template: &str, ctx: &TemplateContext<'_>) -> Result<Stri
         ("params", Value::from(Serde(ctx.params))),
         (
             "run",
-            Value::from_iter([
+            Value::from_pairs([
                 ("id", Value::from(ctx.run_id)),
                 ("logical_time", Value::from(ctx.logical_time.unwrap_or(""))),
             ]),
@@ -82,7 +90,7 @@ pub fn render_template(template: &str, ctx: &TemplateContext<'_>) -> Result<Stri
         root.push(("item", Value::from(Serde(item))));
     }
     environment()
-        .render_str(template, Value::from_iter(root))
+        .render_str(template, Value::from_pairs(root))
         .map_err(|e| {
             let detail = e.to_string();
             let template = template.to_owned();
