@@ -260,7 +260,8 @@ impl Validator<'_> {
                 let span = value.referenced.span();
                 let written = span.byte_offset().zip(span.byte_len()).and_then(|(o, l)| {
                     let start = usize::try_from(o).ok()?;
-                    self.source.get(start..start.checked_add(usize::try_from(l).ok()?)?)
+                    self.source
+                        .get(start..start.checked_add(usize::try_from(l).ok()?)?)
                 });
                 EnvValue::Literal(written.map_or(fallback, str::to_owned))
             }
@@ -278,7 +279,11 @@ impl Validator<'_> {
         Some((checked, at))
     }
 
-    fn check_retries(&mut self, retries: Spanned<RawRetries>, scope: &Scope) -> Option<RetryPolicy> {
+    fn check_retries(
+        &mut self,
+        retries: Spanned<RawRetries>,
+        scope: &Scope,
+    ) -> Option<RetryPolicy> {
         let policy = match retries.value {
             RawRetries::Count(limit) => RetryPolicy {
                 limit,
@@ -294,10 +299,10 @@ impl Validator<'_> {
                     None => RetryPolicy::DEFAULT_MAX_BACKOFF.max(backoff),
                 };
                 if backoff > max_backoff {
-                    let at = raw.backoff.as_ref().map_or_else(
-                        || loc(&retries.referenced),
-                        |b| loc(&b.referenced),
-                    );
+                    let at = raw
+                        .backoff
+                        .as_ref()
+                        .map_or_else(|| loc(&retries.referenced), |b| loc(&b.referenced));
                     self.push(DagError::BackoffAboveMax {
                         backoff,
                         max_backoff,

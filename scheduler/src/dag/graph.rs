@@ -24,11 +24,12 @@ pub(crate) fn build_graph(
 }
 
 /// Returns one cycle (as stage indices, first repeated at the end) per strongly connected
-/// group of stages, starting from the group's first stage in file order.
+/// group of stages, starting from the group's first stage in file order. Iterative
+/// (Kosaraju), so a chain of 10,000s of stages cannot overflow the stack.
 pub(crate) fn find_cycles(graph: &DiGraph<usize, ()>) -> Vec<Vec<usize>> {
     let mut in_component = vec![usize::MAX; graph.node_count()];
     let mut cycles = Vec::new();
-    for (id, component) in petgraph::algo::tarjan_scc(graph).into_iter().enumerate() {
+    for (id, component) in petgraph::algo::kosaraju_scc(graph).into_iter().enumerate() {
         if component.len() < 2 {
             continue;
         }
@@ -56,7 +57,9 @@ fn shortest_cycle_through(
     let mut parent: Vec<Option<NodeIndex>> = vec![None; graph.node_count()];
     let mut queue = VecDeque::from([start]);
     while let Some(node) = queue.pop_front() {
-        let mut next: Vec<NodeIndex> = graph.neighbors_directed(node, Direction::Outgoing).collect();
+        let mut next: Vec<NodeIndex> = graph
+            .neighbors_directed(node, Direction::Outgoing)
+            .collect();
         next.sort_by_key(|n| graph[*n]);
         for succ in next {
             if succ == start {

@@ -38,7 +38,11 @@ impl DagError {
                 suggestion,
                 allowed,
                 ..
-            } => format!("{}allowed fields here: {}", did_you_mean(suggestion), list(allowed)),
+            } => format!(
+                "{}allowed fields here: {}",
+                did_you_mean(suggestion),
+                list(allowed)
+            ),
             MissingField { field, .. } => format!("add `{field}:` here"),
             WrongType { expected, .. } => format!("write {expected} here"),
             UnknownVariant {
@@ -105,8 +109,7 @@ impl DagError {
                 "add a `command:`; process stages have no image to take one from".to_owned()
             }
             MissingImage { .. } => {
-                "add `image:` to the stage or to `defaults:`, or set `executor: process`"
-                    .to_owned()
+                "add `image:` to the stage or to `defaults:`, or set `executor: process`".to_owned()
             }
             InvalidOutput { problem, .. } => match problem {
                 OutputProblem::Empty => "remove the empty entry".to_owned(),
@@ -125,7 +128,10 @@ impl DagError {
                 "write a list (`[a, b]`) or a list param as `\"{{ params.NAME }}\"`".to_owned()
             }
             ForEachUnknownParam { declared, .. } => {
-                format!("declare it under `params:`; declared params: {}", list(declared))
+                format!(
+                    "declare it under `params:`; declared params: {}",
+                    list(declared)
+                )
             }
             ForEachParamNotList { param, .. } => {
                 format!("make the default of `{param}` a list, e.g. `{param}: [a, b]`")
@@ -157,9 +163,7 @@ impl DagError {
                 did_you_mean(suggestion)
             ),
             MaxActiveRunsZero { .. } => "use 1 or more".to_owned(),
-            InvalidParamName { .. } => {
-                "a param name matches [a-zA-Z_][a-zA-Z0-9_]*".to_owned()
-            }
+            InvalidParamName { .. } => "a param name matches [a-zA-Z_][a-zA-Z0-9_]*".to_owned(),
             InvalidParamValue { .. } => {
                 "params are scalars (`rows: 1000`) or lists of scalars (`flavours: [a, b]`)"
                     .to_owned()

@@ -22,8 +22,8 @@ fn yaml_options() -> serde_saphyr::Options {
             max_reader_input_bytes: Some(MAX_DAG_FILE_BYTES),
             max_events: 4_000_000,
             max_nodes: 2_000_000,
-            max_depth: 32,
-            flow_nesting_limit: 32,
+            max_depth: 16,
+            flow_nesting_limit: 16,
             max_documents: 1,
             max_aliases: 1_000,
             max_anchors: 1_000,
@@ -32,9 +32,9 @@ fn yaml_options() -> serde_saphyr::Options {
             max_merge_keys: 1_000,
         },
         alias_limits: serde_saphyr::alias_limits! {
-            max_total_replayed_events: 100_000,
+            max_total_replayed_events: 50_000,
             max_replay_stack_depth: 16,
-            max_alias_expansions_per_anchor: 1_000,
+            max_alias_expansions_per_anchor: 500,
         },
         // YAML 1.2 booleans: `yes`/`no`/`on`/`off` stay strings (no "Norway problem").
         strict_booleans: true,
@@ -97,7 +97,15 @@ fn original_error(mut err: &YamlError) -> &YamlError {
 fn plain_message(err: &YamlError) -> String {
     let message: Cow<'_, str> = DefaultMessageFormatter.format_message(err);
     // The message may quote input; keep it on one line and free of control characters.
-    message.chars().flat_map(char::escape_debug).collect::<String>()
+    let mut plain = String::with_capacity(message.len());
+    for c in message.chars() {
+        if c.is_control() {
+            plain.extend(c.escape_default());
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 fn budget_message(breach: &BudgetBreach) -> String {

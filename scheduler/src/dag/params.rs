@@ -105,7 +105,10 @@ fn convert(name: &str, default: &ParamValue, text: &str) -> Result<ParamValue, P
             let items: Vec<ParamValue> = if trimmed.starts_with('[') {
                 let parsed: Vec<ParamValue> =
                     serde_saphyr::from_str(trimmed).map_err(|_| invalid())?;
-                if parsed.iter().any(|v| v.is_array() || v.is_object() || v.is_null()) {
+                if parsed
+                    .iter()
+                    .any(|v| v.is_array() || v.is_object() || v.is_null())
+                {
                     return Err(invalid());
                 }
                 parsed
@@ -114,7 +117,11 @@ fn convert(name: &str, default: &ParamValue, text: &str) -> Result<ParamValue, P
             } else {
                 // Comma form: items take the type of the default's items when they share one.
                 let item_type = match default.as_array().map(Vec::as_slice) {
-                    Some([first, rest @ ..]) if rest.iter().all(|v| ParamType::of(v) == ParamType::of(first)) => {
+                    Some([first, rest @ ..])
+                        if rest
+                            .iter()
+                            .all(|v| ParamType::of(v) == ParamType::of(first)) =>
+                    {
                         ParamType::of(first)
                     }
                     _ => ParamType::String,

@@ -189,8 +189,14 @@ mod tests {
             rendered.as_deref(),
             Ok("1000 0.8 cake true run-42 2024-03-01T02:00:00Z chocolate")
         );
-        assert_eq!(render_template("plain text", &ctx).as_deref(), Ok("plain text"));
-        assert_eq!(render_template("echo {{ item }}\n", &ctx).as_deref(), Ok("echo chocolate\n"));
+        assert_eq!(
+            render_template("plain text", &ctx).as_deref(),
+            Ok("plain text")
+        );
+        assert_eq!(
+            render_template("echo {{ item }}\n", &ctx).as_deref(),
+            Ok("echo chocolate\n")
+        );
     }
 
     #[test]
@@ -206,9 +212,18 @@ mod tests {
             render_template("{{ params.nope }}", &ctx),
             Err(TemplateError::Undefined { .. })
         ));
-        assert!(matches!(render_template("{{ item }}", &ctx), Err(TemplateError::Undefined { .. })));
-        assert!(matches!(render_template("{{ oops", &ctx), Err(TemplateError::Syntax { .. })));
-        assert_eq!(render_template("[{{ run.logical_time }}]", &ctx).as_deref(), Ok("[]"));
+        assert!(matches!(
+            render_template("{{ item }}", &ctx),
+            Err(TemplateError::Undefined { .. })
+        ));
+        assert!(matches!(
+            render_template("{{ oops", &ctx),
+            Err(TemplateError::Syntax { .. })
+        ));
+        assert_eq!(
+            render_template("[{{ run.logical_time }}]", &ctx).as_deref(),
+            Ok("[]")
+        );
     }
 
     #[test]
@@ -249,7 +264,10 @@ mod tests {
 
     #[test]
     fn for_each_param_name_accepts_only_a_single_param_reference() {
-        assert_eq!(for_each_param_name("{{ params.flavours }}"), Some("flavours"));
+        assert_eq!(
+            for_each_param_name("{{ params.flavours }}"),
+            Some("flavours")
+        );
         assert_eq!(for_each_param_name("{{params.f}}"), Some("f"));
         assert_eq!(for_each_param_name("{{ params.f }} x"), None);
         assert_eq!(for_each_param_name("{{ run.id }}"), None);

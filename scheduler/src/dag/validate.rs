@@ -20,6 +20,10 @@ use crate::dag::template::{
 };
 use crate::dag::values::{closest, is_dag_name, is_identifier, is_stage_name, loc};
 
+/// A dependency edge (upstream, downstream) by stage index, with the place of the `needs`
+/// entry behind it.
+type PlacedEdge = ((usize, usize), Location);
+
 /// Suggestions cost an edit distance against every candidate; past this many, a file full
 /// of mistakes gets its errors without them.
 const MAX_SUGGESTIONS: usize = 100;
@@ -97,7 +101,14 @@ pub(crate) fn validate(raw: RawDag, source: &str) -> Result<Dag, Vec<DagError>> 
 
     let (graph, nodes) = build_graph(stages.len(), &edges.iter().map(|e| e.0).collect::<Vec<_>>());
     let edge_places: HashMap<(usize, usize), Location> = edges.into_iter().collect();
-    for cycle in find_cycles(&graph) {
+    let topo_order = topological_order(&graph);
+    // A topological order leaves out exactly the stages on or behind a cycle.
+    let cycles = if topo_order.len() < stages.len() {
+        find_cycles(&graph)
+    } else {
+        Vec::new()
+    };
+    for cycle in cycles {
         // The edge that closes the cycle: its first stage needs the one before it.
         let closing = (cycle[cycle.len() - 2], cycle[0]);
         v.push(DagError::Cycle {
@@ -109,7 +120,6 @@ pub(crate) fn validate(raw: RawDag, source: &str) -> Result<Dag, Vec<DagError>> 
     if !v.errors.is_empty() {
         return Err(sorted_unique(v.errors));
     }
-    let topo_order = topological_order(&graph);
     Ok(Dag {
         name: DagName(raw.name.value),
         description: raw.description,
@@ -210,7 +220,10 @@ impl Validator<'_> {
             ("name", raw.name.take().map(|s| s.referenced)),
             ("needs", raw.needs.take().map(|s| s.referenced)),
             ("for_each", raw.for_each.take().map(|s| s.referenced)),
-            ("max_parallel", raw.max_parallel.take().map(|s| s.referenced)),
+            (
+                "max_parallel",
+                raw.max_parallel.take().map(|s| s.referenced),
+            ),
         ];
         for (field, at) in per_stage {
             if let Some(at) = at {
@@ -229,7 +242,7 @@ impl Validator<'_> {
         &mut self,
         raw: Spanned<Vec<Spanned<RawStage>>>,
         defaults: &Fields,
-    ) -> (Vec<Stage>, Vec<((usize, usize), Location)>) {
+    ) -> (Vec<Stage>, Vec<PlacedEdge>) {
         if raw.value.is_empty() {
             self.push(DagError::NoStages {
                 at: loc(&raw.referenced),
@@ -282,7 +295,8 @@ impl Validator<'_> {
                     edges.push(((upstream, index), at));
                     stages[index].needs.push(StageName(need.value));
                 } else {
-                    let suggestion = self.suggest(&need.value, first_seen.keys().map(String::as_str));
+                    let suggestion =
+                        self.suggest(&need.value, first_seen.keys().map(String::as_str));
                     self.push(DagError::UnknownDependency {
                         stage: own.clone(),
                         missing: need.value,

@@ -20,7 +20,10 @@ fn product_example_parses_with_defaults_merged() {
     );
     assert_eq!(dag.params["rows"], json!(1000));
     assert_eq!(dag.params["min_accuracy"], json!(0.8));
-    assert_eq!(dag.params["flavours"], json!(["chocolate", "vanilla", "red-velvet"]));
+    assert_eq!(
+        dag.params["flavours"],
+        json!(["chocolate", "vanilla", "red-velvet"])
+    );
     let schedule = dag.schedule.as_ref().expect("schedule");
     assert_eq!(schedule.cron, "0 2 * * *");
     assert_eq!(schedule.expression.quartz, "0 0 2 * * *");
@@ -31,7 +34,17 @@ fn product_example_parses_with_defaults_merged() {
     assert_eq!(dag.timeout, Some(Duration::from_secs(7200)));
 
     let names: Vec<&str> = dag.stages.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["collect", "validate", "notify-local", "train", "publish", "deploy"]);
+    assert_eq!(
+        names,
+        [
+            "collect",
+            "validate",
+            "notify-local",
+            "train",
+            "publish",
+            "deploy"
+        ]
+    );
     let retries = RetryPolicy {
         limit: 2,
         backoff: Duration::from_secs(10),
@@ -39,16 +52,28 @@ fn product_example_parses_with_defaults_merged() {
     };
     for stage in &dag.stages {
         // Defaults reach every stage.
-        assert_eq!(stage.image.as_deref(), Some("vishwa-examples/python-ml:1"), "{}", stage.name);
+        assert_eq!(
+            stage.image.as_deref(),
+            Some("vishwa-examples/python-ml:1"),
+            "{}",
+            stage.name
+        );
         assert_eq!(stage.retries, retries, "{}", stage.name);
-        assert_eq!(stage.timeout, Some(Duration::from_secs(1800)), "{}", stage.name);
+        assert_eq!(
+            stage.timeout,
+            Some(Duration::from_secs(1800)),
+            "{}",
+            stage.name
+        );
     }
 
     let collect = &dag.stages[0];
     assert_eq!(
         collect.command,
         Some(Command::Exec(
-            ["python3", "collect.py", "--rows", "{{ params.rows }}"].map(String::from).to_vec()
+            ["python3", "collect.py", "--rows", "{{ params.rows }}"]
+                .map(String::from)
+                .to_vec()
         ))
     );
     assert_eq!(collect.outputs, ["survey.csv"]);
@@ -56,11 +81,20 @@ fn product_example_parses_with_defaults_merged() {
 
     let notify = &dag.stages[2];
     assert_eq!(notify.executor, ExecutorKind::Process);
-    assert_eq!(notify.command, Some(Command::Shell("echo validated".into())));
+    assert_eq!(
+        notify.command,
+        Some(Command::Shell("echo validated".into()))
+    );
 
     let train = &dag.stages[3];
-    assert_eq!(train.for_each, Some(ForEach::Param("{{ params.flavours }}".into())));
-    assert_eq!(train.for_each.as_ref().and_then(ForEach::param_name), Some("flavours"));
+    assert_eq!(
+        train.for_each,
+        Some(ForEach::Param("{{ params.flavours }}".into()))
+    );
+    assert_eq!(
+        train.for_each.as_ref().and_then(ForEach::param_name),
+        Some("flavours")
+    );
     assert_eq!(train.max_parallel, Some(2));
     assert_eq!(train.resources.cpus, Some(2.0));
     assert_eq!(train.resources.memory_bytes, Some(4 << 30));
@@ -76,7 +110,10 @@ fn product_example_parses_with_defaults_merged() {
     );
     assert_eq!(publish.trigger, TriggerRule::AllSuccess);
     assert_eq!(publish.env["TARGET"], EnvValue::Literal("staging".into()));
-    assert_eq!(publish.env["REGISTRY_TOKEN"], EnvValue::Secret("registry-token".into()));
+    assert_eq!(
+        publish.env["REGISTRY_TOKEN"],
+        EnvValue::Secret("registry-token".into())
+    );
 
     let deploy = &dag.stages[5];
     assert_eq!(
@@ -149,7 +186,11 @@ stages:
     let s = &dag.stages[0];
     assert_eq!(
         s.command,
-        Some(Command::Exec(["run", "1.10", "007", "true", "yes"].map(String::from).to_vec()))
+        Some(Command::Exec(
+            ["run", "1.10", "007", "true", "yes"]
+                .map(String::from)
+                .to_vec()
+        ))
     );
     assert_eq!(s.env["VERSION"], EnvValue::Literal("1.10".into()));
     assert_eq!(s.env["HEX"], EnvValue::Literal("0x10".into()));

@@ -13,7 +13,10 @@ pub(super) const EXAMPLE: &str = include_str!("example.yaml");
 /// Parses `yaml` expecting it to be refused.
 pub(super) fn refused(yaml: &str) -> DagErrors {
     match parse_dag(yaml, "dag.yaml") {
-        Ok(dag) => panic!("expected errors, got a DAG with {} stages", dag.stages.len()),
+        Ok(dag) => panic!(
+            "expected errors, got a DAG with {} stages",
+            dag.stages.len()
+        ),
         Err(errors) => errors,
     }
 }
@@ -33,9 +36,16 @@ pub(super) fn assert_refused(
         panic!("no matching error among:\n{printed}");
     };
     let at = error.location();
-    assert_eq!((at.line, at.column), (line, column), "place of {error:?}\n{printed}");
+    assert_eq!(
+        (at.line, at.column),
+        (line, column),
+        "place of {error:?}\n{printed}"
+    );
     let header = format!("dag.yaml:{line}:{column}: error: {error}");
-    assert!(printed.contains(&header), "missing `{header}` in:\n{printed}");
+    assert!(
+        printed.contains(&header),
+        "missing `{header}` in:\n{printed}"
+    );
     let help = format!("\n  help: {}", error.help());
     assert!(printed.contains(&help), "missing `{help}` in:\n{printed}");
     error.clone()
