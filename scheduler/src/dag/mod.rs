@@ -4,6 +4,10 @@
 //! this module serves runs of a validated DAG: params ([`Dag::resolve_params`],
 //! [`Dag::for_each_items`], [`instance_name`]), templates ([`render_template`]) and the
 //! graph ([`Dag::upstream`], [`render_graph_text`], [`render_graph_dot`]).
+//!
+//! `defaults:` sets any stage field but `name`, `needs`, `for_each` and `max_parallel`; a
+//! value on the stage wins. `env:`, `worker:` and `resources:` merge key by key (the stage's
+//! keys win); `outputs`, `mounts` and `retries` given on a stage replace the defaults whole.
 
 mod error;
 mod fields;

@@ -24,9 +24,9 @@ use crate::dag::values::{closest, is_dag_name, is_identifier, is_stage_name, loc
 /// entry behind it.
 type PlacedEdge = ((usize, usize), Location);
 
-/// Suggestions cost an edit distance against every candidate; past this many, a file full
-/// of mistakes gets its errors without them.
-const MAX_SUGGESTIONS: usize = 100;
+/// Suggestions cost an edit distance against every candidate; once this many candidates
+/// have been compared, a file full of mistakes gets its errors without suggestions.
+const SUGGESTION_BUDGET: usize = 200_000;
 
 /// Collects the errors found while checking one file.
 pub(crate) struct Validator<'s> {
@@ -36,7 +36,7 @@ pub(crate) struct Validator<'s> {
     params: BTreeMap<String, ParamValue>,
     /// Template text → its references, or its syntax error; DAGs repeat templates a lot.
     templates: HashMap<String, Result<Vec<String>, String>>,
-    suggestions_left: usize,
+    suggestion_budget: usize,
 }
 
 impl Validator<'_> {
@@ -47,12 +47,13 @@ impl Validator<'_> {
     fn suggest<'a>(
         &mut self,
         target: &str,
-        candidates: impl IntoIterator<Item = &'a str>,
+        candidates: impl ExactSizeIterator<Item = &'a str>,
     ) -> Option<String> {
-        if self.suggestions_left == 0 {
+        let work = candidates.len();
+        if work > self.suggestion_budget {
             return None;
         }
-        self.suggestions_left -= 1;
+        self.suggestion_budget -= work;
         closest(target, candidates)
     }
 }
@@ -64,7 +65,7 @@ pub(crate) fn validate(raw: RawDag, source: &str) -> Result<Dag, Vec<DagError>> 
         errors: Vec::new(),
         params: BTreeMap::new(),
         templates: HashMap::new(),
-        suggestions_left: MAX_SUGGESTIONS,
+        suggestion_budget: SUGGESTION_BUDGET,
     };
     if !is_dag_name(&raw.name.value) {
         v.push(DagError::InvalidDagName {

@@ -163,10 +163,13 @@ pub(crate) fn closest<'a>(
     target: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
-    let limit = (target.chars().count() / 3).max(1);
+    let len = target.chars().count();
+    let limit = (len / 3).max(1);
     candidates
         .into_iter()
-        .filter(|c| *c != target)
+        // The distance is at least the difference in length: skip the hopeless cheaply.
+        .filter(|c| *c != target && c.len().abs_diff(target.len()) <= limit * 4)
+        .filter(|c| c.chars().count().abs_diff(len) <= limit)
         .map(|c| (edit_distance(target, c), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
