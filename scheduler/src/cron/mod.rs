@@ -2,4 +2,4 @@
 
 mod expr;
 
-pub use expr::{CronError, CronExpr};
+pub use expr::{CronError, CronExpr, CronField, QuartzSchedule};

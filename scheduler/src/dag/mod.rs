@@ -1,82 +1,45 @@
 //! DAG files: YAML text → validated [`Dag`] on a petgraph graph. Pure: no IO here.
+//!
+//! [`parse_dag`] reads and checks a file once; nothing downstream re-checks it. The rest of
+//! this module serves runs of a validated DAG: params ([`Dag::resolve_params`],
+//! [`Dag::for_each_items`], [`instance_name`]), templates ([`render_template`]) and the
+//! graph ([`Dag::upstream`], [`render_graph_text`], [`render_graph_dot`]).
+//!
+//! `defaults:` sets any stage field but `name`, `needs`, `for_each` and `max_parallel`; a
+//! value on the stage wins. `env:`, `worker:` and `resources:` merge key by key (the stage's
+//! keys win); `outputs`, `mounts` and `retries` given on a stage replace the defaults whole.
 
+mod error;
+mod fields;
+mod graph;
+mod help;
+mod load;
 mod model;
+mod params;
+mod raw;
+mod render;
+mod template;
+mod validate;
+mod values;
 
+pub use error::{DagError, DagErrors, MountProblem, OutputProblem, Scope};
+pub use load::MAX_DAG_FILE_BYTES;
 pub use model::*;
+pub use params::{ParamError, ParamType, instance_name, param_text};
+pub use render::{render_graph_dot, render_graph_text};
+pub use template::{TemplateContext, TemplateError, render_template};
 
-// Placeholders until the DAG reader lands; signatures are the contract.
-use std::collections::BTreeMap;
-
-/// Errors found in a DAG file.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid DAG")]
-pub struct DagErrors(pub Vec<String>);
-
-/// A bad parameter override or fan-out value.
-#[derive(Debug, thiserror::Error)]
-#[error("bad param")]
-pub struct ParamError;
-
-/// A template that could not be rendered.
-#[derive(Debug, thiserror::Error)]
-#[error("bad template")]
-pub struct TemplateError;
-
-/// What templates may refer to.
-pub struct TemplateContext<'a> {
-    pub params: &'a BTreeMap<String, ParamValue>,
-    pub run_id: &'a str,
-    pub logical_time: Option<&'a str>,
-    pub item: Option<&'a ParamValue>,
+/// Reads and validates a DAG file. `file_name` is only used in error messages.
+///
+/// Returns every mistake found in the file's meaning (unknown dependencies, bad durations,
+/// cycles, ...); a YAML syntax or shape error stops reading, so it comes alone.
+pub fn parse_dag(source: &str, file_name: &str) -> Result<Dag, DagErrors> {
+    let raw = load::read_raw(source).map_err(|e| DagErrors::single(file_name, e))?;
+    validate::validate(raw, source).map_err(|errors| DagErrors {
+        file: file_name.to_owned(),
+        errors,
+    })
 }
 
-/// Parses and validates a DAG file.
-pub fn parse_dag(_source: &str, _file_name: &str) -> Result<Dag, DagErrors> {
-    unimplemented!()
-}
-
-/// Renders one template.
-pub fn render_template(_t: &str, _ctx: &TemplateContext<'_>) -> Result<String, TemplateError> {
-    unimplemented!()
-}
-
-/// `stage[item]`.
-pub fn instance_name(_stage: &StageName, _item: &ParamValue) -> String {
-    unimplemented!()
-}
-
-impl Dag {
-    /// Applies `-p` overrides.
-    pub fn resolve_params(
-        &self,
-        _o: &BTreeMap<String, String>,
-    ) -> Result<BTreeMap<String, ParamValue>, ParamError> {
-        unimplemented!()
-    }
-    /// Fan-out items.
-    pub fn for_each_items(
-        &self,
-        _s: usize,
-        _p: &BTreeMap<String, ParamValue>,
-    ) -> Result<Option<Vec<ParamValue>>, ParamError> {
-        unimplemented!()
-    }
-    /// Stage index by name.
-    pub fn stage_index(&self, _n: &str) -> Option<usize> {
-        unimplemented!()
-    }
-    /// Upstream stage indices.
-    pub fn upstream(&self, _i: usize) -> Vec<usize> {
-        unimplemented!()
-    }
-}
-
-/// Graph as text.
-pub fn render_graph_text(_dag: &Dag) -> String {
-    unimplemented!()
-}
-
-/// Graph as DOT.
-pub fn render_graph_dot(_dag: &Dag) -> String {
-    unimplemented!()
-}
+#[cfg(test)]
+mod tests;
