@@ -76,6 +76,7 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
             file.file_name
         );
     }
+    let worker_shutdown = CancellationToken::new();
     let worker = tokio::spawn(run_worker(
         WorkerConfig {
             scheduler: url.clone(),
@@ -85,12 +86,14 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
             allow_process: true,
         },
         executors,
-        shutdown.clone(),
+        worker_shutdown.clone(),
     ));
 
     let outcome = drive(&url, file, params, global.format, !args.quiet).await;
-    shutdown.cancel();
+    // The worker goes first, so it does not see its scheduler vanish.
+    worker_shutdown.cancel();
     let _ = worker.await;
+    shutdown.cancel();
     let _ = scheduler.wait().await;
     outcome
 }

@@ -730,11 +730,7 @@ impl Engine {
                     continue;
                 };
                 let (run_changed, stages) = run.take_dirty();
-                if run_changed {
-                    self.batch.put_run(run.record.clone());
-                    self.published
-                        .push(Arc::new(EngineEvent::Run(run.record.clone())));
-                }
+                // Stages first: a watcher stops at the run's final event.
                 for i in stages {
                     let record = run.stages[i].clone();
                     self.published.push(Arc::new(EngineEvent::Stage {
@@ -742,6 +738,11 @@ impl Engine {
                         record: record.clone(),
                     }));
                     self.batch.put_stage(&id, record);
+                }
+                if run_changed {
+                    self.batch.put_run(run.record.clone());
+                    self.published
+                        .push(Arc::new(EngineEvent::Run(run.record.clone())));
                 }
                 if let Some(t) = run.next_wakeup()
                     && self.scheduled.get(&id) != Some(&t)

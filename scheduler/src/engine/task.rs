@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::TaskAssignment;
-use crate::dag::{Command, EnvValue, ParamValue, TemplateContext, render_template};
+use crate::dag::{Command, EnvValue, TemplateContext, param_text, render_template};
 use crate::ids::AttemptId;
 use crate::run::Run;
 
@@ -101,14 +101,6 @@ fn env_suffix(name: &str) -> String {
         .collect()
 }
 
-/// A param value as plain text: strings unquoted, lists as JSON.
-fn param_text(value: &ParamValue) -> String {
-    match value {
-        ParamValue::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,12 +109,5 @@ mod tests {
     fn param_names_become_upper_case_env_suffixes() {
         assert_eq!(env_suffix("min_accuracy"), "MIN_ACCURACY");
         assert_eq!(env_suffix("rows"), "ROWS");
-    }
-
-    #[test]
-    fn params_render_as_plain_text() {
-        assert_eq!(param_text(&serde_json::json!("a b")), "a b");
-        assert_eq!(param_text(&serde_json::json!(0.8)), "0.8");
-        assert_eq!(param_text(&serde_json::json!(["x", 1])), r#"["x",1]"#);
     }
 }

@@ -47,7 +47,10 @@ impl Harness {
     }
 
     fn idx(&self, name: &str) -> usize {
-        self.run.plan.instance(name).unwrap_or_else(|| panic!("no instance {name}"))
+        self.run
+            .plan
+            .instance(name)
+            .unwrap_or_else(|| panic!("no instance {name}"))
     }
 
     fn state(&self, name: &str) -> &'static str {
@@ -95,7 +98,13 @@ impl Harness {
         attempt
     }
 
-    fn finish(&mut self, name: &str, attempt: &AttemptId, outcome: AttemptOutcome, now: Millis) -> Vec<Action> {
+    fn finish(
+        &mut self,
+        name: &str,
+        attempt: &AttemptId,
+        outcome: AttemptOutcome,
+        now: Millis,
+    ) -> Vec<Action> {
         let instance = self.idx(name);
         self.run
             .apply(
@@ -158,7 +167,11 @@ fn a_failure_marks_downstream_upstream_failed_and_fails_the_run() {
     h.run_stage("a", 0, T0);
     h.run_stage("b", 2, T0 + 100);
     assert_eq!(h.state("b"), "failed");
-    assert_eq!(h.state("d"), "upstream_failed", "decided without waiting for c");
+    assert_eq!(
+        h.state("d"),
+        "upstream_failed",
+        "decided without waiting for c"
+    );
     assert_eq!(h.run.record.state, RunState::Running, "c still runs");
     let a = h.dispatch("c", T0 + 200);
     let actions = h.finish("c", &a, AttemptOutcome::Exited { code: 0 }, T0 + 300);
@@ -186,7 +199,11 @@ fn trigger_rules_decide_on_a_mix_of_success_and_failure() {
     roots.sort();
     assert_eq!(roots, ["bad", "ok"]);
     let ready = h.run_stage("ok", 0, T0);
-    assert_eq!(ready, ["one-success"], "one_success fires at the first success");
+    assert_eq!(
+        ready,
+        ["one-success"],
+        "one_success fires at the first success"
+    );
     let mut ready = h.run_stage("bad", 1, T0 + 100);
     ready.sort();
     assert_eq!(ready, ["all-done", "one-failed"]);
@@ -203,7 +220,11 @@ fn trigger_rules_decide_when_everything_succeeds() {
     ready.sort();
     assert_eq!(ready, ["all-done", "all-success", "none-failed"]);
     assert_eq!(h.state("one-failed"), "skipped");
-    assert_eq!(h.state("one-success"), "queued", "already ready since the first success");
+    assert_eq!(
+        h.state("one-success"),
+        "queued",
+        "already ready since the first success"
+    );
 }
 
 #[test]
@@ -235,7 +256,11 @@ stages:
     assert_eq!(h.state("after-skip"), "skipped");
     let a = h.dispatch("tolerant", T0 + 50);
     let actions = h.finish("tolerant", &a, AttemptOutcome::Exited { code: 0 }, T0 + 60);
-    assert_eq!(finished(&actions), Some(RunState::Succeeded), "skips are not failures");
+    assert_eq!(
+        finished(&actions),
+        Some(RunState::Succeeded),
+        "skips are not failures"
+    );
 }
 
 const RETRYING: &str = "
@@ -278,11 +303,21 @@ fn retries_back_off_exponentially_up_to_the_cap_then_fail() {
     assert_eq!(h.run.next_wakeup(), Some(T0 + 10_000));
     h.run.apply(Event::Tick, T0 + 10_000).unwrap();
     let a2 = h.dispatch("flaky", T0 + 10_000);
-    h.finish("flaky", &a2, AttemptOutcome::Exited { code: 1 }, T0 + 10_000);
+    h.finish(
+        "flaky",
+        &a2,
+        AttemptOutcome::Exited { code: 1 },
+        T0 + 10_000,
+    );
     assert_eq!(h.run.next_wakeup(), Some(T0 + 25_000), "20s capped at 15s");
     h.run.apply(Event::Tick, T0 + 25_000).unwrap();
     let a3 = h.dispatch("flaky", T0 + 25_000);
-    let actions = h.finish("flaky", &a3, AttemptOutcome::Exited { code: 3 }, T0 + 26_000);
+    let actions = h.finish(
+        "flaky",
+        &a3,
+        AttemptOutcome::Exited { code: 3 },
+        T0 + 26_000,
+    );
     assert_eq!(h.state("flaky"), "failed");
     assert_eq!(h.state("after"), "upstream_failed");
     assert_eq!(finished(&actions), Some(RunState::Failed));
@@ -357,7 +392,12 @@ fn cancel_mid_run_kills_running_attempts_and_cancels_the_rest() {
     let b = h.dispatch("b", T0 + 100);
     let actions = h
         .run
-        .apply(Event::Cancel { reason: "cancelled by request".into() }, T0 + 200)
+        .apply(
+            Event::Cancel {
+                reason: "cancelled by request".into(),
+            },
+            T0 + 200,
+        )
         .unwrap();
     assert!(actions.contains(&Action::Kill {
         instance: h.idx("b"),
@@ -379,8 +419,17 @@ fn cancel_mid_run_kills_running_attempts_and_cancels_the_rest() {
         },
         T0 + 300,
     );
-    assert!(matches!(stale, Err(TransitionError::RunFinished { .. })));
-    assert!(h.run.apply(Event::Cancel { reason: "again".into() }, T0 + 400).is_err());
+    assert!(matches!(stale, Err(TransitionError::StaleAttempt { .. })));
+    assert!(
+        h.run
+            .apply(
+                Event::Cancel {
+                    reason: "again".into()
+                },
+                T0 + 400
+            )
+            .is_err()
+    );
 }
 
 #[test]
@@ -397,9 +446,20 @@ stages:
     assert_eq!(h.run.record.deadline_ms, Some(T0 + 60_000));
     let a = h.dispatch("s", T0);
     let actions = h.run.apply(Event::Tick, T0 + 60_000).unwrap();
-    assert!(actions.iter().any(|x| matches!(x, Action::Kill { attempt, .. } if *attempt == a)));
+    assert!(
+        actions
+            .iter()
+            .any(|x| matches!(x, Action::Kill { attempt, .. } if *attempt == a))
+    );
     assert_eq!(finished(&actions), Some(RunState::Failed));
-    assert!(h.run.record.message.as_deref().unwrap().contains("timed out after 1m"));
+    assert!(
+        h.run
+            .record
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("timed out after 1m")
+    );
     assert_eq!(h.state("t"), "cancelled");
 }
 
@@ -408,7 +468,14 @@ fn reports_from_a_superseded_attempt_are_refused() {
     let mut h = Harness::new(RETRYING);
     h.start();
     let a1 = h.dispatch("flaky", T0);
-    h.finish("flaky", &a1, AttemptOutcome::Lost { reason: "worker died".into() }, T0);
+    h.finish(
+        "flaky",
+        &a1,
+        AttemptOutcome::Lost {
+            reason: "worker died".into(),
+        },
+        T0,
+    );
     h.run.apply(Event::Tick, T0 + INFRA_BACKOFF_MS).unwrap();
     let _a2 = h.dispatch("flaky", T0 + INFRA_BACKOFF_MS);
     let stale = h.run.apply(

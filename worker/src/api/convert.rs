@@ -24,7 +24,7 @@ pub fn task_spec(task: &pb::Task) -> (ExecutorChoice, TaskSpec) {
         pb::task::Command::Exec(argv) => CommandSpec::Exec(argv.args.clone()),
         pb::task::Command::Shell(s) => CommandSpec::Shell(s.clone()),
     });
-    let resources = task.resources.clone().unwrap_or_default();
+    let resources = task.resources.unwrap_or_default();
     let spec = TaskSpec {
         run_id: task.run_id.clone(),
         dag: task.dag.clone(),
