@@ -3,6 +3,7 @@
 //! the outcome. Reconnects with backoff when the scheduler goes away.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ pub struct WorkerConfig {
     pub labels: BTreeMap<String, String>,
     /// Whether `executor: process` stages may run on this host.
     pub allow_process: bool,
+    /// Host paths (and what lies below them) that stages may mount; nothing else.
+    pub allow_mounts: Vec<PathBuf>,
 }
 
 /// The executors a worker has.
@@ -190,6 +193,7 @@ impl Session<'_> {
                     worker_id: worker_id.to_owned(),
                     executors: self.executors.clone(),
                     allow_process: self.config.allow_process,
+                    allow_mounts: self.config.allow_mounts.clone(),
                     running: self.running.clone(),
                 };
                 self.tracker.spawn(attempt.run(task, token));
@@ -212,6 +216,7 @@ struct Attempt {
     worker_id: String,
     executors: Executors,
     allow_process: bool,
+    allow_mounts: Vec<PathBuf>,
     running: Running,
 }
 
@@ -242,6 +247,9 @@ impl Attempt {
         events: mpsc::Sender<ExecEvent>,
         cancel: CancellationToken,
     ) -> Result<ExitReport, ExecutorError> {
+        for mount in &spec.mounts {
+            check_mount_allowed(&mount.host, &self.allow_mounts, &self.worker_id)?;
+        }
         let executor = match choice {
             ExecutorChoice::Process if !self.allow_process => {
                 return Err(ExecutorError::Spawn {
@@ -345,9 +353,77 @@ async fn forward_events(
     }
 }
 
+/// Refuses a host path that is not at or below one of the worker's allowed paths. Paths are
+/// resolved first, so a symlink cannot lead out of an allowed folder.
+fn check_mount_allowed(
+    host: &Path,
+    allowed: &[PathBuf],
+    worker: &str,
+) -> Result<(), ExecutorError> {
+    let refuse = |reason: String| ExecutorError::MountRefused {
+        host: host.display().to_string(),
+        reason,
+    };
+    let resolved = host
+        .canonicalize()
+        .map_err(|e| refuse(format!("it cannot be resolved on worker {worker}: {e}")))?;
+    let permitted = allowed
+        .iter()
+        .filter_map(|a| a.canonicalize().ok())
+        .any(|a| resolved.starts_with(&a));
+    if permitted {
+        Ok(())
+    } else {
+        Err(refuse(format!(
+            "worker {worker} does not allow it; start the worker with --allow-mount {}",
+            host.display()
+        )))
+    }
+}
+
 fn chrono_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_are_refused_unless_under_an_allowed_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = dir.path().join("data");
+        std::fs::create_dir_all(allowed.join("sub")).unwrap();
+        let outside = dir.path().join("secret");
+        std::fs::create_dir_all(&outside).unwrap();
+        let list = vec![allowed.clone()];
+        assert!(check_mount_allowed(&allowed, &list, "w").is_ok());
+        assert!(check_mount_allowed(&allowed.join("sub"), &list, "w").is_ok());
+        let err = check_mount_allowed(&outside, &list, "w").unwrap_err();
+        assert!(err.to_string().contains("--allow-mount"), "{err}");
+        assert!(!err.is_transient());
+        assert!(check_mount_allowed(&outside, &[], "w").is_err());
+    }
+
+    #[test]
+    fn a_symlink_cannot_lead_out_of_an_allowed_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = dir.path().join("data");
+        let outside = dir.path().join("secret");
+        std::fs::create_dir_all(&allowed).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, allowed.join("escape")).unwrap();
+        let err = check_mount_allowed(&allowed.join("escape"), &[allowed], "w").unwrap_err();
+        assert!(matches!(err, ExecutorError::MountRefused { .. }));
+    }
+
+    #[test]
+    fn a_missing_host_path_is_refused_clearly() {
+        let err = check_mount_allowed(Path::new("/no/such/path"), &[PathBuf::from("/")], "w")
+            .unwrap_err();
+        assert!(err.to_string().contains("cannot be resolved"), "{err}");
+    }
 }

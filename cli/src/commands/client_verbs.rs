@@ -29,6 +29,7 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
     match verb {
         Verb::Submit { .. } => {
             let file = submission.expect("read above");
+            let file_dir_given = file.dir.is_some();
             let response = client
                 .submit(pb::SubmitDagRequest {
                     file_name: file.file_name,
@@ -37,6 +38,13 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
                 })
                 .await?;
             let dag = response.dag.unwrap_or_default();
+            if file_dir_given && format == Format::Table {
+                eprintln!(
+                    "note: the files beside dag.yaml are not uploaded yet; stages of {} see them \
+                     under `vishwa run` and `vishwa dev --dags`",
+                    dag.name
+                );
+            }
             match format {
                 Format::Json => output::print_json(
                     &json!({"dag": output::dag_json(&dag), "changed": response.changed}),

@@ -38,6 +38,9 @@ pub(crate) struct RunArgs {
     /// Show state changes only, not the stages' output.
     #[arg(long)]
     quiet: bool,
+    /// A host path stages may mount (with what lies below it); repeatable.
+    #[arg(long = "allow-mount", value_name = "PATH")]
+    allow_mounts: Vec<PathBuf>,
 }
 
 pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
@@ -84,6 +87,7 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
             slots: args.slots.unwrap_or_else(default_slots),
             labels: Default::default(),
             allow_process: true,
+            allow_mounts: args.allow_mounts,
         },
         executors,
         worker_shutdown.clone(),

@@ -56,6 +56,9 @@ pub(crate) struct WorkerArgs {
     /// Run `executor: process` stages as local processes on this host.
     #[arg(long)]
     allow_process: bool,
+    /// A host path stages may mount (with what lies below it); repeatable.
+    #[arg(long = "allow-mount", value_name = "PATH")]
+    allow_mounts: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +75,9 @@ pub(crate) struct DevArgs {
     /// Stages run at once [default: number of CPUs].
     #[arg(long)]
     slots: Option<u32>,
+    /// A host path stages may mount (with what lies below it); repeatable.
+    #[arg(long = "allow-mount", value_name = "PATH")]
+    allow_mounts: Vec<PathBuf>,
 }
 
 /// Cancels the returned token on SIGINT or SIGTERM.
@@ -188,6 +194,7 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8> {
         slots: args.slots.unwrap_or_else(default_slots),
         labels: parse_labels(&args.labels)?,
         allow_process: args.allow_process,
+        allow_mounts: args.allow_mounts,
     };
     let executors = local_executors(config.allow_process, true).await;
     let shutdown = shutdown_on_signals();
@@ -226,6 +233,7 @@ pub(crate) async fn dev(args: DevArgs) -> Result<u8> {
         slots: args.slots.unwrap_or_else(default_slots),
         labels: BTreeMap::new(),
         allow_process: true,
+        allow_mounts: args.allow_mounts,
     };
     let executors = local_executors(true, true).await;
     let worker = tokio::spawn(run_worker(worker_config, executors, shutdown.clone()));

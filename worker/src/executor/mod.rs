@@ -113,6 +113,9 @@ pub enum ExecutorError {
     /// A Docker stage was given no image.
     #[error("stage has no image; set `image:` on the stage or in `defaults:`")]
     MissingImage,
+    /// The worker does not allow this host path to be mounted.
+    #[error("mount of host path {host} refused: {reason}")]
+    MountRefused { host: String, reason: String },
     /// A process stage was given no command.
     #[error("a process stage needs a command")]
     MissingCommand,
