@@ -22,7 +22,7 @@ pub(crate) struct WorkerEntry {
 
 impl WorkerEntry {
     fn free(&self) -> u32 {
-        if self.inbox.is_none() {
+        if self.inbox.as_ref().is_none_or(|inbox| inbox.is_closed()) {
             return 0;
         }
         self.slots.saturating_sub(self.running.len() as u32)
@@ -77,12 +77,17 @@ impl Workers {
         }
     }
 
-    /// Sends a message to a worker; false if it has no open inbox.
-    pub(crate) fn send(&self, worker: &WorkerId, message: WorkerMessage) -> bool {
-        self.entries
-            .get(worker)
-            .and_then(|w| w.inbox.as_ref())
-            .is_some_and(|inbox| inbox.send(message).is_ok())
+    /// Sends a message to a worker; false if it has no open inbox. A closed inbox is dropped,
+    /// so the worker gets no more tasks until it reconnects.
+    pub(crate) fn send(&mut self, worker: &WorkerId, message: WorkerMessage) -> bool {
+        let Some(w) = self.entries.get_mut(worker) else {
+            return false;
+        };
+        let sent = w.inbox.as_ref().is_some_and(|inbox| inbox.send(message).is_ok());
+        if !sent {
+            w.inbox = None;
+        }
+        sent
     }
 
     /// Removes workers whose lease ran out by `now` and returns them with the attempts they
