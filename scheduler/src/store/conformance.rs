@@ -157,6 +157,32 @@ async fn logs_keep_raw_bytes_order_and_deduplicate(store: &dyn Store) {
     assert!(store.read_logs(&run, Some("zz")).unwrap().is_empty());
 }
 
+async fn schedule_records_commit_with_runs_and_replace_by_dag(store: &impl Store) {
+    let cursor = |dag: &str, ms| ScheduleRecord {
+        dag: dag.to_owned(),
+        cron: "0 2 * * *".to_owned(),
+        timezone: "Asia/Kolkata".to_owned(),
+        cursor_ms: ms,
+        last_slot_ms: Some(ms),
+    };
+    let mut b = WriteBatch::new();
+    b.put_run(run_record("nightly-20250601T203000Z", "nightly"));
+    b.put_schedule(cursor("nightly", 10));
+    b.put_schedule(cursor("hourly", 5));
+    store.commit(b).unwrap();
+    store.sync().await.unwrap();
+    assert_eq!(store.get_schedule("nightly").unwrap(), Some(cursor("nightly", 10)));
+    let mut b = WriteBatch::new();
+    b.put_schedule(cursor("nightly", 20));
+    store.commit(b).unwrap();
+    let all = store.list_schedules().unwrap();
+    assert_eq!(all, [cursor("hourly", 5), cursor("nightly", 20)]);
+    assert_eq!(store.get_schedule("nope").unwrap(), None);
+    // Schedule keys live apart from runs, DAGs and stages.
+    assert_eq!(store.list_runs().unwrap().len(), 1);
+    assert!(store.list_dags().unwrap().is_empty());
+}
+
 macro_rules! conformance {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -185,6 +211,12 @@ macro_rules! conformance {
             async fn logs_keep_raw_bytes_order_and_deduplicate() {
                 let (store, _guard) = $make;
                 super::logs_keep_raw_bytes_order_and_deduplicate(&store).await;
+            }
+
+            #[tokio::test]
+            async fn schedule_records_commit_with_runs_and_replace_by_dag() {
+                let (store, _guard) = $make;
+                super::schedule_records_commit_with_runs_and_replace_by_dag(&store).await;
             }
         }
     };

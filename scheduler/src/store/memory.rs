@@ -5,7 +5,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{DagRecord, DagVersion, LogRecord, Store, StoreError, WriteBatch, WriteOp};
+use super::{
+    DagRecord, DagVersion, LogRecord, ScheduleRecord, Store, StoreError, WriteBatch, WriteOp,
+};
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
 
@@ -16,6 +18,7 @@ struct Inner {
     runs: BTreeMap<RunId, RunRecord>,
     stages: BTreeMap<(RunId, String), StageRecord>,
     logs: BTreeMap<(RunId, String, u32, u64), LogRecord>,
+    schedules: BTreeMap<String, ScheduleRecord>,
 }
 
 /// A [`Store`] held in memory.
@@ -54,6 +57,9 @@ impl Store for MemoryStore {
                 }
                 WriteOp::Stage(run, s) => {
                     inner.stages.insert((run, s.instance.clone()), s);
+                }
+                WriteOp::Schedule(c) => {
+                    inner.schedules.insert(c.dag.clone(), c);
                 }
             }
         }
@@ -94,6 +100,14 @@ impl Store for MemoryStore {
             .take_while(|((run, _), _)| run == id)
             .map(|(_, s)| s.clone())
             .collect())
+    }
+
+    fn get_schedule(&self, dag: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+        Ok(self.lock().schedules.get(dag).cloned())
+    }
+
+    fn list_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        Ok(self.lock().schedules.values().cloned().collect())
     }
 
     fn append_logs(&self, run: &RunId, chunks: &[LogRecord]) -> Result<(), StoreError> {

@@ -12,12 +12,14 @@ use crate::ids::{Millis, RunId};
 use crate::run::{RunRecord, StageRecord};
 
 mod memory;
+mod schedule;
 mod sled_store;
 
 #[cfg(test)]
 mod conformance;
 
 pub use memory::MemoryStore;
+pub use schedule::ScheduleRecord;
 pub use sled_store::SledStore;
 
 /// Why the store failed.
@@ -91,6 +93,7 @@ pub(crate) enum WriteOp {
     DagVersion(DagVersion),
     Run(RunRecord),
     Stage(RunId, StageRecord),
+    Schedule(ScheduleRecord),
 }
 
 impl WriteBatch {
@@ -117,6 +120,11 @@ impl WriteBatch {
     /// Stores (or replaces) one stage instance of a run.
     pub fn put_stage(&mut self, run: &RunId, stage: StageRecord) {
         self.ops.push(WriteOp::Stage(run.clone(), stage));
+    }
+
+    /// Stores (or replaces) where a DAG's schedule stands.
+    pub fn put_schedule(&mut self, schedule: ScheduleRecord) {
+        self.ops.push(WriteOp::Schedule(schedule));
     }
 
     /// Whether the batch holds no writes.
@@ -154,6 +162,10 @@ pub trait Store: Send + Sync + 'static {
     fn list_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
     /// The stage records of a run, in instance-name order.
     fn run_stages(&self, id: &RunId) -> Result<Vec<StageRecord>, StoreError>;
+
+    fn get_schedule(&self, dag: &str) -> Result<Option<ScheduleRecord>, StoreError>;
+    /// Every schedule record, in DAG name order.
+    fn list_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
 
     /// Stores log chunks of a run; a chunk stored again (same stage, attempt, seq) replaces
     /// the first, so re-sending after a reconnect is harmless.

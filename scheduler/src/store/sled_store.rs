@@ -1,7 +1,8 @@
 //! The sled implementation of [`Store`].
 //!
 //! Layout: one tree `state` holds every record that must change together, under key
-//! prefixes (`d/` DAGs, `v/` DAG versions, `r/` runs, `s/` stage instances), so a batch is one
+//! prefixes (`d/` DAGs, `v/` DAG versions, `r/` runs, `s/` stage instances, `c/` schedule
+//! cursors), so a batch is one
 //! atomic `apply_batch`. Logs live in their own tree with binary keys
 //! `run \0 stage \0 attempt(u32 BE) seq(u64 BE)` and values `stream(u8) time(i64 BE) bytes`.
 
@@ -12,7 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    DagRecord, DagVersion, LogRecord, LogStreamKind, Store, StoreError, WriteBatch, WriteOp,
+    DagRecord, DagVersion, LogRecord, LogStreamKind, ScheduleRecord, Store, StoreError,
+    WriteBatch, WriteOp,
 };
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
@@ -140,6 +142,7 @@ impl Store for SledStore {
                 WriteOp::Stage(run, s) => {
                     b.insert(key("s/", &[run.as_str(), &s.instance]), encode(s))
                 }
+                WriteOp::Schedule(c) => b.insert(key("c/", &[&c.dag]), encode(c)),
             }
         }
         self.state.apply_batch(b)?;
@@ -175,6 +178,14 @@ impl Store for SledStore {
         let mut prefix = key("s/", &[id.as_str()]);
         prefix.push(0);
         self.scan(&prefix)
+    }
+
+    fn get_schedule(&self, dag: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+        self.get(&key("c/", &[dag]))
+    }
+
+    fn list_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.scan(b"c/")
     }
 
     fn append_logs(&self, run: &RunId, chunks: &[LogRecord]) -> Result<(), StoreError> {
