@@ -38,6 +38,8 @@ pub struct SchedulerConfig {
     /// How long a silent worker keeps its attempts.
     #[serde(with = "humantime_serde_compat")]
     pub lease: Duration,
+    /// Whether DAG schedules start runs.
+    pub schedules: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -48,6 +50,7 @@ impl Default for SchedulerConfig {
             data_dir: PathBuf::from("vishwa-data"),
             heartbeat_interval: engine.heartbeat_interval,
             lease: engine.lease,
+            schedules: engine.schedules,
         }
     }
 }
@@ -96,6 +99,7 @@ impl Scheduler {
         let engine_config = EngineConfig {
             heartbeat_interval: config.heartbeat_interval,
             lease: config.lease,
+            schedules: config.schedules,
         };
         let engine = EngineHandle::start(store, engine_config, &tracker, shutdown.clone()).await?;
         let addr = listener.local_addr().ok();

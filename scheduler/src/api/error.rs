@@ -25,6 +25,14 @@ pub enum ApiError {
     StaleAttempt { attempt: String },
     #[error("{field}: {reason}")]
     InvalidRequest { field: &'static str, reason: String },
+    #[error("`{dag}` has no schedule; add `schedule:` with a `cron:` expression to backfill it")]
+    NoSchedule { dag: String },
+    #[error("the range ends ({to}) before it starts ({from})")]
+    BackwardsRange { from: String, to: String },
+    #[error(
+        "the range holds more than {max} slots of `{dag}`'s schedule; backfill it in smaller ranges"
+    )]
+    BackfillTooLarge { dag: String, max: usize },
     #[error("the scheduler is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -37,7 +45,10 @@ impl From<ApiError> for Status {
         match e {
             ApiError::InvalidDag(_)
             | ApiError::InvalidParams(_)
-            | ApiError::InvalidRequest { .. } => Status::invalid_argument(message),
+            | ApiError::InvalidRequest { .. }
+            | ApiError::BackwardsRange { .. }
+            | ApiError::BackfillTooLarge { .. } => Status::invalid_argument(message),
+            ApiError::NoSchedule { .. } => Status::failed_precondition(message),
             ApiError::DagNotFound { .. }
             | ApiError::RunNotFound { .. }
             | ApiError::WorkerNotRegistered { .. } => Status::not_found(message),

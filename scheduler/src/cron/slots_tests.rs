@@ -87,7 +87,14 @@ fn catchup_all_over_a_long_downtime_comes_in_bounded_steps() {
     let first = due_slots(&every_second, utc_tz(), Catchup::All, start, now, 1000);
     assert_eq!(first.fire.len(), 1000);
     assert_eq!(first.cursor, start + 1_000_000);
-    let second = due_slots(&every_second, utc_tz(), Catchup::All, first.cursor, now, 1000);
+    let second = due_slots(
+        &every_second,
+        utc_tz(),
+        Catchup::All,
+        first.cursor,
+        now,
+        1000,
+    );
     assert_eq!(second.fire[0], start + 1_001_000);
 }
 

@@ -43,9 +43,8 @@ pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
 fn end_of_gap(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
     let local = local.with_nanosecond(0).unwrap_or(local);
     let as_utc = local.and_utc().timestamp();
-    let local_at = |secs: i64| {
-        DateTime::from_timestamp(secs, 0).map(|t| t.with_timezone(&tz).naive_local())
-    };
+    let local_at =
+        |secs: i64| DateTime::from_timestamp(secs, 0).map(|t| t.with_timezone(&tz).naive_local());
     let (mut before, mut after) = (as_utc - GAP_SEARCH_SECONDS, as_utc + GAP_SEARCH_SECONDS);
     while after - before > 1 {
         let mid = before + (after - before) / 2;

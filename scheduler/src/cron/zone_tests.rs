@@ -83,7 +83,12 @@ fn new_york_fall_back_does_not_fire_in_the_second_pass() {
         ["2024-11-03T05:30:00Z", "2024-11-04T06:30:00Z"]
     );
     assert_eq!(
-        fires("*/15 1 * * *", "America/New_York", "2024-11-03T04:00:00Z", 5),
+        fires(
+            "*/15 1 * * *",
+            "America/New_York",
+            "2024-11-03T04:00:00Z",
+            5
+        ),
         [
             "2024-11-03T05:00:00Z",
             "2024-11-03T05:15:00Z",
@@ -94,7 +99,12 @@ fn new_york_fall_back_does_not_fire_in_the_second_pass() {
     );
     // Asked from inside the second pass, the next fire is past it.
     assert_eq!(
-        fires("*/15 1 * * *", "America/New_York", "2024-11-03T06:10:00Z", 1),
+        fires(
+            "*/15 1 * * *",
+            "America/New_York",
+            "2024-11-03T06:10:00Z",
+            1
+        ),
         ["2024-11-04T06:00:00Z"]
     );
     assert_eq!(
@@ -137,7 +147,12 @@ fn kolkata_has_no_transitions() {
 fn lord_howe_half_hour_spring_forward() {
     // 2024-10-06: 02:00 LHST (+10:30) becomes 02:30 LHDT (+11) at 15:30Z the day before.
     assert_eq!(
-        fires("0 2 * * *", "Australia/Lord_Howe", "2024-10-04T12:00:00Z", 3),
+        fires(
+            "0 2 * * *",
+            "Australia/Lord_Howe",
+            "2024-10-04T12:00:00Z",
+            3
+        ),
         [
             "2024-10-04T15:30:00Z", // 02:00 +10:30
             "2024-10-05T15:30:00Z", // 02:00 does not exist: 02:30 +11
@@ -145,7 +160,12 @@ fn lord_howe_half_hour_spring_forward() {
         ]
     );
     assert_eq!(
-        fires("15 2 * * *", "Australia/Lord_Howe", "2024-10-05T12:00:00Z", 1),
+        fires(
+            "15 2 * * *",
+            "Australia/Lord_Howe",
+            "2024-10-05T12:00:00Z",
+            1
+        ),
         ["2024-10-05T15:30:00Z"]
     );
 }
@@ -155,7 +175,12 @@ fn lord_howe_half_hour_fall_back() {
     // 2024-04-07: 02:00 LHDT (+11) becomes 01:30 LHST (+10:30) at 15:00Z the day before;
     // 01:30-01:59 happens twice, 02:00 once.
     assert_eq!(
-        fires("0 2 * * *", "Australia/Lord_Howe", "2024-04-05T12:00:00Z", 3),
+        fires(
+            "0 2 * * *",
+            "Australia/Lord_Howe",
+            "2024-04-05T12:00:00Z",
+            3
+        ),
         [
             "2024-04-05T15:00:00Z", // 02:00 +11
             "2024-04-06T15:30:00Z", // 02:00 +10:30, after the repeat
@@ -163,7 +188,12 @@ fn lord_howe_half_hour_fall_back() {
         ]
     );
     assert_eq!(
-        fires("45 1 * * *", "Australia/Lord_Howe", "2024-04-06T12:00:00Z", 2),
+        fires(
+            "45 1 * * *",
+            "Australia/Lord_Howe",
+            "2024-04-06T12:00:00Z",
+            2
+        ),
         ["2024-04-06T14:45:00Z", "2024-04-07T15:15:00Z"]
     );
 }
@@ -187,12 +217,13 @@ fn resolution_never_moves_backwards() {
     let day = NaiveDate::from_ymd_opt(2024, 11, 3).expect("date");
     let mut last = None;
     for minute in 0..(4 * 60) {
-        let local = day
-            .and_hms_opt(minute / 60, minute % 60, 0)
-            .expect("time");
+        let local = day.and_hms_opt(minute / 60, minute % 60, 0).expect("time");
         let at = resolve_local(zone, local);
         if let Some(previous) = last {
-            assert!(at > previous, "{local} resolved to {at}, not after {previous}");
+            assert!(
+                at > previous,
+                "{local} resolved to {at}, not after {previous}"
+            );
         }
         last = Some(at);
     }

@@ -10,6 +10,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use self::schedule::Schedules;
 use super::metrics::DispatchMetrics;
 use super::task::build_task;
 use super::workers::{WorkerEntry, Workers};
@@ -25,6 +26,8 @@ use crate::run::{
     TriggerKind,
 };
 use crate::store::{DagRecord, DagVersion, Store, WriteBatch};
+
+mod schedule;
 
 /// Commands taken per turn at most, so a flood cannot starve timers.
 const MAX_COMMANDS_PER_TURN: usize = 4096;
@@ -69,6 +72,7 @@ pub(crate) struct Engine {
     /// Attempts whose task could not be delivered; lost at the start of the next turn.
     undelivered: Vec<AttemptId>,
     metrics: DispatchMetrics,
+    schedules: Schedules,
 }
 
 impl Engine {
@@ -96,6 +100,7 @@ impl Engine {
             finished: Vec::new(),
             undelivered: Vec::new(),
             metrics: DispatchMetrics::default(),
+            schedules: Schedules::default(),
         }
     }
 
@@ -168,6 +173,7 @@ impl Engine {
         if count > 0 {
             info!(runs = count, "resumed unfinished runs");
         }
+        self.recover_schedules(now)?;
         self.end_turn().await
     }
 
@@ -199,6 +205,7 @@ impl Engine {
                 _ = lease_check.tick() => self.expire_leases(now_ms()),
             }
             self.fire_timers(now_ms());
+            self.fire_schedules(now_ms());
             self.lose_undelivered();
             self.dispatch();
             if let Err(e) = self.end_turn().await {
@@ -215,8 +222,12 @@ impl Engine {
         if !self.undelivered.is_empty() {
             return Some(tokio::time::Instant::now());
         }
-        let Reverse((at, _)) = self.timers.peek()?;
-        let wait = (*at - now_ms()).max(0) as u64;
+        let run_timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        let at = match (run_timer, self.next_schedule_deadline()) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        let wait = (at - now_ms()).max(0) as u64;
         Some(tokio::time::Instant::now() + Duration::from_millis(wait))
     }
 
@@ -306,6 +317,7 @@ impl Engine {
             Command::Metrics { reply } => {
                 let _ = reply.send(self.metrics.clone());
             }
+            Command::Schedule(command) => self.handle_schedule(command, now),
         }
     }
 
@@ -350,12 +362,14 @@ impl Engine {
             local_dir: local_dir.clone(),
             submitted_ms: now,
         });
+        let paused = current.is_some_and(|d| d.paused);
         self.batch.put_dag(DagRecord {
             name: name.clone(),
             version: version.clone(),
             submitted_ms: now,
-            paused: current.is_some_and(|d| d.paused),
+            paused,
         });
+        self.schedule_dag_submitted(&dag, paused, now);
         self.dags.insert((name.clone(), version.clone()), dag);
         self.local_dirs
             .insert((name.clone(), version.clone()), local_dir);

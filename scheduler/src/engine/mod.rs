@@ -22,10 +22,13 @@ use crate::store::{LogRecord, Store};
 
 mod core;
 mod metrics;
+mod schedule_api;
 mod task;
 mod workers;
 
 pub use metrics::DispatchMetrics;
+pub(crate) use schedule_api::ScheduleCommand;
+pub use schedule_api::{BackfillOutcome, BackfillRequest, BackfillSlot, PauseChange};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -34,6 +37,8 @@ pub struct EngineConfig {
     pub heartbeat_interval: Duration,
     /// How long a worker's attempts survive without a heartbeat.
     pub lease: Duration,
+    /// Whether DAG schedules start runs (off for `vishwa run`, which runs one DAG once).
+    pub schedules: bool,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +46,7 @@ impl Default for EngineConfig {
         EngineConfig {
             heartbeat_interval: Duration::from_secs(5),
             lease: Duration::from_secs(30),
+            schedules: true,
         }
     }
 }
@@ -161,6 +167,7 @@ pub(crate) enum Command {
     Metrics {
         reply: oneshot::Sender<DispatchMetrics>,
     },
+    Schedule(ScheduleCommand),
 }
 
 /// A cloneable handle on the engine.

@@ -83,7 +83,10 @@ impl Workers {
         let Some(w) = self.entries.get_mut(worker) else {
             return false;
         };
-        let sent = w.inbox.as_ref().is_some_and(|inbox| inbox.send(message).is_ok());
+        let sent = w
+            .inbox
+            .as_ref()
+            .is_some_and(|inbox| inbox.send(message).is_ok());
         if !sent {
             w.inbox = None;
         }

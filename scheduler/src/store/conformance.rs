@@ -171,7 +171,10 @@ async fn schedule_records_commit_with_runs_and_replace_by_dag(store: &impl Store
     b.put_schedule(cursor("hourly", 5));
     store.commit(b).unwrap();
     store.sync().await.unwrap();
-    assert_eq!(store.get_schedule("nightly").unwrap(), Some(cursor("nightly", 10)));
+    assert_eq!(
+        store.get_schedule("nightly").unwrap(),
+        Some(cursor("nightly", 10))
+    );
     let mut b = WriteBatch::new();
     b.put_schedule(cursor("nightly", 20));
     store.commit(b).unwrap();

@@ -13,8 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    DagRecord, DagVersion, LogRecord, LogStreamKind, ScheduleRecord, Store, StoreError,
-    WriteBatch, WriteOp,
+    DagRecord, DagVersion, LogRecord, LogStreamKind, ScheduleRecord, Store, StoreError, WriteBatch,
+    WriteOp,
 };
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
