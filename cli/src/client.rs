@@ -158,6 +158,45 @@ impl Client {
             .map_err(|s| self.fail(s))
     }
 
+    pub(crate) async fn pause(&mut self, name: &str) -> Result<pb::PauseDagResponse> {
+        let req = self.request(pb::PauseDagRequest {
+            name: name.to_owned(),
+        });
+        self.inner
+            .pause_dag(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn resume(
+        &mut self,
+        name: &str,
+        skip_missed: bool,
+    ) -> Result<pb::ResumeDagResponse> {
+        let req = self.request(pb::ResumeDagRequest {
+            name: name.to_owned(),
+            skip_missed,
+        });
+        self.inner
+            .resume_dag(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn backfill(
+        &mut self,
+        r: pb::BackfillRequest,
+    ) -> Result<pb::BackfillResponse> {
+        let req = self.request(r);
+        self.inner
+            .backfill(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.fail(s))
+    }
+
     pub(crate) async fn stream_logs(
         &mut self,
         r: pb::StreamLogsRequest,

@@ -111,6 +111,14 @@ pub(crate) enum Verb {
     },
     /// Cancel a run: running stages are stopped, the rest will not start.
     Cancel { run: String },
+    /// Stop a DAG's schedule from starting runs (kept across restarts).
+    Pause(commands::schedule_verbs::PauseArgs),
+    /// Let a paused DAG's schedule start runs again.
+    Resume(commands::schedule_verbs::ResumeArgs),
+    /// Create one run per schedule slot in a range; slots that have a run are left alone.
+    Backfill(commands::schedule_verbs::BackfillArgs),
+    /// The next fire times of a DAG's schedule, in its zone and in UTC.
+    Next(commands::schedule_verbs::NextArgs),
 }
 
 /// Exit codes, documented in the README.

@@ -161,6 +161,17 @@ pub(crate) fn run_state(s: i32) -> &'static str {
     }
 }
 
+/// A run's state for tables: a slot skipped by `overlap: skip` is a cancelled run record whose
+/// message starts with `skipped:`, shown as `cancelled (skipped)`.
+pub(crate) fn run_state_label(r: &pb::RunSummary) -> String {
+    let state = run_state(r.state);
+    if r.state == pb::RunState::Cancelled as i32 && r.message.starts_with("skipped:") {
+        format!("{state} (skipped)")
+    } else {
+        state.to_owned()
+    }
+}
+
 /// Whether a run state is final.
 pub(crate) fn run_is_final(s: i32) -> bool {
     matches!(
@@ -224,6 +235,10 @@ pub(crate) fn dag_json(d: &pb::DagSummary) -> Value {
         "schedule": (!d.schedule.is_empty()).then_some(&d.schedule),
         "timezone": (!d.timezone.is_empty()).then_some(&d.timezone),
         "next_fire": rfc3339(d.next_fire_ms),
+        "next_fire_in_zone": (d.next_fire_ms != 0)
+            .then(|| d.timezone.parse::<chrono_tz::Tz>().ok())
+            .flatten()
+            .map(|tz| vishwa_scheduler::cron::format_in_zone(d.next_fire_ms, tz)),
         "submitted": rfc3339(d.submitted_ms),
         "paused": d.paused,
         "last_run": d.last_run.as_ref().map(run_json),

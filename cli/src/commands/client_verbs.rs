@@ -69,7 +69,14 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
                 return Ok(exit::OK);
             }
             let mut table = Table::new(vec![
-                "NAME", "VERSION", "STAGES", "SCHEDULE", "LAST RUN", "STATE",
+                "NAME",
+                "VERSION",
+                "STAGES",
+                "SCHEDULE",
+                "NEXT FIRE (ZONE)",
+                "NEXT FIRE (UTC)",
+                "LAST RUN",
+                "STATE",
             ]);
             for d in &dags {
                 let schedule = if d.schedule.is_empty() {
@@ -87,11 +94,14 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
                         )
                     })
                     .unwrap_or(("-".into(), "-".into()));
+                let (next_in_zone, next_utc) = super::schedule_verbs::next_fire_cells(d);
                 table.row(vec![
                     d.name.clone(),
                     short(&d.version).to_owned(),
                     d.stages.to_string(),
                     schedule,
+                    next_in_zone,
+                    next_utc,
                     last,
                     state,
                 ]);
@@ -157,7 +167,7 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
                 table.row(vec![
                     r.run_id.clone(),
                     r.dag.clone(),
-                    output::run_state(r.state).to_owned(),
+                    output::run_state_label(r),
                     r.trigger.clone(),
                     output::time(r.created_ms),
                     output::duration(r.started_ms, r.finished_ms),
@@ -283,6 +293,12 @@ fn print_run(run: &pb::Run, format: Format) {
     if !run.params.is_empty() {
         let params: Vec<String> = run.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("params  {}", params.join("  "));
+    }
+    if summary.logical_time_ms != 0 {
+        println!(
+            "logical time {}",
+            vishwa_scheduler::cron::format_utc(summary.logical_time_ms)
+        );
     }
     if !summary.message.is_empty() {
         println!("message {}", summary.message);

@@ -64,6 +64,8 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
     let shutdown = CancellationToken::new();
     let config = SchedulerConfig {
         data_dir,
+        // One run of the DAG, now: its schedule, if any, does not start others.
+        schedules: false,
         ..SchedulerConfig::default()
     };
     let scheduler = Scheduler::start(&config, listener, shutdown.clone()).await?;

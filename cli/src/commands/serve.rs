@@ -30,7 +30,7 @@ pub(crate) struct SchedulerArgs {
     /// Directory of the store [default: vishwa-data].
     #[arg(long, env = "VISHWA_DATA")]
     data: Option<PathBuf>,
-    /// YAML config file (fields: listen, data_dir, heartbeat_interval, lease).
+    /// YAML config file (fields: listen, data_dir, heartbeat_interval, lease, schedules).
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -111,7 +111,7 @@ fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config {}", path.display()))?;
             serde_saphyr::from_str::<SchedulerConfig>(&text).map_err(|e| {
-                Invalid(format!("{}: error: {e}\n  help: the config file takes listen, data_dir, heartbeat_interval and lease", path.display()))
+                Invalid(format!("{}: error: {e}\n  help: the config file takes listen, data_dir, heartbeat_interval, lease and schedules", path.display()))
             })?
         }
         None => SchedulerConfig::default(),

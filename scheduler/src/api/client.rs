@@ -12,8 +12,9 @@ use vishwa_proto::v1 as pb;
 
 use super::convert::{log_line, run_state_from_pb, run_summary};
 use super::error::ApiError;
+use super::schedule::{backfill_response, next_fire_ms_of};
 use crate::dag::{Dag, parse_dag};
-use crate::engine::{EngineEvent, EngineHandle};
+use crate::engine::{BackfillRequest, EngineEvent, EngineHandle};
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
 use crate::store::{LogRecord, Store};
@@ -87,7 +88,7 @@ impl ClientApi {
             stages: dag.stages.len() as u32,
             schedule,
             timezone,
-            next_fire_ms: 0,
+            next_fire_ms: next_fire_ms_of(&dag),
             submitted_ms: record.submitted_ms,
             last_run: last_runs.get(name).map(|r| run_summary(r, None)),
             paused: record.paused,
@@ -342,6 +343,58 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         Ok(Response::new(pb::CancelRunResponse {
             run: Some(run_summary(&run, Some(&stages))),
         }))
+    }
+
+    async fn pause_dag(
+        &self,
+        request: Request<pb::PauseDagRequest>,
+    ) -> Result<Response<pb::PauseDagResponse>, Status> {
+        let name = request.into_inner().name;
+        let change = self.engine.pause(name.clone()).await?;
+        let dag = self.dag_summary(&name, &self.last_runs()?)?;
+        Ok(Response::new(pb::PauseDagResponse {
+            dag: Some(dag),
+            changed: change.changed,
+        }))
+    }
+
+    async fn resume_dag(
+        &self,
+        request: Request<pb::ResumeDagRequest>,
+    ) -> Result<Response<pb::ResumeDagResponse>, Status> {
+        let r = request.into_inner();
+        let change = self.engine.resume(r.name.clone(), r.skip_missed).await?;
+        let dag = self.dag_summary(&r.name, &self.last_runs()?)?;
+        Ok(Response::new(pb::ResumeDagResponse {
+            dag: Some(dag),
+            changed: change.changed,
+        }))
+    }
+
+    async fn backfill(
+        &self,
+        request: Request<pb::BackfillRequest>,
+    ) -> Result<Response<pb::BackfillResponse>, Status> {
+        let r = request.into_inner();
+        let slots = self
+            .engine
+            .backfill(BackfillRequest {
+                dag: r.dag.clone(),
+                from_ms: r.from_ms,
+                to_ms: r.to_ms,
+                dry_run: r.dry_run,
+            })
+            .await?;
+        let version = self
+            .store()
+            .get_dag(&r.dag)
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::DagNotFound {
+                name: r.dag.clone(),
+            })?
+            .version;
+        let dag = self.dag(&r.dag, &version)?;
+        Ok(Response::new(backfill_response(&slots, &dag)))
     }
 }
 

@@ -4,6 +4,7 @@
 mod client;
 mod convert;
 mod error;
+mod schedule;
 mod worker;
 
 pub use client::ClientApi;
