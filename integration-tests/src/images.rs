@@ -194,6 +194,7 @@ mod tests {
                 image.replace([':', '/'], "-")
             ),
             attempt: 1,
+            worker: "w-test".into(),
             image: image.to_string(),
             command,
             env: Default::default(),

@@ -3,6 +3,7 @@
 //! run is watched like `trigger --watch` and its outcome is the exit code.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -88,6 +89,8 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
             labels: Default::default(),
             allow_process: true,
             allow_mounts: args.allow_mounts,
+            // Only reached with nothing left running, or on an error: stop at once.
+            grace: Duration::ZERO,
         },
         executors,
         worker_shutdown.clone(),

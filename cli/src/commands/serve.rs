@@ -33,6 +33,16 @@ pub(crate) struct SchedulerArgs {
     /// YAML config file (fields: listen, data_dir, heartbeat_interval, lease).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// How often workers heartbeat [default: 5s].
+    #[arg(long, value_parser = parse_duration)]
+    heartbeat: Option<Duration>,
+    /// How long a silent worker keeps its stages before they run elsewhere [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    lease: Option<Duration>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e}; write e.g. 5s, 30s or 2m"))
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +69,9 @@ pub(crate) struct WorkerArgs {
     /// A host path stages may mount (with what lies below it); repeatable.
     #[arg(long = "allow-mount", value_name = "PATH")]
     allow_mounts: Vec<PathBuf>,
+    /// On SIGTERM, how long running stages may go on before they are stopped.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    grace: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +134,20 @@ fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
     }
     if let Some(data) = &args.data {
         config.data_dir = data.clone();
+    }
+    if let Some(heartbeat) = args.heartbeat {
+        config.heartbeat_interval = heartbeat;
+    }
+    if let Some(lease) = args.lease {
+        config.lease = lease;
+    }
+    if config.lease <= config.heartbeat_interval {
+        return Err(Invalid(format!(
+            "error: the lease ({}) must be longer than the heartbeat interval ({})\n  help: a worker heartbeats several times per lease; e.g. --heartbeat 5s --lease 30s",
+            humantime::format_duration(config.lease),
+            humantime::format_duration(config.heartbeat_interval)
+        ))
+        .into());
     }
     Ok(config)
 }
@@ -195,6 +222,7 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8> {
         labels: parse_labels(&args.labels)?,
         allow_process: args.allow_process,
         allow_mounts: args.allow_mounts,
+        grace: args.grace,
     };
     let executors = local_executors(config.allow_process, true).await;
     let shutdown = shutdown_on_signals();
@@ -234,6 +262,7 @@ pub(crate) async fn dev(args: DevArgs) -> Result<u8> {
         labels: BTreeMap::new(),
         allow_process: true,
         allow_mounts: args.allow_mounts,
+        grace: Duration::from_secs(5),
     };
     let executors = local_executors(true, true).await;
     let worker = tokio::spawn(run_worker(worker_config, executors, shutdown.clone()));

@@ -15,7 +15,7 @@ use super::error::ApiError;
 use crate::dag::{Dag, parse_dag};
 use crate::engine::{EngineEvent, EngineHandle};
 use crate::ids::RunId;
-use crate::run::{RunRecord, StageRecord};
+use crate::run::{RetryMode, RunRecord, StageRecord};
 use crate::store::{LogRecord, Store};
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -243,6 +243,15 @@ impl pb::vishwa_server::Vishwa for ClientApi {
                 .map(|(k, v)| (k.clone(), v.to_string()))
                 .collect(),
             stages: stages.iter().map(pb::StageRun::from).collect(),
+            retries: run
+                .retries
+                .iter()
+                .map(|r| pb::RunRetry {
+                    at_ms: r.at_ms,
+                    mode: r.mode.describe(),
+                    stages: r.stages.clone(),
+                })
+                .collect(),
         }))
     }
 
@@ -330,6 +339,32 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn retry_run(
+        &self,
+        request: Request<pb::RetryRunRequest>,
+    ) -> Result<Response<pb::RetryRunResponse>, Status> {
+        let r = request.into_inner();
+        let mode = match (r.from_stage.is_empty(), r.only) {
+            (true, false) => RetryMode::Failed,
+            (true, true) => {
+                return Err(ApiError::InvalidRequest {
+                    field: "only",
+                    reason: "--only needs a stage: vishwa retry RUN --from STAGE --only".into(),
+                }
+                .into());
+            }
+            (false, false) => RetryMode::From(r.from_stage),
+            (false, true) => RetryMode::Only(r.from_stage),
+        };
+        let id = RunId(r.run_id);
+        let (run, stages) = self.engine.retry(id.clone(), mode).await?;
+        let records = self.store().run_stages(&id).map_err(ApiError::from)?;
+        Ok(Response::new(pb::RetryRunResponse {
+            run: Some(run_summary(&run, Some(&records))),
+            stages,
+        }))
     }
 
     async fn cancel_run(

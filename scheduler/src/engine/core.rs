@@ -21,8 +21,8 @@ use crate::api::ApiError;
 use crate::dag::{Dag, parse_dag};
 use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
 use crate::run::{
-    Action, AttemptOutcome, Event, Run, RunPlan, RunRecord, RunState, StageState, TransitionError,
-    TriggerKind,
+    Action, AttemptOutcome, Event, RetryMode, Run, RunPlan, RunRecord, RunState, StageState,
+    TransitionError, TriggerKind,
 };
 use crate::store::{DagRecord, DagVersion, Store, WriteBatch};
 
@@ -156,6 +156,7 @@ impl Engine {
                             running: HashSet::new(),
                             inbox: None,
                             lease_until: now + lease,
+                            draining: false,
                         });
                     entry.running.insert(attempt.clone());
                 }
@@ -268,10 +269,15 @@ impl Engine {
             Command::Heartbeat {
                 worker,
                 running,
+                draining,
                 reply,
             } => {
-                let result = self.heartbeat(&worker, running, now);
+                let result = self.heartbeat(&worker, running, draining, now);
                 let _ = reply.send(Ok(result));
+            }
+            Command::Retry { run, mode, reply } => {
+                let result = self.retry(&run, mode, now);
+                self.reply(reply, result);
             }
             Command::Started {
                 worker,
@@ -425,6 +431,7 @@ impl Engine {
             logical_time_ms: None,
             deadline_ms: None,
             cancel_requested: false,
+            retries: Vec::new(),
         };
         let id = record.id.clone();
         self.runs.insert(id.clone(), Run::new(record, plan));
@@ -496,8 +503,17 @@ impl Engine {
             if reported.contains(&attempt) {
                 running.insert(attempt);
             } else {
-                self.lose_attempt(&attempt, format!("worker {id} restarted without it"), now);
+                self.lose_attempt(&attempt, format!("worker {id} came back without it"), now);
             }
+        }
+        // Attempts it still runs that are no longer current (lost while it was away,
+        // cancelled, superseded) must stop: their reports would be refused anyway.
+        let cancel: Vec<AttemptId> = reported
+            .into_iter()
+            .filter(|a| !running.contains(a))
+            .collect();
+        if !cancel.is_empty() {
+            warn!(worker = %id, attempts = cancel.len(), "worker runs attempts that are no longer current; stopping them");
         }
         self.workers.entries.insert(
             id.clone(),
@@ -508,6 +524,7 @@ impl Engine {
                 running,
                 inbox: None,
                 lease_until: now + lease,
+                draining: false,
             },
         );
         info!(worker = %id, slots = r.slots, "worker registered");
@@ -515,6 +532,7 @@ impl Engine {
             worker: id,
             heartbeat_interval: self.config.heartbeat_interval,
             lease: self.config.lease,
+            cancel,
         }
     }
 
@@ -522,14 +540,21 @@ impl Engine {
         &mut self,
         worker: &WorkerId,
         running: Vec<AttemptId>,
+        draining: bool,
         now: Millis,
     ) -> HeartbeatReply {
-        if !self.workers.entries.contains_key(worker) {
+        let Some(entry) = self.workers.entries.get_mut(worker) else {
+            // Unknown (its lease ran out, or this scheduler restarted and never saw it): it
+            // registers again, and registration says which attempts it must stop.
             return HeartbeatReply {
-                cancel: running,
+                cancel: Vec::new(),
                 reregister: true,
             };
+        };
+        if draining && !entry.draining {
+            info!(%worker, "worker is draining; it gets no new tasks");
         }
+        entry.draining = draining;
         self.touch_lease(worker, now);
         let cancel = running
             .into_iter()
@@ -539,6 +564,53 @@ impl Engine {
             cancel,
             reregister: false,
         }
+    }
+
+    /// Loads a finished run, resets the stages `mode` selects and starts it again.
+    fn retry(
+        &mut self,
+        id: &RunId,
+        mode: RetryMode,
+        now: Millis,
+    ) -> Result<(RunRecord, Vec<String>), ApiError> {
+        if let Some(run) = self.runs.get(id) {
+            return Err(ApiError::InvalidRequest {
+                field: "run_id",
+                reason: format!(
+                    "run {id} is still {}; only a finished run can be retried",
+                    run.record.state.as_str()
+                ),
+            });
+        }
+        let record = self
+            .store
+            .get_run(id)?
+            .ok_or_else(|| ApiError::RunNotFound { id: id.0.clone() })?;
+        let stored = self.store.run_stages(id)?;
+        let dag = self.load_dag(&record.dag, &record.dag_version)?;
+        let plan = Arc::new(RunPlan::build(dag, &record.params)?);
+        let mut run = Run::restore(record, plan, stored).map_err(transition_error)?;
+        let selected = run.retry_selection(&mode).map_err(transition_error)?;
+        if selected.is_empty() {
+            return Err(ApiError::InvalidRequest {
+                field: "run_id",
+                reason: format!(
+                    "run {id} has no failed, upstream_failed or cancelled stage to retry; \
+                     use --from STAGE to run stages again"
+                ),
+            });
+        }
+        let names: Vec<String> = selected
+            .iter()
+            .map(|&i| run.stages[i].instance.clone())
+            .collect();
+        let actions = run.retry(&selected, mode, now).map_err(transition_error)?;
+        let record = run.record.clone();
+        self.runs.insert(id.clone(), run);
+        self.touched.insert(id.clone());
+        self.handle_actions(id, actions);
+        info!(run = %id, stages = names.len(), "run retried");
+        Ok((record, names))
     }
 
     fn touch_lease(&mut self, worker: &WorkerId, now: Millis) {
@@ -607,16 +679,7 @@ impl Engine {
             .runs
             .get_mut(id)
             .ok_or_else(|| ApiError::RunNotFound { id: id.0.clone() })?;
-        let actions = run.apply(event, now).map_err(|e| match e {
-            TransitionError::StaleAttempt { attempt, .. } => {
-                ApiError::StaleAttempt { attempt: attempt.0 }
-            }
-            TransitionError::RunFinished { run, state } => ApiError::RunFinished { id: run, state },
-            other => ApiError::InvalidRequest {
-                field: "event",
-                reason: other.to_string(),
-            },
-        })?;
+        let actions = run.apply(event, now).map_err(transition_error)?;
         self.touched.insert(id.clone());
         self.handle_actions(id, actions);
         Ok(())
@@ -799,6 +862,23 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+fn transition_error(e: TransitionError) -> ApiError {
+    match e {
+        TransitionError::StaleAttempt { attempt, .. } => {
+            ApiError::StaleAttempt { attempt: attempt.0 }
+        }
+        TransitionError::RunFinished { run, state } => ApiError::RunFinished { id: run, state },
+        TransitionError::UnknownStage { stage } => ApiError::InvalidRequest {
+            field: "stage",
+            reason: format!("the run's DAG has no stage `{stage}`"),
+        },
+        other => ApiError::InvalidRequest {
+            field: "event",
+            reason: other.to_string(),
+        },
     }
 }
 

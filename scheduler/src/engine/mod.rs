@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::ApiError;
 use crate::dag::{Command as DagCommand, Dag, ExecutorKind, Mount, Resources};
 use crate::ids::{AttemptId, RunId, WorkerId};
-use crate::run::{AttemptOutcome, RunRecord, StageRecord};
+use crate::run::{AttemptOutcome, RetryMode, RunRecord, StageRecord};
 use crate::store::{LogRecord, Store};
 
 mod core;
@@ -94,6 +94,8 @@ pub struct Registered {
     pub worker: WorkerId,
     pub heartbeat_interval: Duration,
     pub lease: Duration,
+    /// Attempts the worker reported that are no longer current: it must stop them.
+    pub cancel: Vec<AttemptId>,
 }
 
 /// The engine's answer to a heartbeat.
@@ -144,7 +146,13 @@ pub(crate) enum Command {
     Heartbeat {
         worker: WorkerId,
         running: Vec<AttemptId>,
+        draining: bool,
         reply: Reply<HeartbeatReply>,
+    },
+    Retry {
+        run: RunId,
+        mode: RetryMode,
+        reply: Reply<(RunRecord, Vec<String>)>,
     },
     Started {
         worker: WorkerId,
@@ -277,18 +285,30 @@ impl EngineHandle {
         .await
     }
 
-    /// Extends a worker's lease.
+    /// Extends a worker's lease; a draining worker gets no new tasks.
     pub async fn heartbeat(
         &self,
         worker: WorkerId,
         running: Vec<AttemptId>,
+        draining: bool,
     ) -> Result<HeartbeatReply, ApiError> {
         self.call(|reply| Command::Heartbeat {
             worker,
             running,
+            draining,
             reply,
         })
         .await
+    }
+
+    /// Runs a finished run again (see [`RetryMode`]); returns the run and the instances
+    /// that will run again.
+    pub async fn retry(
+        &self,
+        run: RunId,
+        mode: RetryMode,
+    ) -> Result<(RunRecord, Vec<String>), ApiError> {
+        self.call(|reply| Command::Retry { run, mode, reply }).await
     }
 
     /// Records that an attempt started.

@@ -39,6 +39,7 @@ impl Harness {
             logical_time_ms: None,
             deadline_ms: None,
             cancel_requested: false,
+            retries: Vec::new(),
         };
         Harness {
             run: Run::new(record, plan),

@@ -21,6 +21,7 @@ fn run_record(id: &str, dag: &str) -> RunRecord {
         logical_time_ms: None,
         deadline_ms: None,
         cancel_requested: false,
+        retries: Vec::new(),
     }
 }
 

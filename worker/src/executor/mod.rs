@@ -44,6 +44,8 @@ pub struct TaskSpec {
     pub attempt_id: String,
     /// 1-based.
     pub attempt: u32,
+    /// The worker running it (labels its container, for clean-up after a crash).
+    pub worker: String,
     /// Docker image (Docker executor only).
     pub image: String,
     /// None: the image's default command (Docker only).
@@ -150,4 +152,10 @@ pub trait Executor: Send + Sync {
         events: EventSink,
         cancel: CancellationToken,
     ) -> Result<ExitReport, ExecutorError>;
+
+    /// Stops and removes whatever a worker of this name left running before it crashed, and
+    /// returns how many things it removed. Called once when a worker starts.
+    async fn remove_leftovers(&self, _worker: &str) -> Result<usize, ExecutorError> {
+        Ok(0)
+    }
 }

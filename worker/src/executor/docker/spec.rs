@@ -6,7 +6,7 @@ use std::path::Path;
 
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 
-use super::{LABEL_ATTEMPT, LABEL_DAG, LABEL_MANAGED, LABEL_RUN, LABEL_STAGE};
+use super::{LABEL_ATTEMPT, LABEL_DAG, LABEL_MANAGED, LABEL_RUN, LABEL_STAGE, LABEL_WORKER};
 use crate::executor::{CONTAINER_WORKDIR, CommandSpec, ExecutorError, TaskSpec};
 
 /// Longest run id or stage name kept in a container name.
@@ -34,6 +34,7 @@ pub(super) fn container_body(task: &TaskSpec) -> Result<ContainerCreateBody, Exe
         (LABEL_DAG.to_string(), task.dag.clone()),
         (LABEL_STAGE.to_string(), task.stage.clone()),
         (LABEL_ATTEMPT.to_string(), task.attempt_id.clone()),
+        (LABEL_WORKER.to_string(), task.worker.clone()),
     ]);
 
     let mut mounts = Vec::new();
@@ -170,6 +171,7 @@ mod tests {
             stage: "train[chocolate]".to_string(),
             attempt_id: "0190f3a2-7c1e-7d4b-9a55-3f1e2d4c5b6a".to_string(),
             attempt: 2,
+            worker: "w-test".into(),
             image: "vishwa-test/busybox:1".to_string(),
             command: Some(CommandSpec::Shell("echo hi".to_string())),
             env: BTreeMap::from([("TARGET".to_string(), "staging".to_string())]),
@@ -234,6 +236,7 @@ mod tests {
         let labels = body.labels.unwrap();
         assert_eq!(labels[LABEL_MANAGED], "true");
         assert_eq!(labels[LABEL_ATTEMPT], task().attempt_id);
+        assert_eq!(labels[super::super::LABEL_WORKER], "w-test");
         assert_eq!(labels[LABEL_STAGE], "train[chocolate]");
 
         let host = body.host_config.unwrap();
