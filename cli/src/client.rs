@@ -142,32 +142,45 @@ impl Client {
             .ok_or_else(|| anyhow!("the scheduler answered without a run"))
     }
 
-    pub(crate) async fn watch_run(
-        &mut self,
-        run_id: &str,
-        include_logs: bool,
-    ) -> Result<Streaming<pb::RunEvent>> {
-        let req = self.request(pb::WatchRunRequest {
-            run_id: run_id.to_owned(),
-            include_logs,
-        });
+    pub(crate) async fn retry(&mut self, r: pb::RetryRunRequest) -> Result<pb::RetryRunResponse> {
+        let req = self.request(r);
         self.inner
-            .watch_run(req)
+            .retry_run(req)
             .await
             .map(|r| r.into_inner())
             .map_err(|s| self.fail(s))
     }
 
+    /// Errors stay statuses, so a caller can tell a restarting scheduler from a refusal.
+    pub(crate) async fn watch_run(
+        &mut self,
+        run_id: &str,
+        include_logs: bool,
+    ) -> Result<Streaming<pb::RunEvent>, Status> {
+        let req = self.request(pb::WatchRunRequest {
+            run_id: run_id.to_owned(),
+            include_logs,
+        });
+        self.inner.watch_run(req).await.map(|r| r.into_inner())
+    }
+
+    /// Errors stay statuses, so a caller can tell a restarting scheduler from a refusal.
     pub(crate) async fn stream_logs(
         &mut self,
         r: pb::StreamLogsRequest,
-    ) -> Result<Streaming<pb::LogLine>> {
+    ) -> Result<Streaming<pb::LogLine>, Status> {
         let req = self.request(r);
-        self.inner
-            .stream_logs(req)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| self.fail(s))
+        self.inner.stream_logs(req).await.map(|r| r.into_inner())
+    }
+
+    /// The scheduler's URL.
+    pub(crate) fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// An error for a status, as the other calls report it.
+    pub(crate) fn error(&self, status: Status) -> anyhow::Error {
+        self.fail(status)
     }
 }
 

@@ -10,6 +10,7 @@ mod client;
 mod commands;
 mod load;
 mod output;
+mod reconnect;
 mod watch;
 
 use output::Format;
@@ -111,6 +112,20 @@ pub(crate) enum Verb {
     },
     /// Cancel a run: running stages are stopped, the rest will not start.
     Cancel { run: String },
+    /// Run a failed or cancelled run again: its failed stages and what follows them, or
+    /// STAGE and what follows it (--from), or STAGE alone (--from STAGE --only).
+    Retry {
+        run: String,
+        /// Run this stage and everything downstream of it again.
+        #[arg(long, value_name = "STAGE")]
+        from: Option<String>,
+        /// With --from: only that stage, not what follows it.
+        #[arg(long, requires = "from")]
+        only: bool,
+        /// Follow the run to its end; the exit code is its outcome.
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 /// Exit codes, documented in the README.

@@ -99,7 +99,8 @@ impl Scheduler {
         };
         let engine = EngineHandle::start(store, engine_config, &tracker, shutdown.clone()).await?;
         let addr = listener.local_addr().ok();
-        let client = pb::vishwa_server::VishwaServer::new(ClientApi::new(engine.clone()))
+        let client_api = ClientApi::new(engine.clone(), shutdown.clone());
+        let client = pb::vishwa_server::VishwaServer::new(client_api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let worker = pb::worker_api_server::WorkerApiServer::new(WorkerApi::new(engine.clone()))

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use vishwa_proto::v1 as pb;
 
@@ -27,14 +28,17 @@ const DEFAULT_RUN_LIMIT: usize = 50;
 pub struct ClientApi {
     engine: EngineHandle,
     dags: Mutex<HashMap<(String, String), Arc<Dag>>>,
+    /// Ends open watches when the scheduler shuts down, so shutdown never waits on them.
+    shutdown: CancellationToken,
 }
 
 impl ClientApi {
-    /// Handlers over `engine`.
-    pub fn new(engine: EngineHandle) -> Self {
+    /// Handlers over `engine`; open watches end when `shutdown` fires.
+    pub fn new(engine: EngineHandle, shutdown: CancellationToken) -> Self {
         ClientApi {
             engine,
             dags: Mutex::new(HashMap::new()),
+            shutdown,
         }
     }
 
@@ -275,7 +279,7 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             tx,
             next_seq: HashMap::new(),
         };
-        tokio::spawn(follower.follow(events, run));
+        tokio::spawn(follower.follow(events, run, self.shutdown.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -316,7 +320,7 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             next_seq: HashMap::new(),
         };
         if r.follow {
-            tokio::spawn(follower.follow(events, run));
+            tokio::spawn(follower.follow(events, run, self.shutdown.clone()));
         } else {
             drop(events);
             tokio::spawn(async move {
@@ -398,12 +402,25 @@ struct Follower {
 struct Gone;
 
 impl Follower {
-    async fn follow(mut self, mut events: broadcast::Receiver<Arc<EngineEvent>>, run: RunRecord) {
+    async fn follow(
+        mut self,
+        mut events: broadcast::Receiver<Arc<EngineEvent>>,
+        run: RunRecord,
+        shutdown: CancellationToken,
+    ) {
         if self.send_snapshot(&run).await.is_err() || run.state.is_final() {
             return;
         }
         loop {
-            let event = match events.recv().await {
+            let received = tokio::select! {
+                received = events.recv() => received,
+                _ = shutdown.cancelled() => {
+                    let status = Status::unavailable("the scheduler is shutting down");
+                    let _ = self.tx.send(Err(status)).await;
+                    return;
+                }
+            };
+            let event = match received {
                 Ok(event) => event,
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Fell behind: the store has everything, so start over from it.

@@ -209,6 +209,9 @@ impl Engine {
                 break;
             }
         }
+        if let Err(e) = self.store.sync().await {
+            warn!(error = %e, "final store sync failed");
+        }
         debug!("engine stopped");
     }
 
