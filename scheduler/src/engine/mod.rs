@@ -352,3 +352,6 @@ impl EngineHandle {
         rx.await.map_err(|_| ApiError::ShuttingDown)
     }
 }
+
+#[cfg(test)]
+mod tests;

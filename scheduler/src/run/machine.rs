@@ -470,6 +470,7 @@ impl Run {
         self.close_attempt(i, outcome.clone(), now);
         self.release_slot(i, actions);
         let retries = self.plan.dag.stages[self.plan.nodes[i].stage].retries;
+        let lost = matches!(outcome, AttemptOutcome::Lost { .. });
         let rec = &mut self.stages[i];
         match outcome {
             AttemptOutcome::Exited { code: 0 } => {
@@ -501,7 +502,13 @@ impl Run {
             } => {
                 rec.infra_failures += 1;
                 if rec.infra_failures <= INFRA_RETRY_LIMIT {
-                    let wait = exponential_backoff(INFRA_BACKOFF_MS, 60_000, rec.infra_failures);
+                    // A lost attempt runs again at once (its worker is gone, another can take
+                    // it); a transient error waits, as the same cause may still be there.
+                    let wait = if lost {
+                        0
+                    } else {
+                        exponential_backoff(INFRA_BACKOFF_MS, 60_000, rec.infra_failures)
+                    };
                     self.requeue(i, now, now + wait, actions);
                 } else {
                     let error = format!("{reason} (gave up after {INFRA_RETRY_LIMIT} retries)");

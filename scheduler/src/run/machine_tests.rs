@@ -469,16 +469,16 @@ fn reports_from_a_superseded_attempt_are_refused() {
     let mut h = Harness::new(RETRYING);
     h.start();
     let a1 = h.dispatch("flaky", T0);
-    h.finish(
-        "flaky",
-        &a1,
-        AttemptOutcome::Lost {
-            reason: "worker died".into(),
-        },
-        T0,
+    let lost = AttemptOutcome::Lost {
+        reason: "worker died".into(),
+    };
+    let actions = h.finish("flaky", &a1, lost, T0);
+    assert_eq!(
+        h.ready_names(&actions),
+        ["flaky"],
+        "a lost attempt runs again at once"
     );
-    h.run.apply(Event::Tick, T0 + INFRA_BACKOFF_MS).unwrap();
-    let _a2 = h.dispatch("flaky", T0 + INFRA_BACKOFF_MS);
+    let _a2 = h.dispatch("flaky", T0 + 1);
     let stale = h.run.apply(
         Event::Finished {
             instance: 0,
