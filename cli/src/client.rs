@@ -75,6 +75,34 @@ impl Client {
             .map_err(|s| self.fail(s))
     }
 
+    pub(crate) async fn has_bundle(&mut self, digest: &str) -> Result<bool> {
+        let req = self.request(pb::HasBundleRequest {
+            digest: digest.to_owned(),
+        });
+        self.inner
+            .has_bundle(req)
+            .await
+            .map(|r| r.into_inner().present)
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn upload_bundle(
+        &mut self,
+        chunks: impl tonic::IntoStreamingRequest<Message = pb::BundleChunk>,
+    ) -> Result<pb::UploadBundleResponse> {
+        let mut req = chunks.into_streaming_request();
+        if let Some(token) = &self.token
+            && let Ok(value) = MetadataValue::try_from(format!("Bearer {token}"))
+        {
+            req.metadata_mut().insert("authorization", value);
+        }
+        self.inner
+            .upload_bundle(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.fail(s))
+    }
+
     pub(crate) async fn list_dags(&mut self) -> Result<Vec<pb::DagSummary>> {
         let req = self.request(pb::ListDagsRequest {});
         self.inner

@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use vishwa_proto::v1 as pb;
 
 use crate::api::convert::{ExecutorChoice, log_stream, outcome, task_spec};
+use crate::bundle::BundleCache;
 use crate::executor::{ExecEvent, Executor, ExecutorError, ExitReport, TaskSpec};
 
 type Client = pb::worker_api_client::WorkerApiClient<Channel>;
@@ -46,6 +47,8 @@ pub struct WorkerConfig {
     pub allow_mounts: Vec<PathBuf>,
     /// On shutdown, how long running attempts may go on before they are stopped.
     pub grace: Duration,
+    /// Where fetched DAG bundles are kept, unpacked.
+    pub cache_dir: PathBuf,
 }
 
 impl WorkerConfig {
@@ -66,6 +69,8 @@ pub struct Executors {
 pub enum WorkerError {
     #[error("bad scheduler address `{url}`: {reason}")]
     BadAddress { url: String, reason: String },
+    #[error("cannot use {dir} for bundles: {reason}")]
+    Cache { dir: PathBuf, reason: String },
 }
 
 /// Longest wait between reconnection attempts.
@@ -128,6 +133,13 @@ pub async fn run_worker(
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     remove_leftovers(&executors, &config.name).await;
+    let bundles =
+        Arc::new(
+            BundleCache::open(&config.cache_dir).map_err(|e| WorkerError::Cache {
+                dir: config.cache_dir.clone(),
+                reason: e.to_string(),
+            })?,
+        );
 
     let shared = Arc::new(Shared::default());
     let tracker = TaskTracker::new();
@@ -144,6 +156,7 @@ pub async fn run_worker(
             config: &config,
             client: client.clone(),
             executors: &executors,
+            bundles: &bundles,
             shared: shared.clone(),
             tracker: &tracker,
         };
@@ -219,6 +232,7 @@ struct Session<'a> {
     config: &'a WorkerConfig,
     client: Client,
     executors: &'a Executors,
+    bundles: &'a Arc<BundleCache>,
     shared: Arc<Shared>,
     tracker: &'a TaskTracker,
 }
@@ -319,6 +333,7 @@ impl Session<'_> {
                     client: self.client.clone(),
                     worker_id: worker_id.to_owned(),
                     executors: self.executors.clone(),
+                    bundles: self.bundles.clone(),
                     allow_process: self.config.allow_process,
                     allow_mounts: self.config.allow_mounts.clone(),
                     shared: self.shared.clone(),
@@ -335,6 +350,7 @@ struct Attempt {
     client: Client,
     worker_id: String,
     executors: Executors,
+    bundles: Arc<BundleCache>,
     allow_process: bool,
     allow_mounts: Vec<PathBuf>,
     shared: Arc<Shared>,
@@ -342,7 +358,7 @@ struct Attempt {
 
 impl Attempt {
     async fn run(mut self, task: pb::Task, cancel: CancellationToken) {
-        let (choice, spec) = task_spec(&task, &self.worker_id);
+        let (choice, mut spec) = task_spec(&task, &self.worker_id);
         debug!(attempt = %spec.attempt_id, stage = %spec.stage, "attempt starting");
         let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
         let forwarder = tokio::spawn(forward_events(
@@ -354,8 +370,16 @@ impl Attempt {
         ));
         let result = if cancel.is_cancelled() {
             Ok(ExitReport::Cancelled)
-        } else {
+        } else if task.bundle_digest.is_empty() {
             self.execute(choice, &spec, events_tx, cancel).await
+        } else {
+            match self.bundles.ensure(&self.client, &task.bundle_digest).await {
+                Ok(dir) => {
+                    spec.local_dir = Some(dir);
+                    self.execute(choice, &spec, events_tx, cancel).await
+                }
+                Err(e) => Err(e),
+            }
         };
         // Every output chunk is stored before the result is reported.
         if let Err(e) = forwarder.await {

@@ -3,6 +3,7 @@
 
 mod agent;
 pub mod api;
+pub mod bundle;
 pub mod executor;
 
 pub use agent::{Executors, WorkerConfig, WorkerError, run_worker};

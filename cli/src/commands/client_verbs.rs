@@ -30,22 +30,29 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
     match verb {
         Verb::Submit { .. } => {
             let file = submission.expect("read above");
-            let file_dir_given = file.dir.is_some();
+            let mut bundle_digest = String::new();
+            if let Some(dir) = &file.dir {
+                let packed = crate::bundle::pack(dir)?;
+                let sent = crate::bundle::upload(&mut client, &packed).await?;
+                if format == Format::Table && sent {
+                    println!(
+                        "uploaded bundle {} ({} files, {} bytes)",
+                        short(&packed.digest),
+                        packed.files,
+                        packed.size
+                    );
+                }
+                bundle_digest = packed.digest;
+            }
             let response = client
                 .submit(pb::SubmitDagRequest {
                     file_name: file.file_name,
                     source: file.source,
                     local_dir: String::new(),
+                    bundle_digest,
                 })
                 .await?;
             let dag = response.dag.unwrap_or_default();
-            if file_dir_given && format == Format::Table {
-                eprintln!(
-                    "note: the files beside dag.yaml are not uploaded yet; stages of {} see them \
-                     under `vishwa run` and `vishwa dev --dags`",
-                    dag.name
-                );
-            }
             match format {
                 Format::Json => output::print_json(
                     &json!({"dag": output::dag_json(&dag), "changed": response.changed}),

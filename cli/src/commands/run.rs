@@ -91,6 +91,7 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
             allow_mounts: args.allow_mounts,
             // Only reached with nothing left running, or on an error: stop at once.
             grace: Duration::ZERO,
+            cache_dir: config.data_dir.join("worker-cache"),
         },
         executors,
         worker_shutdown.clone(),
@@ -121,6 +122,7 @@ async fn drive(
                 .dir
                 .map(|d| d.display().to_string())
                 .unwrap_or_default(),
+            bundle_digest: String::new(),
         })
         .await?;
     let dag = submitted.dag.unwrap_or_default();

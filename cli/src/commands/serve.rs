@@ -72,6 +72,9 @@ pub(crate) struct WorkerArgs {
     /// On SIGTERM, how long running stages may go on before they are stopped.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     grace: Duration,
+    /// Where fetched DAG bundles are kept [default: a folder in the system's temp dir].
+    #[arg(long)]
+    cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -215,9 +218,14 @@ fn parse_labels(raw: &[String]) -> Result<BTreeMap<String, String>> {
 }
 
 pub(crate) async fn worker(args: WorkerArgs) -> Result<u8> {
+    let name = args.name.unwrap_or_else(host_name);
+    let cache_dir = args
+        .cache
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("vishwa-worker-{name}")));
     let config = WorkerConfig {
         scheduler: args.scheduler,
-        name: args.name.unwrap_or_else(host_name),
+        name,
+        cache_dir,
         slots: args.slots.unwrap_or_else(default_slots),
         labels: parse_labels(&args.labels)?,
         allow_process: args.allow_process,
@@ -263,6 +271,7 @@ pub(crate) async fn dev(args: DevArgs) -> Result<u8> {
         allow_process: true,
         allow_mounts: args.allow_mounts,
         grace: Duration::from_secs(5),
+        cache_dir: config.data_dir.join("worker-cache"),
     };
     let executors = local_executors(true, true).await;
     let worker = tokio::spawn(run_worker(worker_config, executors, shutdown.clone()));
@@ -323,6 +332,7 @@ async fn load_dags_folder(client: &mut Client, dir: &Path, seen: &mut BTreeMap<P
                         .dir
                         .map(|d| d.display().to_string())
                         .unwrap_or_default(),
+                    bundle_digest: String::new(),
                 };
                 match client.submit(request).await {
                     Ok(r) => {

@@ -13,8 +13,9 @@ use vishwa_proto::v1 as pb;
 
 use super::convert::{log_line, run_state_from_pb, run_summary};
 use super::error::ApiError;
+use crate::bundle::{BundleError, BundleStore};
 use crate::dag::{Dag, parse_dag};
-use crate::engine::{EngineEvent, EngineHandle};
+use crate::engine::{DagFiles, EngineEvent, EngineHandle};
 use crate::ids::RunId;
 use crate::run::{RetryMode, RunRecord, StageRecord};
 use crate::store::{LogRecord, Store};
@@ -27,6 +28,7 @@ const DEFAULT_RUN_LIMIT: usize = 50;
 /// The client API.
 pub struct ClientApi {
     engine: EngineHandle,
+    bundles: Arc<BundleStore>,
     dags: Mutex<HashMap<(String, String), Arc<Dag>>>,
     /// Ends open watches when the scheduler shuts down, so shutdown never waits on them.
     shutdown: CancellationToken,
@@ -34,9 +36,14 @@ pub struct ClientApi {
 
 impl ClientApi {
     /// Handlers over `engine`; open watches end when `shutdown` fires.
-    pub fn new(engine: EngineHandle, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        engine: EngineHandle,
+        bundles: Arc<BundleStore>,
+        shutdown: CancellationToken,
+    ) -> Self {
         ClientApi {
             engine,
+            bundles,
             dags: Mutex::new(HashMap::new()),
             shutdown,
         }
@@ -142,10 +149,22 @@ impl pb::vishwa_server::Vishwa for ClientApi {
     ) -> Result<Response<pb::SubmitDagResponse>, Status> {
         let r = request.into_inner();
         let dag = Arc::new(parse_dag(&r.source, &r.file_name).map_err(ApiError::from)?);
-        let local_dir = (!r.local_dir.is_empty()).then_some(r.local_dir);
+        let bundle = (!r.bundle_digest.is_empty()).then_some(r.bundle_digest);
+        if let Some(digest) = &bundle
+            && !self.bundles.has(digest).map_err(ApiError::from)?
+        {
+            return Err(ApiError::from(BundleError::Missing {
+                digest: digest.clone(),
+            })
+            .into());
+        }
+        let files = DagFiles {
+            local_dir: (!r.local_dir.is_empty()).then_some(r.local_dir),
+            bundle,
+        };
         let submitted = self
             .engine
-            .submit(dag, r.file_name, r.source, local_dir)
+            .submit(dag, r.file_name, r.source, files)
             .await?;
         let summary = self.dag_summary(&submitted.name, &self.last_runs()?)?;
         Ok(Response::new(pb::SubmitDagResponse {
@@ -369,6 +388,30 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             run: Some(run_summary(&run, Some(&records))),
             stages,
         }))
+    }
+
+    async fn has_bundle(
+        &self,
+        request: Request<pb::HasBundleRequest>,
+    ) -> Result<Response<pb::HasBundleResponse>, Status> {
+        let present = self
+            .bundles
+            .has(&request.into_inner().digest)
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::HasBundleResponse { present }))
+    }
+
+    async fn upload_bundle(
+        &self,
+        request: Request<tonic::Streaming<pb::BundleChunk>>,
+    ) -> Result<Response<pb::UploadBundleResponse>, Status> {
+        let (digest, size) = self
+            .bundles
+            .receive(request.into_inner())
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(%digest, size, "bundle received");
+        Ok(Response::new(pb::UploadBundleResponse { digest, size }))
     }
 
     async fn cancel_run(

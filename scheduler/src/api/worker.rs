@@ -2,6 +2,7 @@
 //! attempt reports, each refused when its attempt is no longer current.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -10,6 +11,7 @@ use vishwa_proto::v1 as pb;
 
 use super::convert::{log_stream_from_pb, outcome_from_pb};
 use super::error::ApiError;
+use crate::bundle::{BundleError, BundleStore};
 use crate::engine::{EngineHandle, WorkerMessage, WorkerRegistration};
 use crate::ids::{AttemptId, RunId, WorkerId};
 use crate::store::LogRecord;
@@ -17,12 +19,13 @@ use crate::store::LogRecord;
 /// The worker API.
 pub struct WorkerApi {
     engine: EngineHandle,
+    bundles: Arc<BundleStore>,
 }
 
 impl WorkerApi {
-    /// Handlers over `engine`.
-    pub fn new(engine: EngineHandle) -> Self {
-        WorkerApi { engine }
+    /// Handlers over `engine`, serving bundles from `bundles`.
+    pub fn new(engine: EngineHandle, bundles: Arc<BundleStore>) -> Self {
+        WorkerApi { engine, bundles }
     }
 }
 
@@ -145,6 +148,28 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
             self.engine.append_logs(&run, records)?;
         }
         Ok(Response::new(pb::ReportAck {}))
+    }
+
+    type FetchBundleStream = Pin<Box<dyn Stream<Item = Result<pb::BundleChunk, Status>> + Send>>;
+
+    async fn fetch_bundle(
+        &self,
+        request: Request<pb::FetchBundleRequest>,
+    ) -> Result<Response<Self::FetchBundleStream>, Status> {
+        let digest = request.into_inner().digest;
+        if !self.bundles.has(&digest).map_err(ApiError::from)? {
+            return Err(ApiError::from(BundleError::Missing { digest }).into());
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let bundles = self.bundles.clone();
+        tokio::spawn(async move {
+            if let Err(e) = bundles.send(&digest, tx.clone()).await {
+                let _ = tx.send(Err(ApiError::from(e).into())).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn report_result(

@@ -14,8 +14,8 @@ use super::metrics::DispatchMetrics;
 use super::task::build_task;
 use super::workers::{WorkerEntry, Workers};
 use super::{
-    Command, EngineConfig, EngineEvent, HeartbeatReply, Registered, Submitted, WorkerMessage,
-    WorkerRegistration,
+    Command, DagFiles, EngineConfig, EngineEvent, HeartbeatReply, Registered, Submitted,
+    WorkerMessage, WorkerRegistration,
 };
 use crate::api::ApiError;
 use crate::dag::{Dag, parse_dag};
@@ -52,7 +52,7 @@ pub(crate) struct Engine {
     /// Parsed DAG versions, by (name, version).
     dags: HashMap<(String, String), Arc<Dag>>,
     /// Local folders of DAG versions (embedded modes).
-    local_dirs: HashMap<(String, String), Option<String>>,
+    files: HashMap<(String, String), DagFiles>,
     /// Runs that are queued or running.
     runs: HashMap<RunId, Run>,
     ready: VecDeque<(RunId, usize, Instant)>,
@@ -82,7 +82,7 @@ impl Engine {
             config,
             events,
             dags: HashMap::new(),
-            local_dirs: HashMap::new(),
+            files: HashMap::new(),
             runs: HashMap::new(),
             ready: VecDeque::new(),
             timers: BinaryHeap::new(),
@@ -231,10 +231,10 @@ impl Engine {
                 dag,
                 file_name,
                 source,
-                local_dir,
+                files,
                 reply,
             } => {
-                let result = self.submit(dag, file_name, source, local_dir, now);
+                let result = self.submit(dag, file_name, source, files, now);
                 self.reply(reply, result);
             }
             Command::Trigger { dag, params, reply } => {
@@ -334,14 +334,16 @@ impl Engine {
         dag: Arc<Dag>,
         file_name: String,
         source: String,
-        local_dir: Option<String>,
+        files: DagFiles,
         now: Millis,
     ) -> Result<Submitted, ApiError> {
         let name = dag.name.0.clone();
         let mut hasher = Sha256::new();
         hasher.update(source.as_bytes());
         hasher.update([0]);
-        hasher.update(local_dir.as_deref().unwrap_or("").as_bytes());
+        hasher.update(files.local_dir.as_deref().unwrap_or("").as_bytes());
+        hasher.update([0]);
+        hasher.update(files.bundle.as_deref().unwrap_or("").as_bytes());
         let version = hex::encode(hasher.finalize());
         let current = self.store.get_dag(&name)?;
         if current.as_ref().is_some_and(|d| d.version == version) {
@@ -356,7 +358,8 @@ impl Engine {
             version: version.clone(),
             file_name,
             source,
-            local_dir: local_dir.clone(),
+            local_dir: files.local_dir.clone(),
+            bundle: files.bundle.clone(),
             submitted_ms: now,
         });
         self.batch.put_dag(DagRecord {
@@ -366,8 +369,7 @@ impl Engine {
             paused: current.is_some_and(|d| d.paused),
         });
         self.dags.insert((name.clone(), version.clone()), dag);
-        self.local_dirs
-            .insert((name.clone(), version.clone()), local_dir);
+        self.files.insert((name.clone(), version.clone()), files);
         info!(dag = %name, %version, "dag registered");
         Ok(Submitted {
             name,
@@ -389,7 +391,13 @@ impl Engine {
                 })?;
         let dag = Arc::new(parse_dag(&stored.source, &stored.file_name)?);
         self.dags.insert(key.clone(), dag.clone());
-        self.local_dirs.insert(key, stored.local_dir);
+        self.files.insert(
+            key,
+            DagFiles {
+                local_dir: stored.local_dir,
+                bundle: stored.bundle,
+            },
+        );
         Ok(dag)
     }
 
@@ -761,8 +769,8 @@ impl Engine {
             let attempt = AttemptId::random();
             let number = run.stages[i].attempts.len() as u32 + 1;
             let key = (run.record.dag.clone(), run.record.dag_version.clone());
-            let local_dir = self.local_dirs.get(&key).cloned().flatten();
-            let task = build_task(run, i, &attempt, number, local_dir.as_deref());
+            let files = self.files.get(&key).cloned().unwrap_or_default();
+            let task = build_task(run, i, &attempt, number, &files);
             let dispatched = Event::Dispatched {
                 instance: i,
                 attempt: attempt.clone(),

@@ -66,6 +66,8 @@ pub struct TaskAssignment {
     pub command: Option<DagCommand>,
     pub env: BTreeMap<String, String>,
     pub local_dir: Option<String>,
+    /// Digest of the DAG's bundle, which the worker fetches and mounts.
+    pub bundle: Option<String>,
     pub timeout: Option<Duration>,
     pub mounts: Vec<Mount>,
     pub resources: Resources,
@@ -107,6 +109,15 @@ pub struct HeartbeatReply {
     pub reregister: bool,
 }
 
+/// Where a DAG's files come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DagFiles {
+    /// A folder on the scheduler's host (embedded modes, whose worker shares the host).
+    pub local_dir: Option<String>,
+    /// An uploaded bundle, by digest.
+    pub bundle: Option<String>,
+}
+
 /// The outcome of a submission.
 #[derive(Debug, Clone)]
 pub struct Submitted {
@@ -122,7 +133,7 @@ pub(crate) enum Command {
         dag: Arc<Dag>,
         file_name: String,
         source: String,
-        local_dir: Option<String>,
+        files: DagFiles,
         reply: Reply<Submitted>,
     },
     Trigger {
@@ -235,13 +246,13 @@ impl EngineHandle {
         dag: Arc<Dag>,
         file_name: String,
         source: String,
-        local_dir: Option<String>,
+        files: DagFiles,
     ) -> Result<Submitted, ApiError> {
         self.call(|reply| Command::Submit {
             dag,
             file_name,
             source,
-            local_dir,
+            files,
             reply,
         })
         .await

@@ -36,7 +36,12 @@ async fn engine_with_lease(lease: Duration) -> Fixture {
         .unwrap();
     let dag = Arc::new(parse_dag(ONE_STAGE, "lease.yaml").unwrap());
     engine
-        .submit(dag, "lease.yaml".into(), ONE_STAGE.into(), None)
+        .submit(
+            dag,
+            "lease.yaml".into(),
+            ONE_STAGE.into(),
+            DagFiles::default(),
+        )
         .await
         .unwrap();
     Fixture {

@@ -115,6 +115,12 @@ pub enum ExecutorError {
     /// A Docker stage was given no image.
     #[error("stage has no image; set `image:` on the stage or in `defaults:`")]
     MissingImage,
+    /// The DAG's bundle could not be fetched now (the scheduler is unreachable, ...).
+    #[error("cannot fetch bundle {digest}: {reason}")]
+    BundleUnavailable { digest: String, reason: String },
+    /// The DAG's bundle was refused: tampered, too large, or holding a path that escapes it.
+    #[error("bundle {digest} refused: {reason}")]
+    BundleRejected { digest: String, reason: String },
     /// The worker does not allow this host path to be mounted.
     #[error("mount of host path {host} refused: {reason}")]
     MountRefused { host: String, reason: String },
@@ -135,7 +141,9 @@ impl ExecutorError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ExecutorError::ImageUnavailable { .. } | ExecutorError::Docker(_)
+            ExecutorError::ImageUnavailable { .. }
+                | ExecutorError::Docker(_)
+                | ExecutorError::BundleUnavailable { .. }
         )
     }
 }
