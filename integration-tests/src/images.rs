@@ -203,6 +203,7 @@ mod tests {
             mounts: Vec::new(),
             cpus: None,
             memory_bytes: None,
+            gpus: Vec::new(),
         };
         let (events, mut receiver) = tokio::sync::mpsc::channel(16);
         let collect = async {

@@ -26,6 +26,7 @@ use vishwa_proto::v1 as pb;
 
 use crate::api::convert::{ExecutorChoice, log_stream, outcome, task_spec};
 use crate::bundle::BundleCache;
+use crate::capacity::Capacity;
 use crate::executor::{ExecEvent, Executor, ExecutorError, ExitReport, TaskSpec};
 
 type Client = pb::worker_api_client::WorkerApiClient<Channel>;
@@ -49,6 +50,8 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// Where fetched DAG bundles are kept, unpacked.
     pub cache_dir: PathBuf,
+    /// CPUs, memory and GPUs offered to stages.
+    pub capacity: Capacity,
 }
 
 impl WorkerConfig {
@@ -252,6 +255,9 @@ impl Session<'_> {
                 labels: self.config.labels.clone().into_iter().collect(),
                 allow_process: self.config.allow_process,
                 running_attempts: self.shared.running_ids(),
+                cpus: self.config.capacity.cpus,
+                memory_bytes: self.config.capacity.memory_bytes,
+                gpus: self.config.capacity.gpus.clone(),
             })
             .await?
             .into_inner();

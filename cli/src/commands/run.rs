@@ -92,6 +92,7 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
             // Only reached with nothing left running, or on an error: stop at once.
             grace: Duration::ZERO,
             cache_dir: config.data_dir.join("worker-cache"),
+            capacity: vishwa_worker::Capacity::detect(),
         },
         executors,
         worker_shutdown.clone(),

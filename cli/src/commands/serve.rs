@@ -16,7 +16,7 @@ use vishwa_scheduler::{Scheduler, SchedulerConfig};
 use vishwa_worker::executor::Executor;
 use vishwa_worker::executor::docker::DockerExecutor;
 use vishwa_worker::executor::process::ProcessExecutor;
-use vishwa_worker::{Executors, WorkerConfig, run_worker};
+use vishwa_worker::{Capacity, Executors, WorkerConfig, run_worker};
 
 use crate::client::Client;
 use crate::exit;
@@ -75,6 +75,39 @@ pub(crate) struct WorkerArgs {
     /// Where fetched DAG bundles are kept [default: a folder in the system's temp dir].
     #[arg(long)]
     cache: Option<PathBuf>,
+    /// CPUs offered to stages [default: this host's].
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Memory offered to stages, e.g. 16Gi [default: this host's].
+    #[arg(long, value_parser = parse_memory_flag)]
+    memory: Option<u64>,
+    /// GPU device ids offered to stages, e.g. 0,1; `none` for none [default: detected].
+    #[arg(long, value_delimiter = ',')]
+    gpus: Option<Vec<String>>,
+}
+
+fn parse_memory_flag(text: &str) -> Result<u64, String> {
+    vishwa_scheduler::dag::parse_memory(text)
+        .ok_or_else(|| format!("`{text}` is not a memory size; write e.g. 16Gi, 512Mi or 8G"))
+}
+
+/// This host's capacity, with what the flags say instead.
+fn capacity(cpus: Option<f64>, memory: Option<u64>, gpus: Option<Vec<String>>) -> Capacity {
+    let mut capacity = Capacity::detect();
+    if let Some(cpus) = cpus {
+        capacity.cpus = cpus;
+    }
+    if let Some(memory) = memory {
+        capacity.memory_bytes = memory;
+    }
+    if let Some(gpus) = gpus {
+        capacity.gpus = gpus
+            .into_iter()
+            .map(|g| g.trim().to_owned())
+            .filter(|g| !g.is_empty() && g != "none")
+            .collect();
+    }
+    capacity
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +259,7 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8> {
         scheduler: args.scheduler,
         name,
         cache_dir,
+        capacity: capacity(args.cpus, args.memory, args.gpus),
         slots: args.slots.unwrap_or_else(default_slots),
         labels: parse_labels(&args.labels)?,
         allow_process: args.allow_process,
@@ -272,6 +306,7 @@ pub(crate) async fn dev(args: DevArgs) -> Result<u8> {
         allow_mounts: args.allow_mounts,
         grace: Duration::from_secs(5),
         cache_dir: config.data_dir.join("worker-cache"),
+        capacity: Capacity::detect(),
     };
     let executors = local_executors(true, true).await;
     let worker = tokio::spawn(run_worker(worker_config, executors, shutdown.clone()));

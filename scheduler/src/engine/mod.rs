@@ -68,6 +68,8 @@ pub struct TaskAssignment {
     pub local_dir: Option<String>,
     /// Digest of the DAG's bundle, which the worker fetches and mounts.
     pub bundle: Option<String>,
+    /// GPU device ids assigned on the chosen worker.
+    pub gpus: Vec<String>,
     pub timeout: Option<Duration>,
     pub mounts: Vec<Mount>,
     pub resources: Resources,

@@ -82,6 +82,7 @@ pub(crate) fn build_task(
         env,
         local_dir: files.local_dir.clone(),
         bundle: files.bundle.clone(),
+        gpus: Vec::new(),
         timeout: stage.timeout,
         mounts: stage.mounts.clone(),
         resources: stage.resources,

@@ -48,6 +48,7 @@ pub fn task_spec(task: &pb::Task, worker: &str) -> (ExecutorChoice, TaskSpec) {
             .collect(),
         cpus: (resources.cpus > 0.0).then_some(resources.cpus),
         memory_bytes: (resources.memory_bytes > 0).then_some(resources.memory_bytes),
+        gpus: task.gpus.clone(),
     };
     (choice, spec)
 }

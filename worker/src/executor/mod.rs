@@ -58,6 +58,8 @@ pub struct TaskSpec {
     pub mounts: Vec<MountSpec>,
     pub cpus: Option<f64>,
     pub memory_bytes: Option<u64>,
+    /// GPU device ids the scheduler assigned to this attempt.
+    pub gpus: Vec<String>,
 }
 
 /// Which output stream a chunk came from.

@@ -46,6 +46,7 @@ pub(crate) fn task(test: &str, command: Option<CommandSpec>) -> TaskSpec {
         mounts: Vec::new(),
         cpus: None,
         memory_bytes: None,
+        gpus: Vec::new(),
     }
 }
 

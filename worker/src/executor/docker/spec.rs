@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, Mount, MountType};
 
 use super::{LABEL_ATTEMPT, LABEL_DAG, LABEL_MANAGED, LABEL_RUN, LABEL_STAGE, LABEL_WORKER};
 use crate::executor::{CONTAINER_WORKDIR, CommandSpec, ExecutorError, TaskSpec};
@@ -55,6 +55,16 @@ pub(super) fn container_body(task: &TaskSpec) -> Result<ContainerCreateBody, Exe
             .filter(|bytes| *bytes > 0)
             .map(|bytes| i64::try_from(bytes).unwrap_or(i64::MAX)),
         auto_remove: Some(false),
+        // GPUs the scheduler assigned, pinned by device id (the NVIDIA runtime's device
+        // request; with no GPU assigned, none is asked for).
+        device_requests: (!task.gpus.is_empty()).then(|| {
+            vec![DeviceRequest {
+                driver: Some("nvidia".to_string()),
+                device_ids: Some(task.gpus.clone()),
+                capabilities: Some(vec![vec!["gpu".to_string()]]),
+                ..Default::default()
+            }]
+        }),
         ..Default::default()
     };
     Ok(ContainerCreateBody {
@@ -184,6 +194,7 @@ mod tests {
             }],
             cpus: Some(1.5),
             memory_bytes: Some(512 << 20),
+            gpus: vec!["1".into(), "3".into()],
         }
     }
 
@@ -249,6 +260,21 @@ mod tests {
         assert_eq!(mounts[0].read_only, Some(true));
         assert_eq!(mounts[1].target.as_deref(), Some("/var/run/docker.sock"));
         assert_eq!(mounts[1].read_only, Some(false));
+        let gpus = host.device_requests.unwrap();
+        assert_eq!(gpus.len(), 1);
+        assert_eq!(
+            gpus[0].device_ids.as_deref(),
+            Some(&["1".to_string(), "3".to_string()][..])
+        );
+        assert_eq!(gpus[0].capabilities, Some(vec![vec!["gpu".to_string()]]));
+    }
+
+    #[test]
+    fn no_gpu_means_no_device_request() {
+        let mut task = task();
+        task.gpus.clear();
+        let body = container_body(&task).unwrap();
+        assert_eq!(body.host_config.unwrap().device_requests, None);
     }
 
     #[test]
