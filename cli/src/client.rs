@@ -75,6 +75,34 @@ impl Client {
             .map_err(|s| self.fail(s))
     }
 
+    pub(crate) async fn has_bundle(&mut self, digest: &str) -> Result<bool> {
+        let req = self.request(pb::HasBundleRequest {
+            digest: digest.to_owned(),
+        });
+        self.inner
+            .has_bundle(req)
+            .await
+            .map(|r| r.into_inner().present)
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn upload_bundle(
+        &mut self,
+        chunks: impl tonic::IntoStreamingRequest<Message = pb::BundleChunk>,
+    ) -> Result<pb::UploadBundleResponse> {
+        let mut req = chunks.into_streaming_request();
+        if let Some(token) = &self.token
+            && let Ok(value) = MetadataValue::try_from(format!("Bearer {token}"))
+        {
+            req.metadata_mut().insert("authorization", value);
+        }
+        self.inner
+            .upload_bundle(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.fail(s))
+    }
+
     pub(crate) async fn list_dags(&mut self) -> Result<Vec<pb::DagSummary>> {
         let req = self.request(pb::ListDagsRequest {});
         self.inner
@@ -142,17 +170,10 @@ impl Client {
             .ok_or_else(|| anyhow!("the scheduler answered without a run"))
     }
 
-    pub(crate) async fn watch_run(
-        &mut self,
-        run_id: &str,
-        include_logs: bool,
-    ) -> Result<Streaming<pb::RunEvent>> {
-        let req = self.request(pb::WatchRunRequest {
-            run_id: run_id.to_owned(),
-            include_logs,
-        });
+    pub(crate) async fn retry(&mut self, r: pb::RetryRunRequest) -> Result<pb::RetryRunResponse> {
+        let req = self.request(r);
         self.inner
-            .watch_run(req)
+            .retry_run(req)
             .await
             .map(|r| r.into_inner())
             .map_err(|s| self.fail(s))
@@ -197,16 +218,36 @@ impl Client {
             .map_err(|s| self.fail(s))
     }
 
+    /// Errors stay statuses, so a caller can tell a restarting scheduler from a refusal.
+    pub(crate) async fn watch_run(
+        &mut self,
+        run_id: &str,
+        include_logs: bool,
+    ) -> Result<Streaming<pb::RunEvent>, Status> {
+        let req = self.request(pb::WatchRunRequest {
+            run_id: run_id.to_owned(),
+            include_logs,
+        });
+        self.inner.watch_run(req).await.map(|r| r.into_inner())
+    }
+
+    /// Errors stay statuses, so a caller can tell a restarting scheduler from a refusal.
     pub(crate) async fn stream_logs(
         &mut self,
         r: pb::StreamLogsRequest,
-    ) -> Result<Streaming<pb::LogLine>> {
+    ) -> Result<Streaming<pb::LogLine>, Status> {
         let req = self.request(r);
-        self.inner
-            .stream_logs(req)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| self.fail(s))
+        self.inner.stream_logs(req).await.map(|r| r.into_inner())
+    }
+
+    /// The scheduler's URL.
+    pub(crate) fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// An error for a status, as the other calls report it.
+    pub(crate) fn error(&self, status: Status) -> anyhow::Error {
+        self.fail(status)
     }
 }
 

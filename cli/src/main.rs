@@ -6,10 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod bundle;
 mod client;
 mod commands;
 mod load;
 mod output;
+mod reconnect;
 mod watch;
 
 use output::Format;
@@ -111,6 +113,20 @@ pub(crate) enum Verb {
     },
     /// Cancel a run: running stages are stopped, the rest will not start.
     Cancel { run: String },
+    /// Run a failed or cancelled run again: its failed stages and what follows them, or
+    /// STAGE and what follows it (--from), or STAGE alone (--from STAGE --only).
+    Retry {
+        run: String,
+        /// Run this stage and everything downstream of it again.
+        #[arg(long, value_name = "STAGE")]
+        from: Option<String>,
+        /// With --from: only that stage, not what follows it.
+        #[arg(long, requires = "from")]
+        only: bool,
+        /// Follow the run to its end; the exit code is its outcome.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Stop a DAG's schedule from starting runs (kept across restarts).
     Pause(commands::schedule_verbs::PauseArgs),
     /// Let a paused DAG's schedule start runs again.

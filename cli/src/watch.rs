@@ -11,6 +11,7 @@ use vishwa_proto::v1 as pb;
 
 use crate::client::Client;
 use crate::output::{self, Format};
+use crate::reconnect::{LogDedup, Reconnect};
 
 /// How a watch shows things.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,33 +35,52 @@ impl Style {
     }
 }
 
-/// Follows `run_id` to its end and returns its final summary.
+/// Follows `run_id` to its end and returns its final summary. Rides through a scheduler
+/// restart: the watch is opened again and carries on (nothing shown twice).
 pub(crate) async fn watch_run(
     client: &mut Client,
     run_id: &str,
     with_logs: bool,
     style: Style,
 ) -> Result<pb::RunSummary> {
-    let mut stream = client.watch_run(run_id, with_logs).await?;
     let mut view = View::new(style);
-    let mut last: Option<pb::RunSummary> = None;
-    while let Some(event) = stream.next().await {
-        match event?.event {
-            Some(pb::run_event::Event::Stage(stage)) => view.stage(stage),
-            Some(pb::run_event::Event::Log(line)) => view.log(&line),
-            Some(pb::run_event::Event::Run(run)) => {
-                let done = output::run_is_final(run.state);
-                view.run(&run);
-                last = Some(run);
-                if done {
-                    break;
+    let mut reconnect = Reconnect::new();
+    loop {
+        let mut stream = match client.watch_run(run_id, with_logs).await {
+            Ok(stream) => stream,
+            Err(status) => {
+                if reconnect.should_retry(&status, client.server()).await {
+                    continue;
                 }
+                return Err(client.error(status));
             }
-            None => {}
+        };
+        reconnect.connected();
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(status) => {
+                    if reconnect.should_retry(&status, client.server()).await {
+                        break;
+                    }
+                    return Err(client.error(status));
+                }
+            };
+            match event.event {
+                Some(pb::run_event::Event::Stage(stage)) => view.stage(stage),
+                Some(pb::run_event::Event::Log(line)) => view.log(&line),
+                Some(pb::run_event::Event::Run(run)) => {
+                    let done = output::run_is_final(run.state);
+                    view.run(&run);
+                    if done {
+                        view.finish();
+                        return Ok(run);
+                    }
+                }
+                None => {}
+            }
         }
     }
-    view.finish();
-    last.ok_or_else(|| anyhow::anyhow!("the scheduler ended the watch before the run ended"))
 }
 
 struct View {
@@ -73,6 +93,7 @@ struct View {
     run: Option<pb::RunSummary>,
     drawn_lines: usize,
     last_draw: Option<Instant>,
+    logs_seen: LogDedup,
 }
 
 impl View {
@@ -86,6 +107,7 @@ impl View {
             run: None,
             drawn_lines: 0,
             last_draw: None,
+            logs_seen: LogDedup::default(),
         }
     }
 
@@ -149,6 +171,9 @@ impl View {
     }
 
     fn log(&mut self, line: &pb::LogLine) {
+        if !self.logs_seen.first_time(line) {
+            return;
+        }
         match self.style {
             Style::Lines => {
                 let text = String::from_utf8_lossy(&line.data);

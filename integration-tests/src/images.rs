@@ -194,6 +194,7 @@ mod tests {
                 image.replace([':', '/'], "-")
             ),
             attempt: 1,
+            worker: "w-test".into(),
             image: image.to_string(),
             command,
             env: Default::default(),
@@ -202,6 +203,7 @@ mod tests {
             mounts: Vec::new(),
             cpus: None,
             memory_bytes: None,
+            gpus: Vec::new(),
         };
         let (events, mut receiver) = tokio::sync::mpsc::channel(16);
         let collect = async {

@@ -88,6 +88,9 @@ async fn a_seconds_level_schedule_fires_real_runs_with_slot_ids_and_logical_time
             labels: Default::default(),
             allow_process: true,
             allow_mounts: Vec::new(),
+            grace: Duration::ZERO,
+            cache_dir: data.path().join("worker-cache"),
+            capacity: vishwa_worker::Capacity::detect(),
         },
         Executors {
             docker: None,
@@ -102,6 +105,7 @@ async fn a_seconds_level_schedule_fires_real_runs_with_slot_ids_and_logical_time
             file_name: "every-two-seconds.yaml".into(),
             source: DAG.into(),
             local_dir: String::new(),
+            bundle_digest: String::new(),
         })
         .await
         .unwrap()

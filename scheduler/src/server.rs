@@ -16,6 +16,7 @@ use tracing::info;
 use vishwa_proto::v1 as pb;
 
 use crate::api::{ApiError, ClientApi, WorkerApi};
+use crate::bundle::{BundleError, BundleStore, DEFAULT_MAX_BUNDLE_BYTES};
 use crate::engine::{EngineConfig, EngineHandle};
 use crate::store::{SledStore, Store, StoreError};
 
@@ -40,6 +41,8 @@ pub struct SchedulerConfig {
     pub lease: Duration,
     /// Whether DAG schedules start runs.
     pub schedules: bool,
+    /// Largest DAG bundle (a submitted folder) accepted, in bytes.
+    pub max_bundle_bytes: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -51,6 +54,7 @@ impl Default for SchedulerConfig {
             heartbeat_interval: engine.heartbeat_interval,
             lease: engine.lease,
             schedules: engine.schedules,
+            max_bundle_bytes: DEFAULT_MAX_BUNDLE_BYTES,
         }
     }
 }
@@ -62,6 +66,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Api(#[from] ApiError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
     #[error("serving gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -84,7 +90,7 @@ impl Scheduler {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             StoreError::Backend(format!("creating {}: {e}", config.data_dir.display()))
         })?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&store_dir(&config.data_dir))?);
         Self::start_with_store(config, store, listener, shutdown).await
     }
 
@@ -103,12 +109,18 @@ impl Scheduler {
         };
         let engine = EngineHandle::start(store, engine_config, &tracker, shutdown.clone()).await?;
         let addr = listener.local_addr().ok();
-        let client = pb::vishwa_server::VishwaServer::new(ClientApi::new(engine.clone()))
+        let bundles = Arc::new(BundleStore::open(
+            &config.data_dir.join("bundles"),
+            config.max_bundle_bytes,
+        )?);
+        let client_api = ClientApi::new(engine.clone(), bundles.clone(), shutdown.clone());
+        let client = pb::vishwa_server::VishwaServer::new(client_api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let worker = pb::worker_api_server::WorkerApiServer::new(WorkerApi::new(engine.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let worker =
+            pb::worker_api_server::WorkerApiServer::new(WorkerApi::new(engine.clone(), bundles))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(
             tonic::transport::Server::builder()
@@ -139,6 +151,11 @@ impl Scheduler {
             })),
         }
     }
+}
+
+/// Where the sled store lives inside a data dir (bundles live beside it).
+pub fn store_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("store")
 }
 
 /// Serves the scheduler on `listener` until `shutdown` fires.

@@ -1,16 +1,22 @@
 //! The worker agent: registers with the scheduler, keeps its lease with heartbeats, takes
-//! tasks from its inbox, runs each through an executor, streams the output back and reports
-//! the outcome. Reconnects with backoff when the scheduler goes away.
+//! tasks from its inbox, runs each through an executor, ships the output back in batches and
+//! reports the outcome.
+//!
+//! It rides through a scheduler restart: it reconnects with backoff, registers again naming
+//! the attempts it still runs (they carry on), and keeps retrying log batches and results
+//! until the scheduler takes them. On start it removes containers an earlier process of the
+//! same name left behind. On shutdown it drains: takes nothing new, lets running attempts
+//! finish within the grace period, then stops them and reports.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use thiserror::Error;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
@@ -19,6 +25,8 @@ use tracing::{debug, info, warn};
 use vishwa_proto::v1 as pb;
 
 use crate::api::convert::{ExecutorChoice, log_stream, outcome, task_spec};
+use crate::bundle::BundleCache;
+use crate::capacity::Capacity;
 use crate::executor::{ExecEvent, Executor, ExecutorError, ExitReport, TaskSpec};
 
 type Client = pb::worker_api_client::WorkerApiClient<Channel>;
@@ -38,6 +46,17 @@ pub struct WorkerConfig {
     pub allow_process: bool,
     /// Host paths (and what lies below them) that stages may mount; nothing else.
     pub allow_mounts: Vec<PathBuf>,
+    /// On shutdown, how long running attempts may go on before they are stopped.
+    pub grace: Duration,
+    /// Where fetched DAG bundles are kept, unpacked.
+    pub cache_dir: PathBuf,
+    /// CPUs, memory and GPUs offered to stages.
+    pub capacity: Capacity,
+}
+
+impl WorkerConfig {
+    /// Grace period used when none is given.
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 }
 
 /// The executors a worker has.
@@ -53,18 +72,52 @@ pub struct Executors {
 pub enum WorkerError {
     #[error("bad scheduler address `{url}`: {reason}")]
     BadAddress { url: String, reason: String },
+    #[error("cannot use {dir} for bundles: {reason}")]
+    Cache { dir: PathBuf, reason: String },
 }
 
 /// Longest wait between reconnection attempts.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
-/// Output chunks buffered per attempt before the executor waits.
-const OUTPUT_BUFFER: usize = 256;
+/// How long results and log batches are retried while the scheduler is unreachable.
+const REPORT_PATIENCE: Duration = Duration::from_secs(600);
+/// Output buffered per attempt before a batch is shipped, and how long a chunk may wait.
+const LOG_BATCH_BYTES: usize = 64 << 10;
+const LOG_BATCH_DELAY: Duration = Duration::from_millis(50);
+/// Events buffered per attempt before the executor waits.
+const EVENT_BUFFER: usize = 256;
 
-/// Attempts running here, with the tokens that stop them.
-type Running = Arc<Mutex<HashMap<String, CancellationToken>>>;
+/// What the connection sessions and the attempts share.
+#[derive(Default)]
+struct Shared {
+    /// Attempts running here, with the tokens that stop them.
+    running: Mutex<HashMap<String, CancellationToken>>,
+    /// Shutting down: take nothing new.
+    draining: AtomicBool,
+}
 
-/// Runs the worker until `shutdown` fires. Running attempts are then cancelled and
-/// reported before it returns.
+impl Shared {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn running_ids(&self) -> Vec<String> {
+        self.running().keys().cloned().collect()
+    }
+
+    fn cancel(&self, attempt: &str, reason: &str) {
+        if let Some(token) = self.running().get(attempt) {
+            info!(%attempt, %reason, "stopping attempt");
+            token.cancel();
+        }
+    }
+
+    fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs the worker until `shutdown` fires and it has drained: running attempts finish within
+/// the grace period, are stopped after it, and are reported before this returns.
 pub async fn run_worker(
     config: WorkerConfig,
     executors: Executors,
@@ -79,44 +132,102 @@ pub async fn run_worker(
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    let channel = endpoint.connect_lazy();
-    let client = Client::new(channel)
+    let client = Client::new(endpoint.connect_lazy())
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
-    let running: Running = Arc::default();
+    remove_leftovers(&executors, &config.name).await;
+    let bundles =
+        Arc::new(
+            BundleCache::open(&config.cache_dir).map_err(|e| WorkerError::Cache {
+                dir: config.cache_dir.clone(),
+                reason: e.to_string(),
+            })?,
+        );
+
+    let shared = Arc::new(Shared::default());
     let tracker = TaskTracker::new();
+    let hard_stop = CancellationToken::new();
+    tokio::spawn(stop_after_grace(
+        shutdown.clone(),
+        hard_stop.clone(),
+        shared.clone(),
+        config.grace,
+    ));
     let mut backoff = Duration::from_millis(100);
-    while !shutdown.is_cancelled() {
+    loop {
         let session = Session {
             config: &config,
             client: client.clone(),
             executors: &executors,
-            running: running.clone(),
+            bundles: &bundles,
+            shared: shared.clone(),
             tracker: &tracker,
         };
-        match session.run(&shutdown).await {
-            Ok(()) => backoff = Duration::from_millis(100),
+        match session.run(&shutdown, &hard_stop).await {
+            Ok(()) => break,
             Err(status) => {
+                if shutdown.is_cancelled() && shared.running().is_empty() {
+                    break;
+                }
                 warn!(scheduler = %config.scheduler, error = %status.message(), "lost the scheduler; reconnecting");
                 tokio::select! {
-                    _ = shutdown.cancelled() => break,
+                    _ = hard_stop.cancelled(), if shared.running().is_empty() => break,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
             }
         }
     }
-    for token in lock(&running).values() {
-        token.cancel();
-    }
+    // Every attempt reports before the worker is gone.
     tracker.close();
     tracker.wait().await;
     info!(worker = %config.name, "worker stopped");
     Ok(())
 }
 
-fn lock(running: &Running) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
-    running.lock().unwrap_or_else(|e| e.into_inner())
+/// Once `shutdown` fires, marks the worker draining; after `grace` (or once nothing runs),
+/// stops whatever still runs.
+async fn stop_after_grace(
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+    shared: Arc<Shared>,
+    grace: Duration,
+) {
+    shutdown.cancelled().await;
+    shared.draining.store(true, Ordering::SeqCst);
+    let running = shared.running().len();
+    if running > 0 {
+        info!(running, grace = ?grace, "draining: letting running attempts finish");
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && !shared.running().is_empty() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (attempt, token) in shared.running().iter() {
+        info!(%attempt, "grace period over; stopping attempt");
+        token.cancel();
+    }
+    hard_stop.cancel();
+}
+
+/// Removes what an earlier process of this worker left behind, so no container is orphaned
+/// by a crash. The scheduler learns those attempts are gone when the worker registers
+/// without them, and runs them again.
+async fn remove_leftovers(executors: &Executors, worker: &str) {
+    for executor in [&executors.docker, &executors.process]
+        .into_iter()
+        .flatten()
+    {
+        match executor.remove_leftovers(worker).await {
+            Ok(0) => {}
+            Ok(n) => {
+                warn!(%worker, removed = n, "removed containers left by an earlier run of this worker")
+            }
+            Err(e) => {
+                warn!(%worker, error = %e, "cannot clean up after an earlier run of this worker")
+            }
+        }
+    }
 }
 
 /// One connection to the scheduler: register, heartbeat, take tasks until it breaks.
@@ -124,24 +235,36 @@ struct Session<'a> {
     config: &'a WorkerConfig,
     client: Client,
     executors: &'a Executors,
-    running: Running,
+    bundles: &'a Arc<BundleCache>,
+    shared: Arc<Shared>,
     tracker: &'a TaskTracker,
 }
 
 impl Session<'_> {
-    async fn run(self, shutdown: &CancellationToken) -> Result<(), Status> {
+    /// Ok once the worker drained after shutdown; Err when the connection broke.
+    async fn run(
+        self,
+        shutdown: &CancellationToken,
+        hard_stop: &CancellationToken,
+    ) -> Result<(), Status> {
         let mut client = self.client.clone();
-        let running_attempts: Vec<String> = lock(&self.running).keys().cloned().collect();
         let registered = client
             .register(pb::RegisterRequest {
                 name: self.config.name.clone(),
                 slots: self.config.slots,
                 labels: self.config.labels.clone().into_iter().collect(),
                 allow_process: self.config.allow_process,
-                running_attempts,
+                running_attempts: self.shared.running_ids(),
+                cpus: self.config.capacity.cpus,
+                memory_bytes: self.config.capacity.memory_bytes,
+                gpus: self.config.capacity.gpus.clone(),
             })
             .await?
             .into_inner();
+        for attempt in &registered.cancel_attempts {
+            self.shared
+                .cancel(attempt, "the scheduler no longer considers it current");
+        }
         let worker_id = registered.worker_id;
         let mut inbox = client
             .tasks(pb::TasksRequest {
@@ -153,22 +276,21 @@ impl Session<'_> {
         let interval = Duration::from_millis(registered.heartbeat_interval_ms.max(100));
         let mut heartbeat = tokio::time::interval(interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain_check = tokio::time::interval(Duration::from_millis(100));
+        let mut announced_drain = false;
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = heartbeat.tick() => {
-                    let running_attempts = lock(&self.running).keys().cloned().collect();
-                    let reply = client
-                        .heartbeat(pb::HeartbeatRequest { worker_id: worker_id.clone(), running_attempts })
-                        .await?
-                        .into_inner();
-                    for attempt in reply.cancel_attempts {
-                        self.cancel(&attempt, "the scheduler no longer considers it current");
-                    }
-                    if reply.reregister {
-                        return Err(Status::unavailable("the scheduler asked to register again"));
+                _ = shutdown.cancelled(), if !announced_drain => {
+                    announced_drain = true;
+                    self.shared.draining.store(true, Ordering::SeqCst);
+                    self.heartbeat(&mut client, &worker_id).await?;
+                }
+                _ = drain_check.tick(), if announced_drain => {
+                    if self.shared.running().is_empty() || hard_stop.is_cancelled() && self.shared.running().is_empty() {
+                        return Ok(());
                     }
                 }
+                _ = heartbeat.tick() => self.heartbeat(&mut client, &worker_id).await?,
                 command = inbox.next() => {
                     match command {
                         Some(Ok(pb::WorkerCommand { command: Some(command) })) => {
@@ -183,29 +305,48 @@ impl Session<'_> {
         }
     }
 
+    async fn heartbeat(&self, client: &mut Client, worker_id: &str) -> Result<(), Status> {
+        let reply = client
+            .heartbeat(pb::HeartbeatRequest {
+                worker_id: worker_id.to_owned(),
+                running_attempts: self.shared.running_ids(),
+                draining: self.shared.draining(),
+            })
+            .await?
+            .into_inner();
+        for attempt in reply.cancel_attempts {
+            self.shared
+                .cancel(&attempt, "the scheduler no longer considers it current");
+        }
+        if reply.reregister {
+            return Err(Status::unavailable("the scheduler asked to register again"));
+        }
+        Ok(())
+    }
+
     fn handle(&self, worker_id: &str, command: pb::worker_command::Command) {
         match command {
             pb::worker_command::Command::Task(task) => {
                 let token = CancellationToken::new();
-                lock(&self.running).insert(task.attempt_id.clone(), token.clone());
+                if self.shared.draining() {
+                    // Sent before the scheduler heard we are draining: hand it back.
+                    token.cancel();
+                }
+                self.shared
+                    .running()
+                    .insert(task.attempt_id.clone(), token.clone());
                 let attempt = Attempt {
                     client: self.client.clone(),
                     worker_id: worker_id.to_owned(),
                     executors: self.executors.clone(),
+                    bundles: self.bundles.clone(),
                     allow_process: self.config.allow_process,
                     allow_mounts: self.config.allow_mounts.clone(),
-                    running: self.running.clone(),
+                    shared: self.shared.clone(),
                 };
                 self.tracker.spawn(attempt.run(task, token));
             }
-            pb::worker_command::Command::Cancel(c) => self.cancel(&c.attempt_id, &c.reason),
-        }
-    }
-
-    fn cancel(&self, attempt: &str, reason: &str) {
-        if let Some(token) = lock(&self.running).get(attempt) {
-            info!(%attempt, %reason, "stopping attempt");
-            token.cancel();
+            pb::worker_command::Command::Cancel(c) => self.shared.cancel(&c.attempt_id, &c.reason),
         }
     }
 }
@@ -215,29 +356,43 @@ struct Attempt {
     client: Client,
     worker_id: String,
     executors: Executors,
+    bundles: Arc<BundleCache>,
     allow_process: bool,
     allow_mounts: Vec<PathBuf>,
-    running: Running,
+    shared: Arc<Shared>,
 }
 
 impl Attempt {
     async fn run(mut self, task: pb::Task, cancel: CancellationToken) {
-        let (choice, spec) = task_spec(&task);
+        let (choice, mut spec) = task_spec(&task, &self.worker_id);
         debug!(attempt = %spec.attempt_id, stage = %spec.stage, "attempt starting");
-        let (events_tx, events_rx) = mpsc::channel(OUTPUT_BUFFER);
+        let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
         let forwarder = tokio::spawn(forward_events(
             self.client.clone(),
             self.worker_id.clone(),
             task.clone(),
             events_rx,
+            cancel.clone(),
         ));
-        let result = self.execute(choice, &spec, events_tx, cancel).await;
+        let result = if cancel.is_cancelled() {
+            Ok(ExitReport::Cancelled)
+        } else if task.bundle_digest.is_empty() {
+            self.execute(choice, &spec, events_tx, cancel).await
+        } else {
+            match self.bundles.ensure(&self.client, &task.bundle_digest).await {
+                Ok(dir) => {
+                    spec.local_dir = Some(dir);
+                    self.execute(choice, &spec, events_tx, cancel).await
+                }
+                Err(e) => Err(e),
+            }
+        };
         // Every output chunk is stored before the result is reported.
         if let Err(e) = forwarder.await {
             warn!(attempt = %spec.attempt_id, error = %e, "log forwarding failed");
         }
         self.report(&spec, &result).await;
-        lock(&self.running).remove(&spec.attempt_id);
+        self.shared.running().remove(&spec.attempt_id);
     }
 
     async fn execute(
@@ -279,77 +434,167 @@ impl Attempt {
             attempt_id: spec.attempt_id.clone(),
             outcome: Some(outcome(result)),
         };
-        let mut backoff = Duration::from_millis(100);
-        for _ in 0..20 {
-            match self.client.report_result(request.clone()).await {
-                Ok(_) => return,
-                Err(status) if status.code() == Code::FailedPrecondition => {
-                    debug!(attempt = %spec.attempt_id, "result refused: attempt no longer current");
-                    return;
-                }
-                Err(status) => {
-                    warn!(attempt = %spec.attempt_id, error = %status.message(), "reporting the result failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
-                }
+        let client = &mut self.client;
+        let delivered = with_patience(&spec.attempt_id, "reporting the result", || {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move { client.report_result(request).await.map(|_| ()) }
+        })
+        .await;
+        match delivered {
+            Delivery::Refused => {
+                debug!(attempt = %spec.attempt_id, "result refused: the attempt is no longer current")
             }
+            Delivery::GaveUp => warn!(attempt = %spec.attempt_id, "gave up reporting the result"),
+            Delivery::Done => {}
         }
-        warn!(attempt = %spec.attempt_id, "gave up reporting the result");
     }
 }
 
-/// Sends the executor's events to the scheduler: the start as a report, output over one
-/// log stream opened at the first chunk. Returns once the scheduler stored every chunk.
+/// How a report to the scheduler ended.
+enum Delivery {
+    Done,
+    /// The scheduler said the attempt is no longer current.
+    Refused,
+    GaveUp,
+}
+
+/// Calls `send` until it succeeds, is refused as stale, or [`REPORT_PATIENCE`] runs out.
+async fn with_patience<F, Fut>(attempt: &str, what: &str, mut send: F) -> Delivery
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Status>>,
+{
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match send().await {
+            Ok(()) => return Delivery::Done,
+            Err(status) if status.code() == Code::FailedPrecondition => return Delivery::Refused,
+            Err(status) if started.elapsed() < REPORT_PATIENCE => {
+                debug!(%attempt, error = %status.message(), "{what} failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
+            }
+            Err(_) => return Delivery::GaveUp,
+        }
+    }
+}
+
+/// Sends the executor's events to the scheduler: the start as a report (a refused start
+/// stops the attempt: it is no longer current), output in batches shipped in order by a
+/// separate task, so a slow or restarting scheduler never blocks the stage's output. Returns
+/// once every batch is stored.
 async fn forward_events(
-    mut client: Client,
+    client: Client,
     worker_id: String,
     task: pb::Task,
     mut events: mpsc::Receiver<ExecEvent>,
+    cancel: CancellationToken,
 ) {
-    let mut logs: Option<(mpsc::Sender<pb::LogChunk>, tokio::task::JoinHandle<()>)> = None;
+    let (ship, batches) = mpsc::unbounded_channel::<Vec<pb::LogChunk>>();
+    let shipper = tokio::spawn(ship_batches(
+        client.clone(),
+        task.attempt_id.clone(),
+        batches,
+    ));
+    let mut batch: Vec<pb::LogChunk> = Vec::new();
+    let mut batch_bytes = 0;
     let mut seq = 0u64;
-    while let Some(event) = events.recv().await {
-        match event {
-            ExecEvent::Started { handle } => {
-                let request = pb::ReportStartedRequest {
-                    worker_id: worker_id.clone(),
-                    attempt_id: task.attempt_id.clone(),
-                    handle,
-                };
-                if let Err(status) = client.report_started(request).await {
-                    debug!(attempt = %task.attempt_id, error = %status.message(), "start report refused");
+    let flush_timer = tokio::time::sleep(LOG_BATCH_DELAY);
+    tokio::pin!(flush_timer);
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                match event {
+                    ExecEvent::Started { handle } => {
+                        report_started(&client, &worker_id, &task.attempt_id, handle, &cancel).await;
+                    }
+                    ExecEvent::Output(chunk) => {
+                        if batch.is_empty() {
+                            flush_timer.as_mut().reset(tokio::time::Instant::now() + LOG_BATCH_DELAY);
+                        }
+                        batch_bytes += chunk.data.len();
+                        batch.push(pb::LogChunk {
+                            attempt_id: task.attempt_id.clone(),
+                            stream: log_stream(chunk.stream) as i32,
+                            data: chunk.data,
+                            seq,
+                            time_ms: now_ms(),
+                            run_id: task.run_id.clone(),
+                            stage: task.stage.clone(),
+                            attempt: task.attempt,
+                        });
+                        seq += 1;
+                        if batch_bytes >= LOG_BATCH_BYTES {
+                            let _ = ship.send(std::mem::take(&mut batch));
+                            batch_bytes = 0;
+                        }
+                    }
                 }
             }
-            ExecEvent::Output(chunk) => {
-                let (tx, _) = logs.get_or_insert_with(|| {
-                    let (tx, rx) = mpsc::channel(OUTPUT_BUFFER);
-                    let mut client = client.clone();
-                    let attempt = task.attempt_id.clone();
-                    let handle = tokio::spawn(async move {
-                        if let Err(status) = client.push_logs(ReceiverStream::new(rx)).await {
-                            warn!(%attempt, error = %status.message(), "pushing logs failed");
-                        }
-                    });
-                    (tx, handle)
-                });
-                let chunk = pb::LogChunk {
-                    attempt_id: task.attempt_id.clone(),
-                    stream: log_stream(chunk.stream) as i32,
-                    data: chunk.data,
-                    seq,
-                    time_ms: chrono_now_ms(),
-                    run_id: task.run_id.clone(),
-                    stage: task.stage.clone(),
-                    attempt: task.attempt,
-                };
-                seq += 1;
-                let _ = tx.send(chunk).await;
+            _ = &mut flush_timer, if !batch.is_empty() => {
+                let _ = ship.send(std::mem::take(&mut batch));
+                batch_bytes = 0;
             }
         }
     }
-    if let Some((tx, handle)) = logs {
-        drop(tx);
-        let _ = handle.await;
+    if !batch.is_empty() {
+        let _ = ship.send(batch);
+    }
+    drop(ship);
+    let _ = shipper.await;
+}
+
+async fn report_started(
+    client: &Client,
+    worker_id: &str,
+    attempt: &str,
+    handle: String,
+    cancel: &CancellationToken,
+) {
+    let request = pb::ReportStartedRequest {
+        worker_id: worker_id.to_owned(),
+        attempt_id: attempt.to_owned(),
+        handle,
+    };
+    // A start report is worth a few tries, not the full patience: the result matters more.
+    let mut backoff = Duration::from_millis(100);
+    for _ in 0..5 {
+        match client.clone().report_started(request.clone()).await {
+            Ok(_) => return,
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                info!(%attempt, "the scheduler refused the start: the attempt is no longer current");
+                cancel.cancel();
+                return;
+            }
+            Err(status) => {
+                debug!(%attempt, error = %status.message(), "start report failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        }
+    }
+}
+
+/// Ships log batches in order, each retried until stored.
+async fn ship_batches(
+    client: Client,
+    attempt: String,
+    mut batches: mpsc::UnboundedReceiver<Vec<pb::LogChunk>>,
+) {
+    while let Some(chunks) = batches.recv().await {
+        let batch = pb::LogBatch { chunks };
+        let delivered = with_patience(&attempt, "shipping logs", || {
+            let mut client = client.clone();
+            let batch = batch.clone();
+            async move { client.push_logs(batch).await.map(|_| ()) }
+        })
+        .await;
+        if let Delivery::GaveUp = delivered {
+            warn!(%attempt, "gave up shipping logs");
+        }
     }
 }
 
@@ -381,7 +626,7 @@ fn check_mount_allowed(
     }
 }
 
-fn chrono_now_ms() -> i64 {
+fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -3,6 +3,9 @@
 
 mod agent;
 pub mod api;
+pub mod bundle;
+mod capacity;
 pub mod executor;
 
 pub use agent::{Executors, WorkerConfig, WorkerError, run_worker};
+pub use capacity::Capacity;

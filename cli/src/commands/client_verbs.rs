@@ -11,6 +11,7 @@ use super::{exit_code_of, parse_params};
 use crate::client::Client;
 use crate::load::load_dag;
 use crate::output::{self, Format, Table};
+use crate::reconnect::{LogDedup, Reconnect};
 use crate::watch::{Style, watch_run};
 use crate::{Global, Verb, exit};
 
@@ -29,22 +30,29 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
     match verb {
         Verb::Submit { .. } => {
             let file = submission.expect("read above");
-            let file_dir_given = file.dir.is_some();
+            let mut bundle_digest = String::new();
+            if let Some(dir) = &file.dir {
+                let packed = crate::bundle::pack(dir)?;
+                let sent = crate::bundle::upload(&mut client, &packed).await?;
+                if format == Format::Table && sent {
+                    println!(
+                        "uploaded bundle {} ({} files, {} bytes)",
+                        short(&packed.digest),
+                        packed.files,
+                        packed.size
+                    );
+                }
+                bundle_digest = packed.digest;
+            }
             let response = client
                 .submit(pb::SubmitDagRequest {
                     file_name: file.file_name,
                     source: file.source,
                     local_dir: String::new(),
+                    bundle_digest,
                 })
                 .await?;
             let dag = response.dag.unwrap_or_default();
-            if file_dir_given && format == Format::Table {
-                eprintln!(
-                    "note: the files beside dag.yaml are not uploaded yet; stages of {} see them \
-                     under `vishwa run` and `vishwa dev --dags`",
-                    dag.name
-                );
-            }
             match format {
                 Format::Json => output::print_json(
                     &json!({"dag": output::dag_json(&dag), "changed": response.changed}),
@@ -183,39 +191,44 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
             Ok(exit::OK)
         }
         Verb::Logs { run, stage, follow } => {
-            let mut stream = client
-                .stream_logs(pb::StreamLogsRequest {
-                    run_id: run,
-                    stage: stage.clone().unwrap_or_default(),
-                    follow,
+            print_logs(&mut client, run, stage, follow, format).await?;
+            Ok(exit::OK)
+        }
+        Verb::Retry {
+            run,
+            from,
+            only,
+            watch,
+        } => {
+            let response = client
+                .retry(pb::RetryRunRequest {
+                    run_id: run.clone(),
+                    from_stage: from.unwrap_or_default(),
+                    only,
                 })
                 .await?;
-            let mut out = std::io::stdout().lock();
-            while let Some(line) = stream.next().await {
-                let line = line.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-                if format == Format::Json {
-                    let value = json!({
-                        "stage": line.stage, "attempt": line.attempt, "seq": line.seq,
-                        "stream": match pb::LogStream::try_from(line.stream) {
-                            Ok(pb::LogStream::Stderr) => "stderr",
-                            Ok(pb::LogStream::System) => "system",
-                            _ => "stdout",
-                        },
-                        "text": String::from_utf8_lossy(&line.data),
-                    });
-                    let _ = writeln!(out, "{value}");
-                } else if stage.is_some() {
-                    let _ = out.write_all(&line.data);
-                } else {
-                    let text = String::from_utf8_lossy(&line.data);
-                    for l in text.split_inclusive('\n') {
-                        let l = l.strip_suffix('\n').unwrap_or(l);
-                        let _ = writeln!(out, "{} | {l}", line.stage);
-                    }
-                }
-                let _ = out.flush();
+            let summary = response.run.unwrap_or_default();
+            match format {
+                Format::Json => output::print_json(&json!({
+                    "run": output::run_json(&summary),
+                    "stages": response.stages,
+                })),
+                Format::Table => println!(
+                    "retrying {} stage{} of {}: {}",
+                    response.stages.len(),
+                    if response.stages.len() == 1 { "" } else { "s" },
+                    summary.run_id,
+                    response.stages.join(", ")
+                ),
             }
-            Ok(exit::OK)
+            if !watch {
+                return Ok(exit::OK);
+            }
+            let last = watch_run(&mut client, &run, false, Style::choose(format, false)).await?;
+            if format == Format::Table {
+                print_outcome(&last);
+            }
+            Ok(exit_code_of(last.state))
         }
         Verb::Cancel { run } => {
             let run = client.cancel(&run).await?;
@@ -227,6 +240,76 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
         }
         _ => unreachable!("dispatch routes only client verbs here"),
     }
+}
+
+/// Prints a run's logs (or one stage's); with `follow`, until the run ends, riding through
+/// scheduler restarts without printing anything twice.
+async fn print_logs(
+    client: &mut Client,
+    run: String,
+    stage: Option<String>,
+    follow: bool,
+    format: Format,
+) -> Result<()> {
+    let request = pb::StreamLogsRequest {
+        run_id: run,
+        stage: stage.clone().unwrap_or_default(),
+        follow,
+    };
+    let mut seen = LogDedup::default();
+    let mut reconnect = Reconnect::new();
+    'open: loop {
+        let mut stream = match client.stream_logs(request.clone()).await {
+            Ok(stream) => stream,
+            Err(status) => {
+                if reconnect.should_retry(&status, client.server()).await {
+                    continue;
+                }
+                return Err(client.error(status));
+            }
+        };
+        reconnect.connected();
+        while let Some(line) = stream.next().await {
+            let line = match line {
+                Ok(line) => line,
+                Err(status) => {
+                    if reconnect.should_retry(&status, client.server()).await {
+                        continue 'open;
+                    }
+                    return Err(client.error(status));
+                }
+            };
+            if seen.first_time(&line) {
+                print_log_line(&line, stage.is_some(), format);
+            }
+        }
+        return Ok(());
+    }
+}
+
+fn print_log_line(line: &pb::LogLine, one_stage: bool, format: Format) {
+    let mut out = std::io::stdout().lock();
+    if format == Format::Json {
+        let value = json!({
+            "stage": line.stage, "attempt": line.attempt, "seq": line.seq,
+            "stream": match pb::LogStream::try_from(line.stream) {
+                Ok(pb::LogStream::Stderr) => "stderr",
+                Ok(pb::LogStream::System) => "system",
+                _ => "stdout",
+            },
+            "text": String::from_utf8_lossy(&line.data),
+        });
+        let _ = writeln!(out, "{value}");
+    } else if one_stage {
+        let _ = out.write_all(&line.data);
+    } else {
+        let text = String::from_utf8_lossy(&line.data);
+        for l in text.split_inclusive('\n') {
+            let l = l.strip_suffix('\n').unwrap_or(l);
+            let _ = writeln!(out, "{} | {l}", line.stage);
+        }
+    }
+    let _ = out.flush();
 }
 
 /// The first 12 characters of a version hash.
@@ -273,6 +356,12 @@ fn print_run(run: &pb::Run, format: Format) {
                 .map(output::stage_json)
                 .collect::<Vec<_>>()
         );
+        value["retries"] = json!(
+            run.retries
+                .iter()
+                .map(|r| json!({"at_ms": r.at_ms, "mode": r.mode, "stages": r.stages}))
+                .collect::<Vec<_>>()
+        );
         output::print_json(&value);
         return;
     }
@@ -302,6 +391,14 @@ fn print_run(run: &pb::Run, format: Format) {
     }
     if !summary.message.is_empty() {
         println!("message {}", summary.message);
+    }
+    for r in &run.retries {
+        println!(
+            "retried {}  {}: {}",
+            output::time(r.at_ms),
+            r.mode,
+            r.stages.join(", ")
+        );
     }
     println!();
     let mut table = Table::new(vec![

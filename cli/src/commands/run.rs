@@ -3,6 +3,7 @@
 //! run is watched like `trigger --watch` and its outcome is the exit code.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -90,6 +91,10 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
             labels: Default::default(),
             allow_process: true,
             allow_mounts: args.allow_mounts,
+            // Only reached with nothing left running, or on an error: stop at once.
+            grace: Duration::ZERO,
+            cache_dir: config.data_dir.join("worker-cache"),
+            capacity: vishwa_worker::Capacity::detect(),
         },
         executors,
         worker_shutdown.clone(),
@@ -120,6 +125,7 @@ async fn drive(
                 .dir
                 .map(|d| d.display().to_string())
                 .unwrap_or_default(),
+            bundle_digest: String::new(),
         })
         .await?;
     let dag = submitted.dag.unwrap_or_default();

@@ -16,7 +16,7 @@ use vishwa_scheduler::{Scheduler, SchedulerConfig};
 use vishwa_worker::executor::Executor;
 use vishwa_worker::executor::docker::DockerExecutor;
 use vishwa_worker::executor::process::ProcessExecutor;
-use vishwa_worker::{Executors, WorkerConfig, run_worker};
+use vishwa_worker::{Capacity, Executors, WorkerConfig, run_worker};
 
 use crate::client::Client;
 use crate::exit;
@@ -33,6 +33,16 @@ pub(crate) struct SchedulerArgs {
     /// YAML config file (fields: listen, data_dir, heartbeat_interval, lease, schedules).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// How often workers heartbeat [default: 5s].
+    #[arg(long, value_parser = parse_duration)]
+    heartbeat: Option<Duration>,
+    /// How long a silent worker keeps its stages before they run elsewhere [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    lease: Option<Duration>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e}; write e.g. 5s, 30s or 2m"))
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +69,45 @@ pub(crate) struct WorkerArgs {
     /// A host path stages may mount (with what lies below it); repeatable.
     #[arg(long = "allow-mount", value_name = "PATH")]
     allow_mounts: Vec<PathBuf>,
+    /// On SIGTERM, how long running stages may go on before they are stopped.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    grace: Duration,
+    /// Where fetched DAG bundles are kept [default: a folder in the system's temp dir].
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// CPUs offered to stages [default: this host's].
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Memory offered to stages, e.g. 16Gi [default: this host's].
+    #[arg(long, value_parser = parse_memory_flag)]
+    memory: Option<u64>,
+    /// GPU device ids offered to stages, e.g. 0,1; `none` for none [default: detected].
+    #[arg(long, value_delimiter = ',')]
+    gpus: Option<Vec<String>>,
+}
+
+fn parse_memory_flag(text: &str) -> Result<u64, String> {
+    vishwa_scheduler::dag::parse_memory(text)
+        .ok_or_else(|| format!("`{text}` is not a memory size; write e.g. 16Gi, 512Mi or 8G"))
+}
+
+/// This host's capacity, with what the flags say instead.
+fn capacity(cpus: Option<f64>, memory: Option<u64>, gpus: Option<Vec<String>>) -> Capacity {
+    let mut capacity = Capacity::detect();
+    if let Some(cpus) = cpus {
+        capacity.cpus = cpus;
+    }
+    if let Some(memory) = memory {
+        capacity.memory_bytes = memory;
+    }
+    if let Some(gpus) = gpus {
+        capacity.gpus = gpus
+            .into_iter()
+            .map(|g| g.trim().to_owned())
+            .filter(|g| !g.is_empty() && g != "none")
+            .collect();
+    }
+    capacity
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +170,20 @@ fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
     }
     if let Some(data) = &args.data {
         config.data_dir = data.clone();
+    }
+    if let Some(heartbeat) = args.heartbeat {
+        config.heartbeat_interval = heartbeat;
+    }
+    if let Some(lease) = args.lease {
+        config.lease = lease;
+    }
+    if config.lease <= config.heartbeat_interval {
+        return Err(Invalid(format!(
+            "error: the lease ({}) must be longer than the heartbeat interval ({})\n  help: a worker heartbeats several times per lease; e.g. --heartbeat 5s --lease 30s",
+            humantime::format_duration(config.lease),
+            humantime::format_duration(config.heartbeat_interval)
+        ))
+        .into());
     }
     Ok(config)
 }
@@ -188,13 +251,20 @@ fn parse_labels(raw: &[String]) -> Result<BTreeMap<String, String>> {
 }
 
 pub(crate) async fn worker(args: WorkerArgs) -> Result<u8> {
+    let name = args.name.unwrap_or_else(host_name);
+    let cache_dir = args
+        .cache
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("vishwa-worker-{name}")));
     let config = WorkerConfig {
         scheduler: args.scheduler,
-        name: args.name.unwrap_or_else(host_name),
+        name,
+        cache_dir,
+        capacity: capacity(args.cpus, args.memory, args.gpus),
         slots: args.slots.unwrap_or_else(default_slots),
         labels: parse_labels(&args.labels)?,
         allow_process: args.allow_process,
         allow_mounts: args.allow_mounts,
+        grace: args.grace,
     };
     let executors = local_executors(config.allow_process, true).await;
     let shutdown = shutdown_on_signals();
@@ -234,6 +304,9 @@ pub(crate) async fn dev(args: DevArgs) -> Result<u8> {
         labels: BTreeMap::new(),
         allow_process: true,
         allow_mounts: args.allow_mounts,
+        grace: Duration::from_secs(5),
+        cache_dir: config.data_dir.join("worker-cache"),
+        capacity: Capacity::detect(),
     };
     let executors = local_executors(true, true).await;
     let worker = tokio::spawn(run_worker(worker_config, executors, shutdown.clone()));
@@ -294,6 +367,7 @@ async fn load_dags_folder(client: &mut Client, dir: &Path, seen: &mut BTreeMap<P
                         .dir
                         .map(|d| d.display().to_string())
                         .unwrap_or_default(),
+                    bundle_digest: String::new(),
                 };
                 match client.submit(request).await {
                     Ok(r) => {

@@ -7,16 +7,18 @@ use std::sync::{Arc, Mutex};
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use vishwa_proto::v1 as pb;
 
 use super::convert::{log_line, run_state_from_pb, run_summary};
 use super::error::ApiError;
 use super::schedule::{backfill_response, next_fire_ms_of};
+use crate::bundle::{BundleError, BundleStore};
 use crate::dag::{Dag, parse_dag};
-use crate::engine::{BackfillRequest, EngineEvent, EngineHandle};
+use crate::engine::{BackfillRequest, DagFiles, EngineEvent, EngineHandle};
 use crate::ids::RunId;
-use crate::run::{RunRecord, StageRecord};
+use crate::run::{RetryMode, RunRecord, StageRecord};
 use crate::store::{LogRecord, Store};
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -27,15 +29,24 @@ const DEFAULT_RUN_LIMIT: usize = 50;
 /// The client API.
 pub struct ClientApi {
     engine: EngineHandle,
+    bundles: Arc<BundleStore>,
     dags: Mutex<HashMap<(String, String), Arc<Dag>>>,
+    /// Ends open watches when the scheduler shuts down, so shutdown never waits on them.
+    shutdown: CancellationToken,
 }
 
 impl ClientApi {
-    /// Handlers over `engine`.
-    pub fn new(engine: EngineHandle) -> Self {
+    /// Handlers over `engine`; open watches end when `shutdown` fires.
+    pub fn new(
+        engine: EngineHandle,
+        bundles: Arc<BundleStore>,
+        shutdown: CancellationToken,
+    ) -> Self {
         ClientApi {
             engine,
+            bundles,
             dags: Mutex::new(HashMap::new()),
+            shutdown,
         }
     }
 
@@ -139,10 +150,22 @@ impl pb::vishwa_server::Vishwa for ClientApi {
     ) -> Result<Response<pb::SubmitDagResponse>, Status> {
         let r = request.into_inner();
         let dag = Arc::new(parse_dag(&r.source, &r.file_name).map_err(ApiError::from)?);
-        let local_dir = (!r.local_dir.is_empty()).then_some(r.local_dir);
+        let bundle = (!r.bundle_digest.is_empty()).then_some(r.bundle_digest);
+        if let Some(digest) = &bundle
+            && !self.bundles.has(digest).map_err(ApiError::from)?
+        {
+            return Err(ApiError::from(BundleError::Missing {
+                digest: digest.clone(),
+            })
+            .into());
+        }
+        let files = DagFiles {
+            local_dir: (!r.local_dir.is_empty()).then_some(r.local_dir),
+            bundle,
+        };
         let submitted = self
             .engine
-            .submit(dag, r.file_name, r.source, local_dir)
+            .submit(dag, r.file_name, r.source, files)
             .await?;
         let summary = self.dag_summary(&submitted.name, &self.last_runs()?)?;
         Ok(Response::new(pb::SubmitDagResponse {
@@ -244,6 +267,15 @@ impl pb::vishwa_server::Vishwa for ClientApi {
                 .map(|(k, v)| (k.clone(), v.to_string()))
                 .collect(),
             stages: stages.iter().map(pb::StageRun::from).collect(),
+            retries: run
+                .retries
+                .iter()
+                .map(|r| pb::RunRetry {
+                    at_ms: r.at_ms,
+                    mode: r.mode.describe(),
+                    stages: r.stages.clone(),
+                })
+                .collect(),
         }))
     }
 
@@ -267,7 +299,7 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             tx,
             next_seq: HashMap::new(),
         };
-        tokio::spawn(follower.follow(events, run));
+        tokio::spawn(follower.follow(events, run, self.shutdown.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -308,7 +340,7 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             next_seq: HashMap::new(),
         };
         if r.follow {
-            tokio::spawn(follower.follow(events, run));
+            tokio::spawn(follower.follow(events, run, self.shutdown.clone()));
         } else {
             drop(events);
             tokio::spawn(async move {
@@ -331,6 +363,56 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn retry_run(
+        &self,
+        request: Request<pb::RetryRunRequest>,
+    ) -> Result<Response<pb::RetryRunResponse>, Status> {
+        let r = request.into_inner();
+        let mode = match (r.from_stage.is_empty(), r.only) {
+            (true, false) => RetryMode::Failed,
+            (true, true) => {
+                return Err(ApiError::InvalidRequest {
+                    field: "only",
+                    reason: "--only needs a stage: vishwa retry RUN --from STAGE --only".into(),
+                }
+                .into());
+            }
+            (false, false) => RetryMode::From(r.from_stage),
+            (false, true) => RetryMode::Only(r.from_stage),
+        };
+        let id = RunId(r.run_id);
+        let (run, stages) = self.engine.retry(id.clone(), mode).await?;
+        let records = self.store().run_stages(&id).map_err(ApiError::from)?;
+        Ok(Response::new(pb::RetryRunResponse {
+            run: Some(run_summary(&run, Some(&records))),
+            stages,
+        }))
+    }
+
+    async fn has_bundle(
+        &self,
+        request: Request<pb::HasBundleRequest>,
+    ) -> Result<Response<pb::HasBundleResponse>, Status> {
+        let present = self
+            .bundles
+            .has(&request.into_inner().digest)
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::HasBundleResponse { present }))
+    }
+
+    async fn upload_bundle(
+        &self,
+        request: Request<tonic::Streaming<pb::BundleChunk>>,
+    ) -> Result<Response<pb::UploadBundleResponse>, Status> {
+        let (digest, size) = self
+            .bundles
+            .receive(request.into_inner())
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(%digest, size, "bundle received");
+        Ok(Response::new(pb::UploadBundleResponse { digest, size }))
     }
 
     async fn cancel_run(
@@ -416,12 +498,25 @@ struct Follower {
 struct Gone;
 
 impl Follower {
-    async fn follow(mut self, mut events: broadcast::Receiver<Arc<EngineEvent>>, run: RunRecord) {
+    async fn follow(
+        mut self,
+        mut events: broadcast::Receiver<Arc<EngineEvent>>,
+        run: RunRecord,
+        shutdown: CancellationToken,
+    ) {
         if self.send_snapshot(&run).await.is_err() || run.state.is_final() {
             return;
         }
         loop {
-            let event = match events.recv().await {
+            let received = tokio::select! {
+                received = events.recv() => received,
+                _ = shutdown.cancelled() => {
+                    let status = Status::unavailable("the scheduler is shutting down");
+                    let _ = self.tx.send(Err(status)).await;
+                    return;
+                }
+            };
+            let event = match received {
                 Ok(event) => event,
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Fell behind: the store has everything, so start over from it.

@@ -190,6 +190,8 @@ impl From<&TaskAssignment> for pb::Task {
             command,
             env: t.env.clone().into_iter().collect(),
             local_dir: t.local_dir.clone().unwrap_or_default(),
+            bundle_digest: t.bundle.clone().unwrap_or_default(),
+            gpus: t.gpus.clone(),
             timeout_ms: t.timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
             mounts: t
                 .mounts

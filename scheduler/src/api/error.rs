@@ -3,6 +3,7 @@
 use thiserror::Error;
 use tonic::Status;
 
+use crate::bundle::BundleError;
 use crate::dag::{DagErrors, ParamError};
 use crate::store::StoreError;
 
@@ -37,6 +38,8 @@ pub enum ApiError {
     ShuttingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
 }
 
 impl From<ApiError> for Status {
@@ -56,7 +59,9 @@ impl From<ApiError> for Status {
                 Status::failed_precondition(message)
             }
             ApiError::ShuttingDown => Status::unavailable(message),
-            ApiError::Store(_) => Status::internal(message),
+            ApiError::Store(_) | ApiError::Bundle(BundleError::Io(_)) => Status::internal(message),
+            ApiError::Bundle(BundleError::Missing { .. }) => Status::not_found(message),
+            ApiError::Bundle(_) => Status::invalid_argument(message),
         }
     }
 }

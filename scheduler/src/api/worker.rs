@@ -2,30 +2,30 @@
 //! attempt reports, each refused when its attempt is no longer current.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 use vishwa_proto::v1 as pb;
 
 use super::convert::{log_stream_from_pb, outcome_from_pb};
 use super::error::ApiError;
+use crate::bundle::{BundleError, BundleStore};
 use crate::engine::{EngineHandle, WorkerMessage, WorkerRegistration};
 use crate::ids::{AttemptId, RunId, WorkerId};
 use crate::store::LogRecord;
 
-/// Log chunks stored per write at most.
-const LOG_BATCH: usize = 256;
-
 /// The worker API.
 pub struct WorkerApi {
     engine: EngineHandle,
+    bundles: Arc<BundleStore>,
 }
 
 impl WorkerApi {
-    /// Handlers over `engine`.
-    pub fn new(engine: EngineHandle) -> Self {
-        WorkerApi { engine }
+    /// Handlers over `engine`, serving bundles from `bundles`.
+    pub fn new(engine: EngineHandle, bundles: Arc<BundleStore>) -> Self {
+        WorkerApi { engine, bundles }
     }
 }
 
@@ -73,6 +73,7 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
             worker_id: registered.worker.0,
             heartbeat_interval_ms: registered.heartbeat_interval.as_millis() as u64,
             lease_ms: registered.lease.as_millis() as u64,
+            cancel_attempts: registered.cancel.into_iter().map(|a| a.0).collect(),
         }))
     }
 
@@ -84,7 +85,7 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
         let running = r.running_attempts.into_iter().map(AttemptId).collect();
         let reply = self
             .engine
-            .heartbeat(WorkerId(r.worker_id), running)
+            .heartbeat(WorkerId(r.worker_id), running, r.draining)
             .await?;
         Ok(Response::new(pb::HeartbeatResponse {
             cancel_attempts: reply.cancel.into_iter().map(|a| a.0).collect(),
@@ -131,26 +132,44 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
 
     async fn push_logs(
         &self,
-        request: Request<Streaming<pb::LogChunk>>,
+        request: Request<pb::LogBatch>,
     ) -> Result<Response<pb::ReportAck>, Status> {
-        let mut stream = request.into_inner().ready_chunks(LOG_BATCH);
-        while let Some(chunks) = stream.next().await {
-            let mut by_run: Vec<(RunId, Vec<LogRecord>)> = Vec::new();
-            for chunk in chunks {
-                let chunk = chunk?;
-                required("run_id", &chunk.run_id)?;
-                required("stage", &chunk.stage)?;
-                let run = RunId(chunk.run_id.clone());
-                match by_run.last_mut() {
-                    Some((r, records)) if *r == run => records.push(log_record(chunk)),
-                    _ => by_run.push((run, vec![log_record(chunk)])),
-                }
-            }
-            for (run, records) in by_run {
-                self.engine.append_logs(&run, records)?;
+        let mut by_run: Vec<(RunId, Vec<LogRecord>)> = Vec::new();
+        for chunk in request.into_inner().chunks {
+            required("run_id", &chunk.run_id)?;
+            required("stage", &chunk.stage)?;
+            let run = RunId(chunk.run_id.clone());
+            match by_run.last_mut() {
+                Some((r, records)) if *r == run => records.push(log_record(chunk)),
+                _ => by_run.push((run, vec![log_record(chunk)])),
             }
         }
+        for (run, records) in by_run {
+            self.engine.append_logs(&run, records)?;
+        }
         Ok(Response::new(pb::ReportAck {}))
+    }
+
+    type FetchBundleStream = Pin<Box<dyn Stream<Item = Result<pb::BundleChunk, Status>> + Send>>;
+
+    async fn fetch_bundle(
+        &self,
+        request: Request<pb::FetchBundleRequest>,
+    ) -> Result<Response<Self::FetchBundleStream>, Status> {
+        let digest = request.into_inner().digest;
+        if !self.bundles.has(&digest).map_err(ApiError::from)? {
+            return Err(ApiError::from(BundleError::Missing { digest }).into());
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let bundles = self.bundles.clone();
+        tokio::spawn(async move {
+            if let Err(e) = bundles.send(&digest, tx.clone()).await {
+                let _ = tx.send(Err(ApiError::from(e).into())).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn report_result(

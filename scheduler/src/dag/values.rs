@@ -60,7 +60,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, DurationProblem> {
 
 /// Parses a memory quantity: bytes (`1000000`), binary (`512Mi`, `4Gi`) or decimal (`1G`)
 /// units. Returns `None` for anything else, for zero and for overflow.
-pub(crate) fn parse_memory(text: &str) -> Option<u64> {
+pub fn parse_memory(text: &str) -> Option<u64> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

@@ -15,15 +15,15 @@ use super::metrics::DispatchMetrics;
 use super::task::build_task;
 use super::workers::{WorkerEntry, Workers};
 use super::{
-    Command, EngineConfig, EngineEvent, HeartbeatReply, Registered, Submitted, WorkerMessage,
-    WorkerRegistration,
+    Command, DagFiles, EngineConfig, EngineEvent, HeartbeatReply, Registered, Submitted,
+    WorkerMessage, WorkerRegistration,
 };
 use crate::api::ApiError;
 use crate::dag::{Dag, parse_dag};
 use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
 use crate::run::{
-    Action, AttemptOutcome, Event, Run, RunPlan, RunRecord, RunState, StageState, TransitionError,
-    TriggerKind,
+    Action, AttemptOutcome, Event, RetryMode, Run, RunPlan, RunRecord, RunState, StageState,
+    TransitionError, TriggerKind,
 };
 use crate::store::{DagRecord, DagVersion, Store, WriteBatch};
 
@@ -55,7 +55,7 @@ pub(crate) struct Engine {
     /// Parsed DAG versions, by (name, version).
     dags: HashMap<(String, String), Arc<Dag>>,
     /// Local folders of DAG versions (embedded modes).
-    local_dirs: HashMap<(String, String), Option<String>>,
+    files: HashMap<(String, String), DagFiles>,
     /// Runs that are queued or running.
     runs: HashMap<RunId, Run>,
     ready: VecDeque<(RunId, usize, Instant)>,
@@ -86,7 +86,7 @@ impl Engine {
             config,
             events,
             dags: HashMap::new(),
-            local_dirs: HashMap::new(),
+            files: HashMap::new(),
             runs: HashMap::new(),
             ready: VecDeque::new(),
             timers: BinaryHeap::new(),
@@ -161,6 +161,7 @@ impl Engine {
                             running: HashSet::new(),
                             inbox: None,
                             lease_until: now + lease,
+                            draining: false,
                         });
                     entry.running.insert(attempt.clone());
                 }
@@ -215,6 +216,9 @@ impl Engine {
                 break;
             }
         }
+        if let Err(e) = self.store.sync().await {
+            warn!(error = %e, "final store sync failed");
+        }
         debug!("engine stopped");
     }
 
@@ -238,10 +242,10 @@ impl Engine {
                 dag,
                 file_name,
                 source,
-                local_dir,
+                files,
                 reply,
             } => {
-                let result = self.submit(dag, file_name, source, local_dir, now);
+                let result = self.submit(dag, file_name, source, files, now);
                 self.reply(reply, result);
             }
             Command::Trigger { dag, params, reply } => {
@@ -279,10 +283,15 @@ impl Engine {
             Command::Heartbeat {
                 worker,
                 running,
+                draining,
                 reply,
             } => {
-                let result = self.heartbeat(&worker, running, now);
+                let result = self.heartbeat(&worker, running, draining, now);
                 let _ = reply.send(Ok(result));
+            }
+            Command::Retry { run, mode, reply } => {
+                let result = self.retry(&run, mode, now);
+                self.reply(reply, result);
             }
             Command::Started {
                 worker,
@@ -337,14 +346,16 @@ impl Engine {
         dag: Arc<Dag>,
         file_name: String,
         source: String,
-        local_dir: Option<String>,
+        files: DagFiles,
         now: Millis,
     ) -> Result<Submitted, ApiError> {
         let name = dag.name.0.clone();
         let mut hasher = Sha256::new();
         hasher.update(source.as_bytes());
         hasher.update([0]);
-        hasher.update(local_dir.as_deref().unwrap_or("").as_bytes());
+        hasher.update(files.local_dir.as_deref().unwrap_or("").as_bytes());
+        hasher.update([0]);
+        hasher.update(files.bundle.as_deref().unwrap_or("").as_bytes());
         let version = hex::encode(hasher.finalize());
         let current = self.store.get_dag(&name)?;
         if current.as_ref().is_some_and(|d| d.version == version) {
@@ -359,7 +370,8 @@ impl Engine {
             version: version.clone(),
             file_name,
             source,
-            local_dir: local_dir.clone(),
+            local_dir: files.local_dir.clone(),
+            bundle: files.bundle.clone(),
             submitted_ms: now,
         });
         let paused = current.is_some_and(|d| d.paused);
@@ -371,8 +383,7 @@ impl Engine {
         });
         self.schedule_dag_submitted(&dag, paused, now);
         self.dags.insert((name.clone(), version.clone()), dag);
-        self.local_dirs
-            .insert((name.clone(), version.clone()), local_dir);
+        self.files.insert((name.clone(), version.clone()), files);
         info!(dag = %name, %version, "dag registered");
         Ok(Submitted {
             name,
@@ -394,7 +405,13 @@ impl Engine {
                 })?;
         let dag = Arc::new(parse_dag(&stored.source, &stored.file_name)?);
         self.dags.insert(key.clone(), dag.clone());
-        self.local_dirs.insert(key, stored.local_dir);
+        self.files.insert(
+            key,
+            DagFiles {
+                local_dir: stored.local_dir,
+                bundle: stored.bundle,
+            },
+        );
         Ok(dag)
     }
 
@@ -439,6 +456,7 @@ impl Engine {
             logical_time_ms: None,
             deadline_ms: None,
             cancel_requested: false,
+            retries: Vec::new(),
         };
         let id = record.id.clone();
         self.runs.insert(id.clone(), Run::new(record, plan));
@@ -510,8 +528,17 @@ impl Engine {
             if reported.contains(&attempt) {
                 running.insert(attempt);
             } else {
-                self.lose_attempt(&attempt, format!("worker {id} restarted without it"), now);
+                self.lose_attempt(&attempt, format!("worker {id} came back without it"), now);
             }
+        }
+        // Attempts it still runs that are no longer current (lost while it was away,
+        // cancelled, superseded) must stop: their reports would be refused anyway.
+        let cancel: Vec<AttemptId> = reported
+            .into_iter()
+            .filter(|a| !running.contains(a))
+            .collect();
+        if !cancel.is_empty() {
+            warn!(worker = %id, attempts = cancel.len(), "worker runs attempts that are no longer current; stopping them");
         }
         self.workers.entries.insert(
             id.clone(),
@@ -522,6 +549,7 @@ impl Engine {
                 running,
                 inbox: None,
                 lease_until: now + lease,
+                draining: false,
             },
         );
         info!(worker = %id, slots = r.slots, "worker registered");
@@ -529,6 +557,7 @@ impl Engine {
             worker: id,
             heartbeat_interval: self.config.heartbeat_interval,
             lease: self.config.lease,
+            cancel,
         }
     }
 
@@ -536,14 +565,21 @@ impl Engine {
         &mut self,
         worker: &WorkerId,
         running: Vec<AttemptId>,
+        draining: bool,
         now: Millis,
     ) -> HeartbeatReply {
-        if !self.workers.entries.contains_key(worker) {
+        let Some(entry) = self.workers.entries.get_mut(worker) else {
+            // Unknown (its lease ran out, or this scheduler restarted and never saw it): it
+            // registers again, and registration says which attempts it must stop.
             return HeartbeatReply {
-                cancel: running,
+                cancel: Vec::new(),
                 reregister: true,
             };
+        };
+        if draining && !entry.draining {
+            info!(%worker, "worker is draining; it gets no new tasks");
         }
+        entry.draining = draining;
         self.touch_lease(worker, now);
         let cancel = running
             .into_iter()
@@ -553,6 +589,53 @@ impl Engine {
             cancel,
             reregister: false,
         }
+    }
+
+    /// Loads a finished run, resets the stages `mode` selects and starts it again.
+    fn retry(
+        &mut self,
+        id: &RunId,
+        mode: RetryMode,
+        now: Millis,
+    ) -> Result<(RunRecord, Vec<String>), ApiError> {
+        if let Some(run) = self.runs.get(id) {
+            return Err(ApiError::InvalidRequest {
+                field: "run_id",
+                reason: format!(
+                    "run {id} is still {}; only a finished run can be retried",
+                    run.record.state.as_str()
+                ),
+            });
+        }
+        let record = self
+            .store
+            .get_run(id)?
+            .ok_or_else(|| ApiError::RunNotFound { id: id.0.clone() })?;
+        let stored = self.store.run_stages(id)?;
+        let dag = self.load_dag(&record.dag, &record.dag_version)?;
+        let plan = Arc::new(RunPlan::build(dag, &record.params)?);
+        let mut run = Run::restore(record, plan, stored).map_err(transition_error)?;
+        let selected = run.retry_selection(&mode).map_err(transition_error)?;
+        if selected.is_empty() {
+            return Err(ApiError::InvalidRequest {
+                field: "run_id",
+                reason: format!(
+                    "run {id} has no failed, upstream_failed or cancelled stage to retry; \
+                     use --from STAGE to run stages again"
+                ),
+            });
+        }
+        let names: Vec<String> = selected
+            .iter()
+            .map(|&i| run.stages[i].instance.clone())
+            .collect();
+        let actions = run.retry(&selected, mode, now).map_err(transition_error)?;
+        let record = run.record.clone();
+        self.runs.insert(id.clone(), run);
+        self.touched.insert(id.clone());
+        self.handle_actions(id, actions);
+        info!(run = %id, stages = names.len(), "run retried");
+        Ok((record, names))
     }
 
     fn touch_lease(&mut self, worker: &WorkerId, now: Millis) {
@@ -621,16 +704,7 @@ impl Engine {
             .runs
             .get_mut(id)
             .ok_or_else(|| ApiError::RunNotFound { id: id.0.clone() })?;
-        let actions = run.apply(event, now).map_err(|e| match e {
-            TransitionError::StaleAttempt { attempt, .. } => {
-                ApiError::StaleAttempt { attempt: attempt.0 }
-            }
-            TransitionError::RunFinished { run, state } => ApiError::RunFinished { id: run, state },
-            other => ApiError::InvalidRequest {
-                field: "event",
-                reason: other.to_string(),
-            },
-        })?;
+        let actions = run.apply(event, now).map_err(transition_error)?;
         self.touched.insert(id.clone());
         self.handle_actions(id, actions);
         Ok(())
@@ -709,8 +783,8 @@ impl Engine {
             let attempt = AttemptId::random();
             let number = run.stages[i].attempts.len() as u32 + 1;
             let key = (run.record.dag.clone(), run.record.dag_version.clone());
-            let local_dir = self.local_dirs.get(&key).cloned().flatten();
-            let task = build_task(run, i, &attempt, number, local_dir.as_deref());
+            let files = self.files.get(&key).cloned().unwrap_or_default();
+            let task = build_task(run, i, &attempt, number, &files);
             let dispatched = Event::Dispatched {
                 instance: i,
                 attempt: attempt.clone(),
@@ -813,6 +887,23 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+fn transition_error(e: TransitionError) -> ApiError {
+    match e {
+        TransitionError::StaleAttempt { attempt, .. } => {
+            ApiError::StaleAttempt { attempt: attempt.0 }
+        }
+        TransitionError::RunFinished { run, state } => ApiError::RunFinished { id: run, state },
+        TransitionError::UnknownStage { stage } => ApiError::InvalidRequest {
+            field: "stage",
+            reason: format!("the run's DAG has no stage `{stage}`"),
+        },
+        other => ApiError::InvalidRequest {
+            field: "event",
+            reason: other.to_string(),
+        },
     }
 }
 

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::ApiError;
 use crate::dag::{Command as DagCommand, Dag, ExecutorKind, Mount, Resources};
 use crate::ids::{AttemptId, RunId, WorkerId};
-use crate::run::{AttemptOutcome, RunRecord, StageRecord};
+use crate::run::{AttemptOutcome, RetryMode, RunRecord, StageRecord};
 use crate::store::{LogRecord, Store};
 
 mod core;
@@ -72,6 +72,10 @@ pub struct TaskAssignment {
     pub command: Option<DagCommand>,
     pub env: BTreeMap<String, String>,
     pub local_dir: Option<String>,
+    /// Digest of the DAG's bundle, which the worker fetches and mounts.
+    pub bundle: Option<String>,
+    /// GPU device ids assigned on the chosen worker.
+    pub gpus: Vec<String>,
     pub timeout: Option<Duration>,
     pub mounts: Vec<Mount>,
     pub resources: Resources,
@@ -100,6 +104,8 @@ pub struct Registered {
     pub worker: WorkerId,
     pub heartbeat_interval: Duration,
     pub lease: Duration,
+    /// Attempts the worker reported that are no longer current: it must stop them.
+    pub cancel: Vec<AttemptId>,
 }
 
 /// The engine's answer to a heartbeat.
@@ -109,6 +115,15 @@ pub struct HeartbeatReply {
     pub cancel: Vec<AttemptId>,
     /// The scheduler does not know the worker: it must register again.
     pub reregister: bool,
+}
+
+/// Where a DAG's files come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DagFiles {
+    /// A folder on the scheduler's host (embedded modes, whose worker shares the host).
+    pub local_dir: Option<String>,
+    /// An uploaded bundle, by digest.
+    pub bundle: Option<String>,
 }
 
 /// The outcome of a submission.
@@ -126,7 +141,7 @@ pub(crate) enum Command {
         dag: Arc<Dag>,
         file_name: String,
         source: String,
-        local_dir: Option<String>,
+        files: DagFiles,
         reply: Reply<Submitted>,
     },
     Trigger {
@@ -150,7 +165,13 @@ pub(crate) enum Command {
     Heartbeat {
         worker: WorkerId,
         running: Vec<AttemptId>,
+        draining: bool,
         reply: Reply<HeartbeatReply>,
+    },
+    Retry {
+        run: RunId,
+        mode: RetryMode,
+        reply: Reply<(RunRecord, Vec<String>)>,
     },
     Started {
         worker: WorkerId,
@@ -234,13 +255,13 @@ impl EngineHandle {
         dag: Arc<Dag>,
         file_name: String,
         source: String,
-        local_dir: Option<String>,
+        files: DagFiles,
     ) -> Result<Submitted, ApiError> {
         self.call(|reply| Command::Submit {
             dag,
             file_name,
             source,
-            local_dir,
+            files,
             reply,
         })
         .await
@@ -284,18 +305,30 @@ impl EngineHandle {
         .await
     }
 
-    /// Extends a worker's lease.
+    /// Extends a worker's lease; a draining worker gets no new tasks.
     pub async fn heartbeat(
         &self,
         worker: WorkerId,
         running: Vec<AttemptId>,
+        draining: bool,
     ) -> Result<HeartbeatReply, ApiError> {
         self.call(|reply| Command::Heartbeat {
             worker,
             running,
+            draining,
             reply,
         })
         .await
+    }
+
+    /// Runs a finished run again (see [`RetryMode`]); returns the run and the instances
+    /// that will run again.
+    pub async fn retry(
+        &self,
+        run: RunId,
+        mode: RetryMode,
+    ) -> Result<(RunRecord, Vec<String>), ApiError> {
+        self.call(|reply| Command::Retry { run, mode, reply }).await
     }
 
     /// Records that an attempt started.
@@ -339,3 +372,6 @@ impl EngineHandle {
         rx.await.map_err(|_| ApiError::ShuttingDown)
     }
 }
+
+#[cfg(test)]
+mod tests;

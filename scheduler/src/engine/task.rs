@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::TaskAssignment;
+use super::{DagFiles, TaskAssignment};
 use crate::dag::{Command, EnvValue, TemplateContext, param_text, render_template};
 use crate::ids::AttemptId;
 use crate::run::Run;
@@ -14,7 +14,7 @@ pub(crate) fn build_task(
     i: usize,
     attempt: &AttemptId,
     attempt_number: u32,
-    local_dir: Option<&str>,
+    files: &DagFiles,
 ) -> Result<TaskAssignment, String> {
     let node = &run.plan.nodes[i];
     let stage = &run.plan.dag.stages[node.stage];
@@ -80,7 +80,9 @@ pub(crate) fn build_task(
         image: stage.image.clone(),
         command,
         env,
-        local_dir: local_dir.map(str::to_owned),
+        local_dir: files.local_dir.clone(),
+        bundle: files.bundle.clone(),
+        gpus: Vec::new(),
         timeout: stage.timeout,
         mounts: stage.mounts.clone(),
         resources: stage.resources,

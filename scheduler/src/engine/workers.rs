@@ -18,11 +18,13 @@ pub(crate) struct WorkerEntry {
     pub(crate) running: HashSet<AttemptId>,
     pub(crate) inbox: Option<mpsc::UnboundedSender<WorkerMessage>>,
     pub(crate) lease_until: Millis,
+    /// Shutting down: finishes what it runs, takes nothing new.
+    pub(crate) draining: bool,
 }
 
 impl WorkerEntry {
     fn free(&self) -> u32 {
-        if self.inbox.as_ref().is_none_or(|inbox| inbox.is_closed()) {
+        if self.draining || self.inbox.as_ref().is_none_or(|inbox| inbox.is_closed()) {
             return 0;
         }
         self.slots.saturating_sub(self.running.len() as u32)

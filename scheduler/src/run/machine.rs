@@ -8,7 +8,10 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::plan::RunPlan;
-use super::state::{AttemptOutcome, AttemptRecord, RunRecord, RunState, StageRecord, StageState};
+use super::state::{
+    AttemptOutcome, AttemptRecord, RetryMode, RetryRecord, RunRecord, RunState, StageRecord,
+    StageState,
+};
 use crate::dag::TriggerRule;
 use crate::ids::{AttemptId, Millis, WorkerId};
 
@@ -85,6 +88,10 @@ pub enum TransitionError {
     AlreadyStarted { run: String },
     #[error("stored stage {instance} is not part of the run's plan")]
     UnknownStoredInstance { instance: String },
+    #[error("run {run} is still {state}; only a finished run can be retried")]
+    NotFinished { run: String, state: &'static str },
+    #[error("the run's DAG has no stage `{stage}`")]
+    UnknownStage { stage: String },
 }
 
 /// How an instance's trigger rule judges its upstream so far.
@@ -257,6 +264,91 @@ impl Run {
         Ok(actions)
     }
 
+    /// The instances a retry in `mode` runs again, in plan order. Errors name a stage the
+    /// run does not have, or a run that is not finished.
+    pub fn retry_selection(&self, mode: &RetryMode) -> Result<Vec<usize>, TransitionError> {
+        if !self.record.state.is_final() {
+            return Err(TransitionError::NotFinished {
+                run: self.record.id.0.clone(),
+                state: self.record.state.as_str(),
+            });
+        }
+        let instances_of =
+            |stage: &str| -> Result<Vec<usize>, TransitionError> {
+                let idx = self.plan.dag.stage_index(stage).ok_or_else(|| {
+                    TransitionError::UnknownStage {
+                        stage: stage.to_owned(),
+                    }
+                })?;
+                Ok(self.plan.instances_of_stage[idx].clone())
+            };
+        let mut selected = vec![false; self.stages.len()];
+        let mut work: Vec<usize> = match mode {
+            RetryMode::Failed => (0..self.stages.len())
+                .filter(|&i| is_failure(&self.stages[i].state))
+                .collect(),
+            RetryMode::From(stage) => instances_of(stage)?,
+            RetryMode::Only(stage) => instances_of(stage)?,
+        };
+        if let RetryMode::Only(_) = mode {
+            work.iter().for_each(|&i| selected[i] = true);
+        } else {
+            while let Some(i) = work.pop() {
+                if !std::mem::replace(&mut selected[i], true) {
+                    work.extend(self.plan.nodes[i].downstream.iter().copied());
+                }
+            }
+        }
+        Ok((0..self.stages.len()).filter(|&i| selected[i]).collect())
+    }
+
+    /// Runs a finished run again: the `selected` instances go back to pending (their attempts
+    /// kept as history, their retry budgets fresh) and the run to running.
+    pub fn retry(
+        &mut self,
+        selected: &[usize],
+        mode: RetryMode,
+        now: Millis,
+    ) -> Result<Vec<Action>, TransitionError> {
+        if !self.record.state.is_final() {
+            return Err(TransitionError::NotFinished {
+                run: self.record.id.0.clone(),
+                state: self.record.state.as_str(),
+            });
+        }
+        let mut record = self.record.clone();
+        let mut stages = std::mem::take(&mut self.stages);
+        for &i in selected {
+            let rec = stages
+                .get_mut(i)
+                .ok_or(TransitionError::UnknownInstance(i))?;
+            rec.state = StageState::Pending;
+            rec.failures = 0;
+            rec.infra_failures = 0;
+        }
+        record.retries.push(RetryRecord {
+            at_ms: now,
+            mode,
+            stages: selected
+                .iter()
+                .map(|&i| stages[i].instance.clone())
+                .collect(),
+        });
+        record.state = RunState::Running;
+        record.finished_ms = None;
+        record.message = None;
+        record.cancel_requested = false;
+        record.deadline_ms = self
+            .plan
+            .dag
+            .timeout
+            .map(|t| now.saturating_add(t.as_millis() as Millis));
+        *self = Run::with_stages(record, self.plan.clone(), stages);
+        self.run_dirty = true;
+        self.dirty.extend(selected.iter().copied());
+        Ok(self.resume(now))
+    }
+
     /// The earliest time a [`Event::Tick`] has something to do.
     pub fn next_wakeup(&self) -> Option<Millis> {
         if self.record.state.is_final() {
@@ -378,6 +470,7 @@ impl Run {
         self.close_attempt(i, outcome.clone(), now);
         self.release_slot(i, actions);
         let retries = self.plan.dag.stages[self.plan.nodes[i].stage].retries;
+        let lost = matches!(outcome, AttemptOutcome::Lost { .. });
         let rec = &mut self.stages[i];
         match outcome {
             AttemptOutcome::Exited { code: 0 } => {
@@ -409,7 +502,13 @@ impl Run {
             } => {
                 rec.infra_failures += 1;
                 if rec.infra_failures <= INFRA_RETRY_LIMIT {
-                    let wait = exponential_backoff(INFRA_BACKOFF_MS, 60_000, rec.infra_failures);
+                    // A lost attempt runs again at once (its worker is gone, another can take
+                    // it); a transient error waits, as the same cause may still be there.
+                    let wait = if lost {
+                        0
+                    } else {
+                        exponential_backoff(INFRA_BACKOFF_MS, 60_000, rec.infra_failures)
+                    };
                     self.requeue(i, now, now + wait, actions);
                 } else {
                     let error = format!("{reason} (gave up after {INFRA_RETRY_LIMIT} retries)");

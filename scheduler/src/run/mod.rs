@@ -11,5 +11,6 @@ pub use machine::{
 };
 pub use plan::{PlanNode, RunPlan};
 pub use state::{
-    AttemptOutcome, AttemptRecord, RunRecord, RunState, StageRecord, StageState, TriggerKind,
+    AttemptOutcome, AttemptRecord, RetryMode, RetryRecord, RunRecord, RunState, StageRecord,
+    StageState, TriggerKind,
 };

@@ -83,6 +83,42 @@ pub struct RunRecord {
     pub deadline_ms: Option<Millis>,
     /// Set once a cancellation was requested.
     pub cancel_requested: bool,
+    /// Earlier `vishwa retry` calls, oldest first.
+    #[serde(default)]
+    pub retries: Vec<RetryRecord>,
+}
+
+/// One `vishwa retry` of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryRecord {
+    pub at_ms: Millis,
+    /// What was asked: every unsuccessful stage, a stage and what follows, or one stage.
+    pub mode: RetryMode,
+    /// The instances reset to run again.
+    pub stages: Vec<String>,
+}
+
+/// Which stages a retry runs again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode", content = "stage")]
+pub enum RetryMode {
+    /// Stages that failed, were upstream_failed or cancelled, and everything downstream.
+    Failed,
+    /// The stage and everything downstream of it.
+    From(String),
+    /// The stage alone.
+    Only(String),
+}
+
+impl RetryMode {
+    /// How the CLI shows it.
+    pub fn describe(&self) -> String {
+        match self {
+            RetryMode::Failed => "failed".to_owned(),
+            RetryMode::From(s) => format!("from {s}"),
+            RetryMode::Only(s) => format!("only {s}"),
+        }
+    }
 }
 
 /// State of one stage instance.

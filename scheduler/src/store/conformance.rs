@@ -21,6 +21,7 @@ fn run_record(id: &str, dag: &str) -> RunRecord {
         logical_time_ms: None,
         deadline_ms: None,
         cancel_requested: false,
+        retries: Vec::new(),
     }
 }
 
@@ -69,6 +70,7 @@ async fn records_round_trip(store: &dyn Store) {
         file_name: "etl.yaml".into(),
         source: "name: etl".into(),
         local_dir: Some("/tmp/etl".into()),
+        bundle: None,
         submitted_ms: 3,
     });
     let run = run_record("etl-1", "etl");

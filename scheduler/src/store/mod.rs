@@ -57,6 +57,9 @@ pub struct DagVersion {
     pub source: String,
     /// Folder on the scheduler's host with the DAG's files (embedded modes only).
     pub local_dir: Option<String>,
+    /// Digest of the uploaded bundle holding the DAG's folder.
+    #[serde(default)]
+    pub bundle: Option<String>,
     pub submitted_ms: Millis,
 }
 

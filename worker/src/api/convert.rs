@@ -15,7 +15,7 @@ pub enum ExecutorChoice {
 }
 
 /// A task from the scheduler as the executors take it.
-pub fn task_spec(task: &pb::Task) -> (ExecutorChoice, TaskSpec) {
+pub fn task_spec(task: &pb::Task, worker: &str) -> (ExecutorChoice, TaskSpec) {
     let choice = match pb::ExecutorKind::try_from(task.executor) {
         Ok(pb::ExecutorKind::Process) => ExecutorChoice::Process,
         _ => ExecutorChoice::Docker,
@@ -31,6 +31,7 @@ pub fn task_spec(task: &pb::Task) -> (ExecutorChoice, TaskSpec) {
         stage: task.stage.clone(),
         attempt_id: task.attempt_id.clone(),
         attempt: task.attempt,
+        worker: worker.to_owned(),
         image: task.image.clone(),
         command,
         env: task.env.clone().into_iter().collect(),
@@ -47,6 +48,7 @@ pub fn task_spec(task: &pb::Task) -> (ExecutorChoice, TaskSpec) {
             .collect(),
         cpus: (resources.cpus > 0.0).then_some(resources.cpus),
         memory_bytes: (resources.memory_bytes > 0).then_some(resources.memory_bytes),
+        gpus: task.gpus.clone(),
     };
     (choice, spec)
 }

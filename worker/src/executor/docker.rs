@@ -48,6 +48,8 @@ pub const LABEL_DAG: &str = "vishwa.dag";
 pub const LABEL_STAGE: &str = "vishwa.stage";
 /// Label holding the attempt id.
 pub const LABEL_ATTEMPT: &str = "vishwa.attempt";
+/// Label naming the worker that started a container, so it can clean up after a crash.
+pub const LABEL_WORKER: &str = "vishwa.worker";
 
 /// Default time between SIGTERM and SIGKILL when an attempt is stopped.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(1);
@@ -132,6 +134,35 @@ impl DockerExecutor {
             .list_containers_labelled(&[
                 format!("{LABEL_MANAGED}=true"),
                 format!("{LABEL_ATTEMPT}={attempt_id}"),
+            ])
+            .await?;
+        let mut removed = 0;
+        for container in &containers {
+            match self
+                .docker
+                .remove_container(&container.id, Some(force_remove()))
+                .await
+            {
+                Ok(()) => removed += 1,
+                Err(error) if is_status(&error, 404) => {}
+                Err(error) => {
+                    return Err(docker_error(
+                        &format!("cannot remove container {}", container.name),
+                        error,
+                    ));
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Force-removes every container a worker of this name left behind (it crashed, or was
+    /// killed, while they ran) and returns how many were removed.
+    pub async fn remove_containers_of_worker(&self, worker: &str) -> Result<usize, ExecutorError> {
+        let containers = self
+            .list_containers_labelled(&[
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_WORKER}={worker}"),
             ])
             .await?;
         let mut removed = 0;
@@ -446,6 +477,10 @@ impl Executor for DockerExecutor {
         container.remove().await;
         debug!(attempt_id = %task.attempt_id, ?report, "container attempt finished");
         report
+    }
+
+    async fn remove_leftovers(&self, worker: &str) -> Result<usize, ExecutorError> {
+        self.remove_containers_of_worker(worker).await
     }
 }
 

@@ -44,6 +44,8 @@ pub struct TaskSpec {
     pub attempt_id: String,
     /// 1-based.
     pub attempt: u32,
+    /// The worker running it (labels its container, for clean-up after a crash).
+    pub worker: String,
     /// Docker image (Docker executor only).
     pub image: String,
     /// None: the image's default command (Docker only).
@@ -56,6 +58,8 @@ pub struct TaskSpec {
     pub mounts: Vec<MountSpec>,
     pub cpus: Option<f64>,
     pub memory_bytes: Option<u64>,
+    /// GPU device ids the scheduler assigned to this attempt.
+    pub gpus: Vec<String>,
 }
 
 /// Which output stream a chunk came from.
@@ -113,6 +117,12 @@ pub enum ExecutorError {
     /// A Docker stage was given no image.
     #[error("stage has no image; set `image:` on the stage or in `defaults:`")]
     MissingImage,
+    /// The DAG's bundle could not be fetched now (the scheduler is unreachable, ...).
+    #[error("cannot fetch bundle {digest}: {reason}")]
+    BundleUnavailable { digest: String, reason: String },
+    /// The DAG's bundle was refused: tampered, too large, or holding a path that escapes it.
+    #[error("bundle {digest} refused: {reason}")]
+    BundleRejected { digest: String, reason: String },
     /// The worker does not allow this host path to be mounted.
     #[error("mount of host path {host} refused: {reason}")]
     MountRefused { host: String, reason: String },
@@ -133,7 +143,9 @@ impl ExecutorError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ExecutorError::ImageUnavailable { .. } | ExecutorError::Docker(_)
+            ExecutorError::ImageUnavailable { .. }
+                | ExecutorError::Docker(_)
+                | ExecutorError::BundleUnavailable { .. }
         )
     }
 }
@@ -150,4 +162,10 @@ pub trait Executor: Send + Sync {
         events: EventSink,
         cancel: CancellationToken,
     ) -> Result<ExitReport, ExecutorError>;
+
+    /// Stops and removes whatever a worker of this name left running before it crashed, and
+    /// returns how many things it removed. Called once when a worker starts.
+    async fn remove_leftovers(&self, _worker: &str) -> Result<usize, ExecutorError> {
+        Ok(0)
+    }
 }

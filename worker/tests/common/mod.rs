@@ -37,6 +37,7 @@ pub(crate) fn task(test: &str, command: Option<CommandSpec>) -> TaskSpec {
         stage: test.to_string(),
         attempt_id: unique_attempt_id(test),
         attempt: 1,
+        worker: "w-test".into(),
         image: String::new(),
         command,
         env: BTreeMap::new(),
@@ -45,6 +46,7 @@ pub(crate) fn task(test: &str, command: Option<CommandSpec>) -> TaskSpec {
         mounts: Vec::new(),
         cpus: None,
         memory_bytes: None,
+        gpus: Vec::new(),
     }
 }
 

@@ -42,20 +42,12 @@ pub(crate) const MAX_BACKFILL_SLOTS: usize = 10_000;
 #[derive(Debug, Default)]
 pub(super) struct Schedules {
     book: ScheduleBook,
-    /// Runs each DAG's schedule started that may still be active; pruned when looked at.
-    started: HashMap<String, Vec<RunId>>,
 }
 
 impl Engine {
     /// Loads every scheduled DAG's cursor at startup; slots missed while the scheduler was
     /// down become due at once and the catch-up policy decides about them in the next turn.
     pub(super) fn recover_schedules(&mut self, now: Millis) -> Result<(), ApiError> {
-        for run in self.runs.values() {
-            if run.record.trigger == TriggerKind::Schedule {
-                let list = self.schedules.started.entry(run.record.dag.clone());
-                list.or_default().push(run.record.id.clone());
-            }
-        }
         if !self.config.schedules {
             return Ok(());
         }
@@ -246,17 +238,25 @@ impl Engine {
         slot: Millis,
         now: Millis,
     ) -> Option<RunId> {
-        let runs = &self.runs;
-        let started = self.schedules.started.entry(name.to_owned()).or_default();
-        started.retain(|id| runs.get(id).is_some_and(|r| !r.record.state.is_final()));
-        if started.is_empty() {
+        if overlap == Overlap::Allow {
             return None;
         }
+        // Active runs are few (finished ones leave `runs` every turn), so a scan is cheap
+        // and also sees scheduled runs brought back by `vishwa retry`.
+        let mut active: Vec<&Run> = self
+            .runs
+            .values()
+            .filter(|r| r.record.dag == name && r.record.trigger == TriggerKind::Schedule)
+            .filter(|r| !r.record.state.is_final())
+            .collect();
+        active.sort_by_key(|r| (r.record.logical_time_ms, r.record.created_ms));
+        let active: Vec<RunId> = active.into_iter().map(|r| r.record.id.clone()).collect();
         match overlap {
+            _ if active.is_empty() => None,
             Overlap::Allow => None,
-            Overlap::Skip => started.first().cloned(),
+            Overlap::Skip => active.into_iter().next(),
             Overlap::CancelPrevious => {
-                for id in std::mem::take(started) {
+                for id in active {
                     let reason = format!(
                         "cancelled: the schedule's slot {} started (overlap: cancel_previous)",
                         format_utc(slot)
@@ -307,13 +307,10 @@ impl Engine {
             logical_time_ms: Some(slot),
             deadline_ms: None,
             cancel_requested: false,
+            retries: Vec::new(),
         };
         self.runs.insert(id.clone(), Run::new(record, plan));
         self.touched.insert(id.clone());
-        if trigger == TriggerKind::Schedule {
-            let started = self.schedules.started.entry(name.to_owned());
-            started.or_default().push(id.clone());
-        }
         info!(run = %id, dag = name, slot = %format_utc(slot), trigger = trigger.as_str(),
             "run created for slot");
         Ok(id)
@@ -349,6 +346,7 @@ impl Engine {
             logical_time_ms: Some(slot),
             deadline_ms: None,
             cancel_requested: false,
+            retries: Vec::new(),
         };
         self.batch.put_run(record.clone());
         self.published.push(Arc::new(EngineEvent::Run(record)));

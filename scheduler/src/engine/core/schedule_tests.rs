@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use super::super::Engine;
 use super::*;
 use crate::dag::parse_dag;
-use crate::engine::EngineConfig;
+use crate::engine::{DagFiles, EngineConfig};
 use crate::run::RunRecord;
 use crate::store::{MemoryStore, SledStore, Store, WriteBatch};
 
@@ -45,7 +45,13 @@ async fn start(store: &Arc<dyn Store>) -> Engine {
 async fn submit(engine: &mut Engine, yaml: &str, now: Millis) {
     let dag = Arc::new(parse_dag(yaml, "hourly.yaml").expect("valid test dag"));
     engine
-        .submit(dag, "hourly.yaml".into(), yaml.into(), None, now)
+        .submit(
+            dag,
+            "hourly.yaml".into(),
+            yaml.into(),
+            DagFiles::default(),
+            now,
+        )
         .expect("submits");
     engine.end_turn().await.expect("commits");
 }

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, Mount, MountType};
 
-use super::{LABEL_ATTEMPT, LABEL_DAG, LABEL_MANAGED, LABEL_RUN, LABEL_STAGE};
+use super::{LABEL_ATTEMPT, LABEL_DAG, LABEL_MANAGED, LABEL_RUN, LABEL_STAGE, LABEL_WORKER};
 use crate::executor::{CONTAINER_WORKDIR, CommandSpec, ExecutorError, TaskSpec};
 
 /// Longest run id or stage name kept in a container name.
@@ -34,6 +34,7 @@ pub(super) fn container_body(task: &TaskSpec) -> Result<ContainerCreateBody, Exe
         (LABEL_DAG.to_string(), task.dag.clone()),
         (LABEL_STAGE.to_string(), task.stage.clone()),
         (LABEL_ATTEMPT.to_string(), task.attempt_id.clone()),
+        (LABEL_WORKER.to_string(), task.worker.clone()),
     ]);
 
     let mut mounts = Vec::new();
@@ -54,6 +55,16 @@ pub(super) fn container_body(task: &TaskSpec) -> Result<ContainerCreateBody, Exe
             .filter(|bytes| *bytes > 0)
             .map(|bytes| i64::try_from(bytes).unwrap_or(i64::MAX)),
         auto_remove: Some(false),
+        // GPUs the scheduler assigned, pinned by device id (the NVIDIA runtime's device
+        // request; with no GPU assigned, none is asked for).
+        device_requests: (!task.gpus.is_empty()).then(|| {
+            vec![DeviceRequest {
+                driver: Some("nvidia".to_string()),
+                device_ids: Some(task.gpus.clone()),
+                capabilities: Some(vec![vec!["gpu".to_string()]]),
+                ..Default::default()
+            }]
+        }),
         ..Default::default()
     };
     Ok(ContainerCreateBody {
@@ -170,6 +181,7 @@ mod tests {
             stage: "train[chocolate]".to_string(),
             attempt_id: "0190f3a2-7c1e-7d4b-9a55-3f1e2d4c5b6a".to_string(),
             attempt: 2,
+            worker: "w-test".into(),
             image: "vishwa-test/busybox:1".to_string(),
             command: Some(CommandSpec::Shell("echo hi".to_string())),
             env: BTreeMap::from([("TARGET".to_string(), "staging".to_string())]),
@@ -182,6 +194,7 @@ mod tests {
             }],
             cpus: Some(1.5),
             memory_bytes: Some(512 << 20),
+            gpus: vec!["1".into(), "3".into()],
         }
     }
 
@@ -234,6 +247,7 @@ mod tests {
         let labels = body.labels.unwrap();
         assert_eq!(labels[LABEL_MANAGED], "true");
         assert_eq!(labels[LABEL_ATTEMPT], task().attempt_id);
+        assert_eq!(labels[super::super::LABEL_WORKER], "w-test");
         assert_eq!(labels[LABEL_STAGE], "train[chocolate]");
 
         let host = body.host_config.unwrap();
@@ -246,6 +260,21 @@ mod tests {
         assert_eq!(mounts[0].read_only, Some(true));
         assert_eq!(mounts[1].target.as_deref(), Some("/var/run/docker.sock"));
         assert_eq!(mounts[1].read_only, Some(false));
+        let gpus = host.device_requests.unwrap();
+        assert_eq!(gpus.len(), 1);
+        assert_eq!(
+            gpus[0].device_ids.as_deref(),
+            Some(&["1".to_string(), "3".to_string()][..])
+        );
+        assert_eq!(gpus[0].capabilities, Some(vec![vec!["gpu".to_string()]]));
+    }
+
+    #[test]
+    fn no_gpu_means_no_device_request() {
+        let mut task = task();
+        task.gpus.clear();
+        let body = container_body(&task).unwrap();
+        assert_eq!(body.host_config.unwrap().device_requests, None);
     }
 
     #[test]

@@ -1,0 +1,266 @@
+//! Engine tests over the in-memory store: leases, fencing, re-registration.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::*;
+use crate::dag::parse_dag;
+use crate::run::{AttemptOutcome, StageState};
+use crate::store::MemoryStore;
+
+const ONE_STAGE: &str = "
+name: lease
+stages:
+  - {name: work, image: busybox, command: [sleep, '60']}
+";
+
+struct Fixture {
+    engine: EngineHandle,
+    store: Arc<MemoryStore>,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+async fn engine_with_lease(lease: Duration) -> Fixture {
+    let store = Arc::new(MemoryStore::new());
+    let shutdown = CancellationToken::new();
+    let config = EngineConfig {
+        heartbeat_interval: lease / 4,
+        lease,
+        ..EngineConfig::default()
+    };
+    let engine = EngineHandle::start(store.clone(), config, &TaskTracker::new(), shutdown.clone())
+        .await
+        .unwrap();
+    let dag = Arc::new(parse_dag(ONE_STAGE, "lease.yaml").unwrap());
+    engine
+        .submit(
+            dag,
+            "lease.yaml".into(),
+            ONE_STAGE.into(),
+            DagFiles::default(),
+        )
+        .await
+        .unwrap();
+    Fixture {
+        engine,
+        store,
+        _shutdown: shutdown.drop_guard(),
+    }
+}
+
+async fn connect_worker(
+    engine: &EngineHandle,
+    name: &str,
+    running: Vec<AttemptId>,
+) -> (Registered, mpsc::UnboundedReceiver<WorkerMessage>) {
+    let registered = engine
+        .register(WorkerRegistration {
+            name: name.into(),
+            slots: 1,
+            labels: Default::default(),
+            allow_process: false,
+            running,
+        })
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    engine
+        .attach_inbox(registered.worker.clone(), tx)
+        .await
+        .unwrap();
+    (registered, rx)
+}
+
+async fn next_task(inbox: &mut mpsc::UnboundedReceiver<WorkerMessage>) -> TaskAssignment {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+            .await
+            .expect("a task within 5 s")
+            .expect("inbox open");
+        if let WorkerMessage::Task(task) = message {
+            return *task;
+        }
+    }
+}
+
+/// Heartbeats for `worker` until aborted.
+fn keep_alive(engine: &EngineHandle, worker: &str) -> tokio::task::JoinHandle<()> {
+    let engine = engine.clone();
+    let worker = WorkerId::from(worker);
+    tokio::spawn(async move {
+        loop {
+            let _ = engine.heartbeat(worker.clone(), vec![], false).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_expired_lease_requeues_the_attempt_on_another_worker() {
+    let f = engine_with_lease(Duration::from_millis(400)).await;
+    let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
+    let run = f
+        .engine
+        .trigger("lease".into(), Default::default())
+        .await
+        .unwrap();
+    let first = next_task(&mut w1).await;
+    assert_eq!(first.attempt_number, 1);
+    // w1 never heartbeats: its lease runs out and the attempt is lost.
+    let store = f.store.clone();
+    let id = run.id.clone();
+    wait_until("the attempt is lost", || {
+        let stages = store.run_stages(&id).unwrap();
+        matches!(stages[0].attempts[0].outcome, AttemptOutcome::Lost { .. })
+    })
+    .await;
+    let (_, mut w2) = connect_worker(&f.engine, "w2", vec![]).await;
+    let beat = keep_alive(&f.engine, "w2");
+    let second = next_task(&mut w2).await;
+    beat.abort();
+    assert_eq!(second.attempt_number, 2);
+    assert_ne!(second.attempt, first.attempt);
+    let stage = &f.store.run_stages(&run.id).unwrap()[0];
+    match &stage.attempts[0].outcome {
+        AttemptOutcome::Lost { reason } => assert!(reason.contains("w1"), "{reason}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        stage.failures, 0,
+        "a lost attempt does not use the stage's retries"
+    );
+    assert_eq!(stage.infra_failures, 1);
+}
+
+#[tokio::test]
+async fn a_report_from_a_superseded_attempt_is_refused() {
+    let f = engine_with_lease(Duration::from_millis(400)).await;
+    let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
+    f.engine
+        .trigger("lease".into(), Default::default())
+        .await
+        .unwrap();
+    let first = next_task(&mut w1).await;
+    let (_, mut w2) = connect_worker(&f.engine, "w2", vec![]).await;
+    // Keep w2 alive while w1's lease runs out.
+    let beat = keep_alive(&f.engine, "w2");
+    let second = next_task(&mut w2).await;
+    let late = f
+        .engine
+        .finished(
+            WorkerId::from("w1"),
+            first.attempt.clone(),
+            AttemptOutcome::Exited { code: 0 },
+        )
+        .await;
+    assert!(
+        matches!(late, Err(ApiError::StaleAttempt { .. })),
+        "{late:?}"
+    );
+    let started = f
+        .engine
+        .started(WorkerId::from("w1"), first.attempt.clone(), "c1".into())
+        .await;
+    assert!(matches!(started, Err(ApiError::StaleAttempt { .. })));
+    f.engine
+        .finished(
+            WorkerId::from("w2"),
+            second.attempt.clone(),
+            AttemptOutcome::Exited { code: 0 },
+        )
+        .await
+        .unwrap();
+    beat.abort();
+    let stages = f.store.run_stages(&first.run).unwrap();
+    assert!(matches!(stages[0].state, StageState::Succeeded { .. }));
+    let completions = stages[0]
+        .attempts
+        .iter()
+        .filter(|a| a.outcome == AttemptOutcome::Exited { code: 0 })
+        .count();
+    assert_eq!(completions, 1, "exactly one recorded completion");
+}
+
+#[tokio::test]
+async fn a_returning_worker_keeps_its_attempts_and_is_told_to_stop_stale_ones() {
+    let f = engine_with_lease(Duration::from_secs(30)).await;
+    let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
+    f.engine
+        .trigger("lease".into(), Default::default())
+        .await
+        .unwrap();
+    let task = next_task(&mut w1).await;
+    // The worker reconnects (say, after a scheduler restart), still running the attempt and
+    // one the scheduler never heard of.
+    let stranger = AttemptId::from("not-ours");
+    let (registered, _w1) = connect_worker(
+        &f.engine,
+        "w1",
+        vec![task.attempt.clone(), stranger.clone()],
+    )
+    .await;
+    assert_eq!(registered.cancel, vec![stranger]);
+    f.engine
+        .finished(
+            WorkerId::from("w1"),
+            task.attempt,
+            AttemptOutcome::Exited { code: 0 },
+        )
+        .await
+        .expect("the kept attempt still reports");
+}
+
+#[tokio::test]
+async fn a_worker_that_comes_back_without_its_attempt_loses_it() {
+    let f = engine_with_lease(Duration::from_secs(30)).await;
+    let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
+    let run = f
+        .engine
+        .trigger("lease".into(), Default::default())
+        .await
+        .unwrap();
+    let first = next_task(&mut w1).await;
+    // Restarted (crashed and came back): it runs nothing.
+    let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
+    let second = next_task(&mut w1).await;
+    assert_eq!(second.attempt_number, 2);
+    let stages = f.store.run_stages(&run.id).unwrap();
+    assert!(matches!(
+        stages[0].attempts[0].outcome,
+        AttemptOutcome::Lost { .. }
+    ));
+    assert_ne!(first.attempt, second.attempt);
+}
+
+#[tokio::test]
+async fn a_draining_worker_gets_no_new_tasks() {
+    let f = engine_with_lease(Duration::from_secs(30)).await;
+    let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
+    f.engine
+        .heartbeat(WorkerId::from("w1"), vec![], true)
+        .await
+        .unwrap();
+    f.engine
+        .trigger("lease".into(), Default::default())
+        .await
+        .unwrap();
+    let nothing = tokio::time::timeout(Duration::from_millis(300), w1.recv()).await;
+    assert!(nothing.is_err(), "no task for a draining worker");
+    let (_, mut w2) = connect_worker(&f.engine, "w2", vec![]).await;
+    next_task(&mut w2).await;
+}
