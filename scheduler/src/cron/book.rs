@@ -8,6 +8,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 
 use super::zone::next_fire_ms;
 use crate::dag::Schedule;
@@ -16,7 +17,8 @@ use crate::ids::Millis;
 /// One scheduled DAG.
 #[derive(Debug, Clone)]
 pub struct BookEntry {
-    pub schedule: Schedule,
+    /// Shared, so firing does not copy the compiled expression.
+    pub schedule: Arc<Schedule>,
     /// Every slot at or before this instant is settled.
     pub cursor: Millis,
     /// The last slot that was given a run record, if any.
@@ -57,7 +59,7 @@ impl ScheduleBook {
         paused: bool,
     ) {
         let entry = BookEntry {
-            schedule,
+            schedule: Arc::new(schedule),
             cursor,
             last_slot,
             paused,

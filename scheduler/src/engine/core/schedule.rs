@@ -16,14 +16,14 @@
 //! Slots fired together after downtime (`catchup: all`) do not skip one another; they queue
 //! under `max_active_runs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
 use super::Engine;
 use crate::api::ApiError;
-use crate::cron::{ScheduleBook, due_slots, format_utc, slot_run_id, slots_between};
+use crate::cron::{ScheduleBook, due_slots, format_utc, next_fire_ms, slot_run_id, slots_between};
 use crate::dag::{Dag, Overlap, Schedule};
 use crate::engine::{
     BackfillOutcome, BackfillRequest, BackfillSlot, EngineEvent, PauseChange, ScheduleCommand,
@@ -42,6 +42,9 @@ pub(crate) const MAX_BACKFILL_SLOTS: usize = 10_000;
 #[derive(Debug, Default)]
 pub(super) struct Schedules {
     book: ScheduleBook,
+    /// DAGs part way through a `catchup: all` catch-up larger than one turn's share: their
+    /// next share continues the same catch-up and does not overlap the runs it started.
+    catching_up: HashSet<String>,
 }
 
 impl Engine {
@@ -160,12 +163,39 @@ impl Engine {
         if self.next_schedule_deadline().is_none_or(|at| at > now) {
             return;
         }
-        for dag in self.schedules.book.take_due(now) {
-            self.fire_due_slots(&dag, now);
+        let due = self.schedules.book.take_due(now);
+        if due.is_empty() {
+            return;
+        }
+        let mut active = self.active_scheduled_runs();
+        for dag in due {
+            let active = active.remove(&dag).unwrap_or_default();
+            self.fire_due_slots(&dag, active, now);
         }
     }
 
-    fn fire_due_slots(&mut self, name: &str, now: Millis) {
+    /// Runs started by each DAG's schedule that are still queued or running, oldest slot
+    /// first. One pass over the active runs per turn (finished runs leave `runs` every turn);
+    /// it also sees scheduled runs brought back by `vishwa retry`.
+    fn active_scheduled_runs(&self) -> HashMap<String, Vec<RunId>> {
+        let mut active: HashMap<String, Vec<(Option<Millis>, RunId)>> = HashMap::new();
+        for run in self.runs.values() {
+            let r = &run.record;
+            if r.trigger == TriggerKind::Schedule && !r.state.is_final() {
+                let list = active.entry(r.dag.clone()).or_default();
+                list.push((r.logical_time_ms, r.id.clone()));
+            }
+        }
+        active
+            .into_iter()
+            .map(|(dag, mut runs)| {
+                runs.sort();
+                (dag, runs.into_iter().map(|(_, id)| id).collect())
+            })
+            .collect()
+    }
+
+    fn fire_due_slots(&mut self, name: &str, active: Vec<RunId>, now: Millis) {
         let Some(entry) = self.schedules.book.get(name) else {
             return;
         };
@@ -184,8 +214,19 @@ impl Engine {
             info!(dag = name, first = %format_utc(first), last = %format_utc(last),
                 catchup = ?schedule.catchup, "missed slots passed over");
         }
+        let continuing = self.schedules.catching_up.remove(name);
+        if due.fire.len() >= MAX_SLOTS_PER_TURN
+            && next_fire_ms(&schedule.expression, schedule.timezone, due.cursor)
+                .is_some_and(|t| t <= now)
+        {
+            self.schedules.catching_up.insert(name.to_owned());
+        }
         if let Some(&first) = due.fire.first() {
-            let blocker = self.settle_overlap(name, schedule.overlap, first, now);
+            let blocker = if continuing {
+                None
+            } else {
+                self.settle_overlap(schedule.overlap, active, first, now)
+            };
             let mut created = false;
             for &slot in &due.fire {
                 last_slot = Some(slot);
@@ -229,28 +270,15 @@ impl Engine {
         self.schedules.book.advance(name, due.cursor, last_slot);
     }
 
-    /// Applies the overlap policy before `slot` fires; returns the active run that makes the
-    /// slot be skipped, if any.
+    /// Applies the overlap policy before `slot` fires, given the DAG's active scheduled runs;
+    /// returns the active run that makes the slot be skipped, if any.
     fn settle_overlap(
         &mut self,
-        name: &str,
         overlap: Overlap,
+        active: Vec<RunId>,
         slot: Millis,
         now: Millis,
     ) -> Option<RunId> {
-        if overlap == Overlap::Allow {
-            return None;
-        }
-        // Active runs are few (finished ones leave `runs` every turn), so a scan is cheap
-        // and also sees scheduled runs brought back by `vishwa retry`.
-        let mut active: Vec<&Run> = self
-            .runs
-            .values()
-            .filter(|r| r.record.dag == name && r.record.trigger == TriggerKind::Schedule)
-            .filter(|r| !r.record.state.is_final())
-            .collect();
-        active.sort_by_key(|r| (r.record.logical_time_ms, r.record.created_ms));
-        let active: Vec<RunId> = active.into_iter().map(|r| r.record.id.clone()).collect();
         match overlap {
             _ if active.is_empty() => None,
             Overlap::Allow => None,

@@ -485,3 +485,32 @@ async fn a_dag_that_drops_its_schedule_stops_firing() {
     assert!(runs(&store).is_empty());
     assert_eq!(engine.next_schedule_deadline(), None);
 }
+
+#[tokio::test]
+async fn a_catch_up_larger_than_one_turn_continues_without_skipping_itself() {
+    let store = memory();
+    let yaml = dag_yaml("* * * * *", "all", "skip", None);
+    {
+        let mut engine = start(&store).await;
+        submit(&mut engine, &yaml, ms("2025-01-01T00:00:30Z")).await;
+    }
+    // Down for 1,500 minutes: more than one turn's share of 1,000 slots.
+    let mut engine = start(&store).await;
+    let now = ms("2025-01-02T01:00:10Z");
+    turn(&mut engine, now).await;
+    assert_eq!(runs(&store).len(), 1_000);
+    turn(&mut engine, now + 1).await;
+    let fired = runs(&store);
+    assert_eq!(fired.len(), 1_500);
+    assert!(
+        fired.iter().all(|r| r.state == RunState::Running),
+        "the second share of the catch-up was skipped as overlapping the first"
+    );
+    // The catch-up is over: the next slot overlaps the runs still active and is skipped.
+    turn(&mut engine, ms("2025-01-02T01:01:00Z")).await;
+    let next = store
+        .get_run(&RunId::from("hourly-20250102T010100Z"))
+        .unwrap()
+        .expect("recorded");
+    assert_eq!(next.state, RunState::Cancelled);
+}
