@@ -1,5 +1,6 @@
 //! Schedules inside the engine: the [`ScheduleBook`] of every scheduled DAG, fired from the
-//! engine's turn when its earliest fire time comes, plus pause, resume and backfill.
+//! engine's turn when its earliest fire time comes. Pause, resume and backfill are in
+//! [`control`].
 //!
 //! Firing a slot creates the run `<dag>-<slot in UTC>` and moves the DAG's cursor past the
 //! slot; both land in the turn's one store batch, so a crash leaves both or neither. The run
@@ -23,20 +24,18 @@ use tracing::{debug, info, warn};
 
 use super::Engine;
 use crate::api::ApiError;
-use crate::cron::{ScheduleBook, due_slots, format_utc, next_fire_ms, slot_run_id, slots_between};
+use crate::cron::{ScheduleBook, due_slots, format_utc, next_fire_ms, slot_run_id};
 use crate::dag::{Dag, Overlap, Schedule};
-use crate::engine::{
-    BackfillOutcome, BackfillRequest, BackfillSlot, EngineEvent, PauseChange, ScheduleCommand,
-};
+use crate::engine::EngineEvent;
 use crate::ids::{Millis, RunId};
 use crate::run::{Event, Run, RunPlan, RunRecord, RunState, TriggerKind};
 use crate::store::{DagRecord, ScheduleRecord};
 
+mod control;
+
 /// Slots one DAG fires per turn at most while catching up with `catchup: all`; the rest
 /// follow in the next turns, so one long downtime cannot stall the engine.
 const MAX_SLOTS_PER_TURN: usize = 1_000;
-/// Slots one backfill may cover at most.
-pub(crate) const MAX_BACKFILL_SLOTS: usize = 10_000;
 
 /// The engine's schedule state.
 #[derive(Debug, Default)]
@@ -300,7 +299,7 @@ impl Engine {
     }
 
     /// The state of the run standing for a slot, if the slot has one.
-    fn slot_state(&self, id: &RunId) -> Result<Option<RunState>, ApiError> {
+    pub(super) fn slot_state(&self, id: &RunId) -> Result<Option<RunState>, ApiError> {
         if let Some(run) = self.runs.get(id) {
             return Ok(Some(run.record.state));
         }
@@ -308,7 +307,7 @@ impl Engine {
     }
 
     /// Creates the queued run for `slot` (the caller admits it under `max_active_runs`).
-    fn create_slot_run(
+    pub(super) fn create_slot_run(
         &mut self,
         name: &str,
         slot: Millis,
@@ -380,129 +379,16 @@ impl Engine {
         self.published.push(Arc::new(EngineEvent::Run(record)));
     }
 
-    fn current_dag(&self, name: &str) -> Result<DagRecord, ApiError> {
+    pub(super) fn current_dag(&self, name: &str) -> Result<DagRecord, ApiError> {
         self.store
             .get_dag(name)?
             .ok_or_else(|| ApiError::DagNotFound {
                 name: name.to_owned(),
             })
     }
-
-    /// Handles pause, resume and backfill.
-    pub(super) fn handle_schedule(&mut self, command: ScheduleCommand, now: Millis) {
-        match command {
-            ScheduleCommand::Pause { dag, reply } => {
-                let result = self.set_paused(&dag, true, false, now);
-                self.reply(reply, result);
-            }
-            ScheduleCommand::Resume {
-                dag,
-                skip_missed,
-                reply,
-            } => {
-                let result = self.set_paused(&dag, false, skip_missed, now);
-                self.reply(reply, result);
-            }
-            ScheduleCommand::Backfill { request, reply } => {
-                let result = self.backfill(request, now);
-                self.reply(reply, result);
-            }
-        }
-    }
-
-    fn set_paused(
-        &mut self,
-        name: &str,
-        paused: bool,
-        skip_missed: bool,
-        now: Millis,
-    ) -> Result<PauseChange, ApiError> {
-        let current = self.current_dag(name)?;
-        // The book knows a change made earlier in this turn, before the store does.
-        let was_paused = self
-            .schedules
-            .book
-            .get(name)
-            .map_or(current.paused, |e| e.paused);
-        let changed = was_paused != paused;
-        if !changed {
-            return Ok(PauseChange { changed });
-        }
-        self.batch.put_dag(DagRecord { paused, ..current });
-        if !paused
-            && skip_missed
-            && let Some(entry) = self.schedules.book.get(name)
-        {
-            let record = schedule_record(name, &entry.schedule, now, entry.last_slot);
-            let last_slot = entry.last_slot;
-            self.batch.put_schedule(record);
-            self.schedules.book.advance(name, now, last_slot);
-        }
-        self.schedules.book.set_paused(name, paused);
-        info!(dag = name, paused, skip_missed, "schedule pause changed");
-        Ok(PauseChange { changed })
-    }
-
-    fn backfill(
-        &mut self,
-        request: BackfillRequest,
-        now: Millis,
-    ) -> Result<Vec<BackfillSlot>, ApiError> {
-        let name = request.dag.as_str();
-        let current = self.current_dag(name)?;
-        let dag = self.load_dag(name, &current.version)?;
-        let schedule = dag.schedule.as_ref().ok_or_else(|| ApiError::NoSchedule {
-            dag: name.to_owned(),
-        })?;
-        if request.from_ms > request.to_ms {
-            return Err(ApiError::BackwardsRange {
-                from: format_utc(request.from_ms),
-                to: format_utc(request.to_ms),
-            });
-        }
-        let slots = slots_between(
-            &schedule.expression,
-            schedule.timezone,
-            request.from_ms.saturating_sub(1),
-            request.to_ms.min(now),
-            MAX_BACKFILL_SLOTS + 1,
-        );
-        if slots.len() > MAX_BACKFILL_SLOTS {
-            return Err(ApiError::BackfillTooLarge {
-                dag: name.to_owned(),
-                max: MAX_BACKFILL_SLOTS,
-            });
-        }
-        if !request.dry_run {
-            refuse_unevaluated_conditions(&dag)?;
-        }
-        let mut answer = Vec::with_capacity(slots.len());
-        let mut created = false;
-        for slot in slots {
-            let run = slot_run_id(name, slot);
-            let outcome = match self.slot_state(&run)? {
-                Some(state) => BackfillOutcome::Exists { state },
-                None if request.dry_run => BackfillOutcome::WouldCreate,
-                None => {
-                    self.create_slot_run(name, slot, TriggerKind::Backfill, now)?;
-                    created = true;
-                    BackfillOutcome::Created
-                }
-            };
-            answer.push(BackfillSlot {
-                logical_time_ms: slot,
-                run,
-                outcome,
-            });
-        }
-        if created {
-            self.admit_queued_runs(name, now);
-        }
-        Ok(answer)
-    }
 }
 
-fn schedule_record(
+pub(super) fn schedule_record(
     dag: &str,
     schedule: &Schedule,
     cursor_ms: Millis,
@@ -518,7 +404,7 @@ fn schedule_record(
 }
 
 /// Scheduled and backfilled runs are refused for the same reason manual ones are.
-fn refuse_unevaluated_conditions(dag: &Dag) -> Result<(), ApiError> {
+pub(super) fn refuse_unevaluated_conditions(dag: &Dag) -> Result<(), ApiError> {
     match dag.stages.iter().find(|s| s.when.is_some()) {
         Some(stage) => Err(ApiError::InvalidRequest {
             field: "when",

@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use super::super::Engine;
 use super::*;
 use crate::dag::parse_dag;
-use crate::engine::{DagFiles, EngineConfig};
+use crate::engine::{BackfillOutcome, BackfillRequest, BackfillSlot, DagFiles, EngineConfig};
 use crate::run::RunRecord;
 use crate::store::{MemoryStore, SledStore, Store, WriteBatch};
 
