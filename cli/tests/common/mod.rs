@@ -1,0 +1,315 @@
+//! Helpers for the CLI's process-level tests: running `vishwa` with a deadline, the example
+//! DAGs, the busybox test image, and a scheduler and worker as child processes.
+
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different part
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+/// How long one `vishwa` command may take before the test fails.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(90);
+
+/// The `vishwa` binary under test.
+pub const VISHWA: &str = env!("CARGO_BIN_EXE_vishwa");
+
+/// The workspace's `dags/` folder.
+pub fn dags_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dags")
+}
+
+/// A name no other test (in this or a concurrent test process) uses: `prefix-<suffix>`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{:x}{:x}{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// What a finished `vishwa` command printed and how it exited.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// The raw stdout, for output that need not be UTF-8.
+    pub stdout_bytes: Vec<u8>,
+}
+
+impl Outcome {
+    /// The exit code; panics if the process was killed by a signal.
+    pub fn code(&self) -> i32 {
+        self.status
+            .code()
+            .unwrap_or_else(|| panic!("vishwa was killed by a signal: {self}"))
+    }
+
+    /// Panics, showing both streams, unless the exit code is `code`.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.status.code(),
+            Some(code),
+            "unexpected exit code: {self}"
+        );
+        self
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A `vishwa` command with no server or token from the environment.
+pub fn vishwa_command(args: &[&str]) -> Command {
+    let mut command = Command::new(VISHWA);
+    command
+        .args(args)
+        .env_remove("VISHWA_SERVER")
+        .env_remove("VISHWA_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs `vishwa args...` to its end; fails the test if it takes longer than [`COMMAND_LIMIT`].
+pub fn vishwa(args: &[&str]) -> Outcome {
+    run_to_end(vishwa_command(args), COMMAND_LIMIT)
+}
+
+/// Runs `command` with its output in files (no pipe can fill up) and a deadline.
+pub fn run_to_end(mut command: Command, limit: Duration) -> Outcome {
+    let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let mut child = command
+        .stdout(File::create(&out_path).unwrap())
+        .stderr(File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} did not finish within {limit:?}; stdout:\n{}\nstderr:\n{}",
+                std::fs::read_to_string(&out_path).unwrap_or_default(),
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout_bytes = std::fs::read(&out_path).unwrap();
+    Outcome {
+        status,
+        stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
+        stderr: std::fs::read_to_string(&err_path).unwrap(),
+        stdout_bytes,
+    }
+}
+
+/// Checks `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Builds the busybox test image if Docker does not have it (fails loudly without Docker).
+pub fn ensure_busybox_image() -> String {
+    block_on(async {
+        let docker = vishwa_integration_tests::docker::connect_docker().await?;
+        vishwa_integration_tests::images::ensure_busybox_image(&docker).await
+    })
+    .expect("the busybox test image is needed and Docker must be reachable")
+}
+
+/// Panics if any container labelled with `run_id` exists.
+pub fn assert_no_containers_of_run(run_id: &str) {
+    block_on(async {
+        let docker = vishwa_integration_tests::docker::connect_docker()
+            .await
+            .expect("Docker must be reachable");
+        vishwa_integration_tests::containers::assert_no_containers_of_run(&docker, run_id).await;
+    });
+}
+
+/// Waits up to `timeout` until no container labelled with `run_id` exists.
+pub fn wait_until_no_containers_of_run(run_id: &str, timeout: Duration) -> bool {
+    block_on(async {
+        let docker = vishwa_integration_tests::docker::connect_docker()
+            .await
+            .expect("Docker must be reachable");
+        vishwa_integration_tests::containers::wait_until_no_containers_of_run(
+            &docker, run_id, timeout,
+        )
+        .await
+    })
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start a runtime")
+        .block_on(future)
+}
+
+/// Writes `text` to `dir/file` and returns the path as a string.
+pub fn write_file(dir: &Path, file: &str, text: &str) -> String {
+    let path = dir.join(file);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// `vishwa scheduler` and `vishwa worker` as child processes, stopped (SIGTERM, then SIGKILL)
+/// when dropped. Their logs are kept in the temporary directory for failure messages.
+pub struct Servers {
+    pub url: String,
+    scheduler: Child,
+    worker: Child,
+    dir: TempDir,
+}
+
+/// How long the servers get to come up.
+const STARTUP_LIMIT: Duration = Duration::from_secs(20);
+
+impl Servers {
+    /// Starts a scheduler on a free loopback port over a temporary store, waits until it
+    /// answers, then starts a worker `w1` with 2 slots that may run process stages.
+    pub fn start() -> Servers {
+        let dir = tempfile::Builder::new()
+            .prefix("vishwa-cli-test-")
+            .tempdir()
+            .unwrap();
+        let data = dir.path().join("data");
+        // The port is free when chosen but could be taken before the scheduler binds it:
+        // try a few.
+        let mut last_failure = String::new();
+        for _ in 0..3 {
+            let addr = free_loopback_addr();
+            let log = dir.path().join("scheduler.log");
+            let mut scheduler = vishwa_command(&[
+                "scheduler",
+                "--listen",
+                &addr.to_string(),
+                "--data",
+                data.to_str().unwrap(),
+            ])
+            .stdout(File::create(dir.path().join("scheduler.out")).unwrap())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("cannot start vishwa scheduler");
+            let mut exited = false;
+            let answers = wait_until(STARTUP_LIMIT, || {
+                exited = matches!(scheduler.try_wait(), Ok(Some(_)));
+                exited || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            });
+            if answers && !exited {
+                let url = format!("http://{addr}");
+                let worker = vishwa_command(&[
+                    "worker",
+                    "--scheduler",
+                    &url,
+                    "--name",
+                    "w1",
+                    "--slots",
+                    "2",
+                    "--allow-process",
+                ])
+                .stdout(File::create(dir.path().join("worker.out")).unwrap())
+                .stderr(File::create(dir.path().join("worker.log")).unwrap())
+                .spawn()
+                .expect("cannot start vishwa worker");
+                return Servers {
+                    url,
+                    scheduler,
+                    worker,
+                    dir,
+                };
+            }
+            stop(&mut scheduler);
+            last_failure = std::fs::read_to_string(&log).unwrap_or_default();
+        }
+        panic!("vishwa scheduler did not start; its log:\n{last_failure}");
+    }
+
+    /// Runs a client verb against these servers.
+    pub fn vishwa(&self, args: &[&str]) -> Outcome {
+        let mut all = vec!["--server", self.url.as_str()];
+        all.extend_from_slice(args);
+        vishwa(&all)
+    }
+
+    /// Both servers' logs, for failure messages.
+    pub fn logs(&self) -> String {
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        format!(
+            "--- scheduler log ---\n{}\n--- worker log ---\n{}",
+            read("scheduler.log"),
+            read("worker.log")
+        )
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        // The worker first, so it stops its containers while the scheduler still listens.
+        stop(&mut self.worker);
+        stop(&mut self.scheduler);
+    }
+}
+
+/// Asks a child to stop with SIGTERM and kills it if it is still there after 10 s.
+fn stop(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    let stopped = wait_until(Duration::from_secs(10), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !stopped {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn free_loopback_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("cannot find a free loopback port")
+}
