@@ -77,12 +77,28 @@ impl Workers {
         }
     }
 
-    /// Sends a message to a worker; false if it has no open inbox.
-    pub(crate) fn send(&self, worker: &WorkerId, message: WorkerMessage) -> bool {
-        self.entries
-            .get(worker)
-            .and_then(|w| w.inbox.as_ref())
-            .is_some_and(|inbox| inbox.send(message).is_ok())
+    /// Sends a message to a worker; false if it has no open inbox. An inbox found closed (the
+    /// worker's task stream ended) is dropped, so the worker gets no more tasks until it
+    /// attaches a new one.
+    pub(crate) fn send(&mut self, worker: &WorkerId, message: WorkerMessage) -> bool {
+        let Some(w) = self.entries.get_mut(worker) else {
+            return false;
+        };
+        let sent = w
+            .inbox
+            .as_ref()
+            .is_some_and(|inbox| inbox.send(message).is_ok());
+        if !sent {
+            w.inbox = None;
+        }
+        sent
+    }
+
+    /// Stops handing tasks to a worker until it attaches its inbox again.
+    pub(crate) fn close_inbox(&mut self, worker: &WorkerId) {
+        if let Some(w) = self.entries.get_mut(worker) {
+            w.inbox = None;
+        }
     }
 
     /// Removes workers whose lease ran out by `now` and returns them with the attempts they
