@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Servers, ensure_busybox_image, unique_name, vishwa, wait_until,
+    Background, Servers, ensure_busybox_image, unique_name, vishwa, wait_until,
     wait_until_no_containers_of_run, write_file,
 };
 use serde_json::Value;
@@ -266,9 +266,16 @@ stages:
         ),
     );
     servers.vishwa(&["submit", &path]).expect_code(0);
-    let triggered = servers.vishwa(&["trigger", &name]);
-    triggered.expect_code(0);
-    let run = triggered.stdout.trim().to_owned();
+    // Someone watches the run, someone follows its logs, someone else cancels it.
+    let watch = Background::start(&["--server", &servers.url, "trigger", &name, "--watch"]);
+    let announced = wait_until(Duration::from_secs(10), || watch.stdout().contains('\n'));
+    assert!(announced, "trigger --watch printed nothing");
+    let run = watch
+        .stdout()
+        .split_whitespace()
+        .nth(1)
+        .expect("`run <id> (<n> stages)`")
+        .to_owned();
 
     let running = wait_until(Duration::from_secs(30), || {
         let get = servers.vishwa(&["-o", "json", "get", &run]);
@@ -276,6 +283,9 @@ stages:
             .is_ok_and(|r| r["stages"][0]["state"] == "running")
     });
     assert!(running, "the sleeper never ran\n{}", servers.logs());
+    let follow = Background::start(&["--server", &servers.url, "logs", &run, "-f"]);
+    let follow_sleeper =
+        Background::start(&["--server", &servers.url, "logs", &run, "sleeper", "-f"]);
 
     let cancel = servers.vishwa(&["cancel", &run]);
     cancel.expect_code(0);
@@ -284,6 +294,16 @@ stages:
         wait_until_no_containers_of_run(&run, Duration::from_secs(5)),
         "the sleeper's container is still there 5s after `vishwa cancel`"
     );
+    let watched = watch.finish(Duration::from_secs(10));
+    watched.expect_code(3);
+    assert!(
+        watched.stdout.contains(&format!("run {run} cancelled")),
+        "{watched}"
+    );
+    follow.finish(Duration::from_secs(10)).expect_code(0);
+    follow_sleeper
+        .finish(Duration::from_secs(10))
+        .expect_code(0);
 
     let get = servers.vishwa(&["get", &run]);
     get.expect_code(0);
@@ -335,4 +355,76 @@ fn client_verbs_without_a_scheduler_fail_with_one_line_saying_so() {
     let error = outcome.stderr.trim_end();
     assert_eq!(error.lines().count(), 1, "{outcome}");
     assert!(error.contains("cannot reach the scheduler"), "{outcome}");
+}
+
+#[test]
+fn a_stopped_worker_stops_its_container_and_another_worker_finishes_the_stage() {
+    ensure_busybox_image();
+    let mut servers = Servers::start();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique_name("cli-handover");
+    let path = write_file(
+        dir.path(),
+        "handover.yaml",
+        &format!(
+            r#"name: {name}
+stages:
+  - name: patient
+    image: vishwa-test/busybox:1
+    command: echo "attempt $VISHWA_ATTEMPT"; test "$VISHWA_ATTEMPT" -gt 1 || sleep 300
+"#
+        ),
+    );
+    servers.vishwa(&["submit", &path]).expect_code(0);
+    let triggered = servers.vishwa(&["trigger", &name]);
+    triggered.expect_code(0);
+    let run = triggered.stdout.trim().to_owned();
+    let get_json = |servers: &Servers| -> Value {
+        let get = servers.vishwa(&["-o", "json", "get", &run]);
+        serde_json::from_str(&get.stdout).unwrap_or(Value::Null)
+    };
+    let running = wait_until(Duration::from_secs(30), || {
+        get_json(&servers)["stages"][0]["state"] == "running"
+    });
+    assert!(running, "the stage never ran\n{}", servers.logs());
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            common::running_containers_of_run(&run) == 1
+        }),
+        "the stage's container never ran"
+    );
+
+    // SIGTERM: the worker stops what it runs and hands it back before it exits.
+    let status = servers.stop_worker("w1");
+    assert!(
+        status.success(),
+        "the worker exited with {status}\n{}",
+        servers.logs()
+    );
+    assert!(
+        wait_until_no_containers_of_run(&run, Duration::from_secs(5)),
+        "the stopped worker left its container behind"
+    );
+    let stage = &get_json(&servers)["stages"][0];
+    assert_eq!(
+        stage["state"], "queued",
+        "the stage waits for a worker: {stage}"
+    );
+    assert_eq!(stage["attempts"][0]["outcome"], "cancelled", "{stage}");
+
+    servers.start_worker("w2");
+    let finished = wait_until(Duration::from_secs(30), || {
+        get_json(&servers)["state"] == "succeeded"
+    });
+    let run_json = get_json(&servers);
+    assert!(finished, "{run_json:#}\n{}", servers.logs());
+    let attempts = run_json["stages"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{run_json:#}");
+    assert_eq!(attempts[1]["worker"], "w2", "{run_json:#}");
+    let logs = servers.vishwa(&["logs", &run, "patient"]);
+    // Both attempts' output, with Vishwa's own note on why the first one stopped.
+    assert_eq!(
+        logs.stdout, "attempt 1\ncancelled; stopping the container\nattempt 2\n",
+        "{logs}"
+    );
 }

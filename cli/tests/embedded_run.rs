@@ -5,9 +5,13 @@ mod common;
 
 use std::collections::BTreeSet;
 
+use std::time::Duration;
+
 use common::{
-    assert_no_containers_of_run, dags_dir, ensure_busybox_image, unique_name, vishwa, write_file,
+    Background, assert_no_containers_of_run, dags_dir, ensure_busybox_image, unique_name, vishwa,
+    wait_until, write_file,
 };
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 /// The instances of `dags/hello-pipeline` with its default params.
@@ -123,6 +127,44 @@ stages:
     assert!(
         last.starts_with(&format!("run {id} failed in ")) && last.contains("boom"),
         "last line: {last}"
+    );
+    assert_no_containers_of_run(&id);
+}
+
+#[test]
+fn interrupting_run_cancels_the_run_exits_3_and_leaves_no_container() {
+    ensure_busybox_image();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique_name("cli-interrupt");
+    let path = write_file(
+        dir.path(),
+        "long.yaml",
+        &format!(
+            r#"name: {name}
+stages:
+  - name: sleeper
+    image: vishwa-test/busybox:1
+    command: [sleep, "300"]
+"#
+        ),
+    );
+    let run = Background::start(&["run", &path]);
+    let running = wait_until(Duration::from_secs(30), || {
+        has_state_line(&run.stdout(), "sleeper", "running")
+    });
+    assert!(running, "the sleeper never ran: {}", run.stdout());
+    let id = run_id_of(&run.stdout());
+
+    run.signal(Signal::SIGINT);
+    let outcome = run.finish(Duration::from_secs(15));
+    outcome.expect_code(3);
+    assert!(
+        has_state_line(&outcome.stdout, "sleeper", "cancelled"),
+        "{outcome}"
+    );
+    assert!(
+        outcome.stderr.contains(&format!("cancelling run {id}")),
+        "{outcome}"
     );
     assert_no_containers_of_run(&id);
 }

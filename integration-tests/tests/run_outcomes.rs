@@ -241,6 +241,10 @@ stages:
   - name: after-sleepy
     needs: [sleepy]
     command: echo "must not run"
+  - name: sleepy-on-host
+    executor: process
+    command: sleep 300
+    timeout: 2s
 "#,
     );
     let started = Instant::now();
@@ -269,15 +273,19 @@ stages:
         "stage message: {}",
         sleepy.message
     );
-    let [attempt] = sleepy.attempts.as_slice() else {
-        panic!("expected one attempt:\n{}", describe_run(&run));
-    };
-    assert_eq!(attempt.outcome, "timed_out");
-    let ran_ms = attempt.finished_ms - attempt.started_ms;
-    assert!(
-        (1_900..12_000).contains(&ran_ms),
-        "the attempt was stopped {ran_ms} ms after it started, not at its 2s timeout"
-    );
+    for name in ["sleepy", "sleepy-on-host"] {
+        let stage = stage(&run, name);
+        assert_eq!(stage.state, pb::StageState::Failed as i32, "{name}");
+        let [attempt] = stage.attempts.as_slice() else {
+            panic!("expected one attempt of {name}:\n{}", describe_run(&run));
+        };
+        assert_eq!(attempt.outcome, "timed_out", "{name}");
+        let ran_ms = attempt.finished_ms - attempt.started_ms;
+        assert!(
+            (1_900..12_000).contains(&ran_ms),
+            "{name} was stopped {ran_ms} ms after it started, not at its 2s timeout"
+        );
+    }
     assert_eq!(
         stage_state(&run, "after-sleepy"),
         pb::StageState::UpstreamFailed
@@ -287,13 +295,22 @@ stages:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_run_stops_the_running_container_within_five_seconds() {
+async fn cancel_run_stops_the_running_container_and_process_within_five_seconds() {
     let mut cluster = TestCluster::start().await.unwrap();
     let name = unique_dag_name("cancel");
+    // A sleep on the worker's host, told apart from any other by its duration.
+    let host_sleep = format!(
+        "300.{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
     let yaml = dag_yaml(
         &name,
         &cluster.image,
-        r#"
+        &r#"
 defaults:
   image: "@IMAGE@"
 stages:
@@ -302,7 +319,11 @@ stages:
   - name: after-long
     needs: [long]
     command: echo "must not run"
-"#,
+  - name: long-on-host
+    executor: process
+    command: [sleep, "@SLEEP@"]
+"#
+        .replace("@SLEEP@", &host_sleep),
     );
     let run = cluster.submit_and_trigger(&yaml, &[]).await.unwrap();
     let id = run.run_id.clone();
@@ -314,10 +335,17 @@ stages:
     })
     .await;
     assert!(container_runs, "the long stage's container never ran");
-    cluster
-        .wait_for_stage_state(&id, "long", pb::StageState::Running, RUN_LIMIT)
-        .await
-        .unwrap();
+    let host_process_runs = wait_until(Duration::from_secs(30), || async {
+        !processes_with_argument(&host_sleep).is_empty()
+    })
+    .await;
+    assert!(host_process_runs, "the process stage never ran");
+    for stage in ["long", "long-on-host"] {
+        cluster
+            .wait_for_stage_state(&id, stage, pb::StageState::Running, RUN_LIMIT)
+            .await
+            .unwrap();
+    }
 
     let cancelling = Instant::now();
     let answer = cluster
@@ -339,6 +367,15 @@ stages:
         vishwa_integration_tests::containers::containers_of_run(&docker, &id).await
     );
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    let process_gone = wait_until(Duration::from_secs(5) - elapsed, || async {
+        processes_with_argument(&host_sleep).is_empty()
+    })
+    .await;
+    assert!(
+        process_gone,
+        "the process stage still runs 5s after CancelRun: pids {:?}",
+        processes_with_argument(&host_sleep)
+    );
 
     let run = cluster
         .wait_for_run_end(&id, Duration::from_secs(5))
@@ -350,11 +387,13 @@ stages:
         "{}",
         describe_run(&run)
     );
-    assert_eq!(stage_state(&run, "long"), pb::StageState::Cancelled);
     assert_eq!(stage_state(&run, "after-long"), pb::StageState::Cancelled);
-    let long = &stage(&run, "long").attempts;
-    assert_eq!(long.len(), 1);
-    assert_eq!(long[0].outcome, "cancelled");
+    for name in ["long", "long-on-host"] {
+        assert_eq!(stage_state(&run, name), pb::StageState::Cancelled);
+        let attempts = &stage(&run, name).attempts;
+        assert_eq!(attempts.len(), 1, "{name}");
+        assert_eq!(attempts[0].outcome, "cancelled", "{name}");
+    }
     assert!(stage(&run, "after-long").attempts.is_empty());
 
     // Cancelling a finished run is refused, and the run stays cancelled.
@@ -368,4 +407,22 @@ stages:
         Some(pb::RunState::Cancelled)
     );
     cluster.stop().await.unwrap();
+}
+
+/// Pids of the processes on this host that have `argument` among their arguments.
+fn processes_with_argument(argument: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg == argument.as_bytes())
+                .then_some(pid)
+        })
+        .collect()
 }

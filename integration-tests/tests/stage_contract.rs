@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use vishwa_integration_tests::cluster::{
     ClusterOptions, TestCluster, dag_yaml, describe_run, is_final, output_of, run_id, run_state,
     stage, stage_state, stdout_text, unique_dag_name,
@@ -307,6 +309,78 @@ stages:
             format!("item {item} as {instance}\n")
         );
     }
+    assert_no_containers_of_run(&cluster.docker, &id).await;
+    cluster.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_output_is_kept_whole_and_in_order_whether_followed_or_read_afterwards() {
+    let mut cluster = TestCluster::start().await.unwrap();
+    let name = unique_dag_name("large-output");
+    let yaml = dag_yaml(
+        &name,
+        &cluster.image,
+        r#"
+stages:
+  - name: chatty
+    image: "@IMAGE@"
+    command: seq 1 50000; seq 1 20000 >&2
+"#,
+    );
+    let run = cluster.submit_and_trigger(&yaml, &[]).await.unwrap();
+    let id = run.run_id.clone();
+    let following = cluster
+        .client
+        .stream_logs(pb::StreamLogsRequest {
+            run_id: id.clone(),
+            stage: String::new(),
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let followed = tokio::time::timeout(RUN_LIMIT, async {
+        let lines: Vec<Result<pb::LogLine, tonic::Status>> = following.collect().await;
+        lines.into_iter().collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .expect("the followed stream ends with the run")
+    .unwrap();
+    let run = cluster.wait_for_run_end(&id, RUN_LIMIT).await.unwrap();
+    assert_eq!(
+        run_state(&run),
+        Some(pb::RunState::Succeeded),
+        "{}",
+        describe_run(&run)
+    );
+
+    let numbers = |n: u32| -> Vec<u8> {
+        (1..=n)
+            .map(|i| format!("{i}\n"))
+            .collect::<String>()
+            .into_bytes()
+    };
+    let stored = cluster.logs(&id, Some("chatty")).await.unwrap();
+    for (what, lines) in [("followed", &followed), ("stored", &stored)] {
+        assert!(
+            output_of(lines, "chatty", pb::LogStream::Stdout) == numbers(50_000),
+            "{what} stdout differs from `seq 1 50000`"
+        );
+        assert!(
+            output_of(lines, "chatty", pb::LogStream::Stderr) == numbers(20_000),
+            "{what} stderr differs from `seq 1 20000`"
+        );
+    }
+    // Chunks come in the order they were written.
+    let seqs: Vec<u64> = stored
+        .iter()
+        .filter(|l| l.stream != pb::LogStream::System as i32)
+        .map(|l| l.seq)
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "stored chunks out of order"
+    );
     assert_no_containers_of_run(&cluster.docker, &id).await;
     cluster.stop().await.unwrap();
 }

@@ -197,7 +197,8 @@ pub fn write_file(dir: &Path, file: &str, text: &str) -> String {
 pub struct Servers {
     pub url: String,
     scheduler: Child,
-    worker: Child,
+    /// Workers by name, oldest first.
+    workers: Vec<(String, Child)>,
     dir: TempDir,
 }
 
@@ -236,32 +237,51 @@ impl Servers {
                 exited || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
             });
             if answers && !exited {
-                let url = format!("http://{addr}");
-                let worker = vishwa_command(&[
-                    "worker",
-                    "--scheduler",
-                    &url,
-                    "--name",
-                    "w1",
-                    "--slots",
-                    "2",
-                    "--allow-process",
-                ])
-                .stdout(File::create(dir.path().join("worker.out")).unwrap())
-                .stderr(File::create(dir.path().join("worker.log")).unwrap())
-                .spawn()
-                .expect("cannot start vishwa worker");
-                return Servers {
-                    url,
+                let mut servers = Servers {
+                    url: format!("http://{addr}"),
                     scheduler,
-                    worker,
+                    workers: Vec::new(),
                     dir,
                 };
+                servers.start_worker("w1");
+                return servers;
             }
             stop(&mut scheduler);
             last_failure = std::fs::read_to_string(&log).unwrap_or_default();
         }
         panic!("vishwa scheduler did not start; its log:\n{last_failure}");
+    }
+
+    /// Starts another worker with 2 slots that may run process stages.
+    pub fn start_worker(&mut self, name: &str) {
+        let log = |suffix: &str| File::create(self.dir.path().join(format!("{name}.{suffix}")));
+        let worker = vishwa_command(&[
+            "worker",
+            "--scheduler",
+            &self.url,
+            "--name",
+            name,
+            "--slots",
+            "2",
+            "--allow-process",
+        ])
+        .stdout(log("out").unwrap())
+        .stderr(log("log").unwrap())
+        .spawn()
+        .expect("cannot start vishwa worker");
+        self.workers.push((name.to_owned(), worker));
+    }
+
+    /// Stops a worker the way a service manager does (SIGTERM) and waits until it exited.
+    pub fn stop_worker(&mut self, name: &str) -> ExitStatus {
+        let index = self
+            .workers
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no worker {name}"));
+        let (_, mut worker) = self.workers.remove(index);
+        stop(&mut worker);
+        worker.wait().unwrap()
     }
 
     /// Runs a client verb against these servers.
@@ -271,22 +291,27 @@ impl Servers {
         vishwa(&all)
     }
 
-    /// Both servers' logs, for failure messages.
+    /// The scheduler's and the workers' logs, for failure messages.
     pub fn logs(&self) -> String {
         let read =
             |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        format!(
-            "--- scheduler log ---\n{}\n--- worker log ---\n{}",
-            read("scheduler.log"),
-            read("worker.log")
-        )
+        let mut text = format!("--- scheduler log ---\n{}", read("scheduler.log"));
+        for (name, _) in &self.workers {
+            text.push_str(&format!(
+                "\n--- {name} log ---\n{}",
+                read(&format!("{name}.log"))
+            ));
+        }
+        text
     }
 }
 
 impl Drop for Servers {
     fn drop(&mut self) {
         // The worker first, so it stops its containers while the scheduler still listens.
-        stop(&mut self.worker);
+        for (_, worker) in &mut self.workers {
+            stop(worker);
+        }
         stop(&mut self.scheduler);
     }
 }
@@ -312,4 +337,86 @@ fn free_loopback_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("cannot find a free loopback port")
+}
+
+/// A `vishwa` command running in the background, its output in files.
+pub struct Background {
+    child: Child,
+    _dir: TempDir,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Background {
+    /// Starts `vishwa args...` without waiting for it.
+    pub fn start(args: &[&str]) -> Background {
+        let dir = tempfile::tempdir().unwrap();
+        let stdout = dir.path().join("stdout");
+        let stderr = dir.path().join("stderr");
+        let child = vishwa_command(args)
+            .stdout(File::create(&stdout).unwrap())
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .expect("cannot start vishwa");
+        Background {
+            child,
+            _dir: dir,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// What it printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// Sends it a signal (SIGINT for Ctrl-C).
+    pub fn signal(&self, signal: Signal) {
+        let pid = i32::try_from(self.child.id()).expect("pids fit in i32");
+        kill(Pid::from_raw(pid), signal).expect("cannot signal vishwa");
+    }
+
+    /// Whether it has exited.
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Waits for it to exit; fails the test (and kills it) after `limit`.
+    pub fn finish(mut self, limit: Duration) -> Outcome {
+        let exited = wait_until(limit, || self.has_exited());
+        if !exited {
+            let _ = self.child.kill();
+        }
+        let status = self.child.wait().unwrap();
+        let stdout_bytes = std::fs::read(&self.stdout).unwrap_or_default();
+        let outcome = Outcome {
+            status,
+            stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
+            stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+            stdout_bytes,
+        };
+        assert!(exited, "vishwa did not exit within {limit:?}: {outcome}");
+        outcome
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if !self.has_exited() {
+            stop(&mut self.child);
+        }
+    }
+}
+
+/// How many containers labelled with `run_id` Docker reports as running.
+pub fn running_containers_of_run(run_id: &str) -> usize {
+    block_on(async {
+        let docker = vishwa_integration_tests::docker::connect_docker()
+            .await
+            .expect("Docker must be reachable");
+        vishwa_integration_tests::containers::running_containers_of_run(&docker, run_id)
+            .await
+            .map_or(0, |c| c.len())
+    })
 }
