@@ -290,15 +290,15 @@ impl Attempt {
     }
 }
 
-/// Sends the executor's events to the scheduler: the start as a report, output over one
-/// log stream opened at the first chunk. Returns once the scheduler stored every chunk.
+/// Sends the executor's events to the scheduler: the start as a report, output through a
+/// [`LogPusher`]. Returns once the scheduler acknowledged every chunk (or pushing gave up).
 async fn forward_events(
     mut client: Client,
     worker_id: String,
     task: pb::Task,
     mut events: mpsc::Receiver<ExecEvent>,
 ) {
-    let mut logs: Option<(mpsc::Sender<pb::LogChunk>, tokio::task::JoinHandle<()>)> = None;
+    let mut logs = LogPusher::new(client.clone(), task.attempt_id.clone());
     let mut seq = 0u64;
     while let Some(event) = events.recv().await {
         match event {
@@ -313,17 +313,6 @@ async fn forward_events(
                 }
             }
             ExecEvent::Output(chunk) => {
-                let (tx, _) = logs.get_or_insert_with(|| {
-                    let (tx, rx) = mpsc::channel(OUTPUT_BUFFER);
-                    let mut client = client.clone();
-                    let attempt = task.attempt_id.clone();
-                    let handle = tokio::spawn(async move {
-                        if let Err(status) = client.push_logs(ReceiverStream::new(rx)).await {
-                            warn!(%attempt, error = %status.message(), "pushing logs failed");
-                        }
-                    });
-                    (tx, handle)
-                });
                 let chunk = pb::LogChunk {
                     attempt_id: task.attempt_id.clone(),
                     stream: log_stream(chunk.stream) as i32,
@@ -335,13 +324,105 @@ async fn forward_events(
                     attempt: task.attempt,
                 };
                 seq += 1;
-                let _ = tx.send(chunk).await;
+                logs.push(chunk).await;
             }
         }
     }
-    if let Some((tx, handle)) = logs {
-        drop(tx);
-        let _ = handle.await;
+    logs.flush().await;
+}
+
+/// Chunks sent over one PushLogs stream before it is closed and acknowledged; bounds what is
+/// kept for sending again.
+const LOG_CHUNKS_PER_STREAM: usize = 512;
+/// Times a batch of output is offered to the scheduler before it is dropped.
+const LOG_PUSH_TRIES: u32 = 20;
+
+/// One attempt's output on its way to the scheduler. Chunks go out over a PushLogs stream as
+/// they come and are kept until the stream is acknowledged; when it breaks (the scheduler
+/// restarted, the connection dropped) they are sent again over a new one, which the scheduler
+/// stores once since chunks are keyed by their sequence number.
+struct LogPusher {
+    client: Client,
+    attempt: String,
+    unacknowledged: Vec<pb::LogChunk>,
+    stream: Option<LogStream>,
+}
+
+/// An open PushLogs call: the sender feeding it and the task awaiting its answer.
+struct LogStream {
+    tx: mpsc::Sender<pb::LogChunk>,
+    answer: tokio::task::JoinHandle<Result<(), Status>>,
+}
+
+impl LogPusher {
+    fn new(client: Client, attempt: String) -> Self {
+        LogPusher {
+            client,
+            attempt,
+            unacknowledged: Vec::new(),
+            stream: None,
+        }
+    }
+
+    /// Opens a PushLogs call that first sends `replay`, then what comes through its sender.
+    fn open(&self, replay: Vec<pb::LogChunk>) -> LogStream {
+        let (tx, rx) = mpsc::channel(OUTPUT_BUFFER);
+        let mut client = self.client.clone();
+        let body = futures::stream::iter(replay).chain(ReceiverStream::new(rx));
+        let answer = tokio::spawn(async move { client.push_logs(body).await.map(|_| ()) });
+        LogStream { tx, answer }
+    }
+
+    async fn push(&mut self, chunk: pb::LogChunk) {
+        self.unacknowledged.push(chunk.clone());
+        let stream = match self.stream.take() {
+            Some(stream) => stream,
+            None => self.open(Vec::new()),
+        };
+        let sent = stream.tx.send(chunk).await.is_ok();
+        self.stream = Some(stream);
+        if !sent || self.unacknowledged.len() >= LOG_CHUNKS_PER_STREAM {
+            self.flush().await;
+        }
+    }
+
+    /// Closes the open stream and waits for the scheduler's answer; if the stream broke, sends
+    /// every unacknowledged chunk again, with backoff, until it is stored or the tries run out.
+    async fn flush(&mut self) {
+        if self.stream.is_none() {
+            if self.unacknowledged.is_empty() {
+                return;
+            }
+            self.stream = Some(self.open(self.unacknowledged.clone()));
+        }
+        let mut backoff = Duration::from_millis(100);
+        for _ in 0..LOG_PUSH_TRIES {
+            let Some(stream) = self.stream.take() else {
+                break;
+            };
+            drop(stream.tx);
+            let status = match stream.answer.await {
+                Ok(Ok(())) => {
+                    self.unacknowledged.clear();
+                    return;
+                }
+                Ok(Err(status)) => status,
+                Err(join) => Status::internal(join.to_string()),
+            };
+            if matches!(
+                status.code(),
+                Code::InvalidArgument | Code::FailedPrecondition | Code::NotFound
+            ) {
+                break;
+            }
+            warn!(attempt = %self.attempt, error = %status.message(), chunks = self.unacknowledged.len(), "pushing logs failed; sending them again");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
+            self.stream = Some(self.open(self.unacknowledged.clone()));
+        }
+        warn!(attempt = %self.attempt, chunks = self.unacknowledged.len(), "gave up pushing logs");
+        self.unacknowledged.clear();
+        self.stream = None;
     }
 }
 
