@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Background, Servers, ensure_busybox_image, unique_name, vishwa, wait_until,
-    wait_until_no_containers_of_run, write_file,
+    Background, Servers, assert_no_containers_of_run, ensure_busybox_image, unique_name, vishwa,
+    wait_until, wait_until_no_containers_of_run, write_file,
 };
 use serde_json::Value;
 
@@ -427,4 +427,69 @@ stages:
         logs.stdout, "attempt 1\ncancelled; stopping the container\nattempt 2\n",
         "{logs}"
     );
+}
+
+#[test]
+fn a_scheduler_killed_mid_run_resumes_it_and_keeps_the_output_written_meanwhile() {
+    ensure_busybox_image();
+    let mut servers = Servers::start();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique_name("cli-survive");
+    let path = write_file(
+        dir.path(),
+        "survive.yaml",
+        &format!(
+            r#"name: {name}
+defaults:
+  image: vishwa-test/busybox:1
+stages:
+  - name: slow
+    command: echo "before"; sleep 3; echo "after"
+  - name: next
+    needs: [slow]
+    command: echo "next"
+"#
+        ),
+    );
+    servers.vishwa(&["submit", &path]).expect_code(0);
+    let triggered = servers.vishwa(&["trigger", &name]);
+    triggered.expect_code(0);
+    let run = triggered.stdout.trim().to_owned();
+    let started = wait_until(Duration::from_secs(30), || {
+        servers.vishwa(&["logs", &run, "slow"]).stdout == "before\n"
+    });
+    assert!(started, "the slow stage never wrote\n{}", servers.logs());
+
+    servers.kill_scheduler();
+    servers.restart_scheduler();
+
+    let get_json = |servers: &Servers| -> Value {
+        let get = servers.vishwa(&["-o", "json", "get", &run]);
+        serde_json::from_str(&get.stdout).unwrap_or(Value::Null)
+    };
+    let finished = wait_until(Duration::from_secs(30), || {
+        get_json(&servers)["finished"] != Value::Null
+    });
+    let run_json = get_json(&servers);
+    assert!(finished, "{run_json:#}\n{}", servers.logs());
+    assert_eq!(
+        run_json["state"],
+        "succeeded",
+        "{run_json:#}\n{}",
+        servers.logs()
+    );
+    assert_eq!(
+        run_json["stages"][0]["attempts"].as_array().unwrap().len(),
+        1,
+        "the worker kept running the stage through the restart: {run_json:#}"
+    );
+    let slow = servers.vishwa(&["logs", &run, "slow"]);
+    assert_eq!(
+        slow.stdout,
+        "before\nafter\n",
+        "output written while the scheduler was away is kept\n{}",
+        servers.logs()
+    );
+    assert_eq!(servers.vishwa(&["logs", &run, "next"]).stdout, "next\n");
+    assert_no_containers_of_run(&run);
 }

@@ -196,7 +196,10 @@ pub fn write_file(dir: &Path, file: &str, text: &str) -> String {
 /// when dropped. Their logs are kept in the temporary directory for failure messages.
 pub struct Servers {
     pub url: String,
+    addr: SocketAddr,
     scheduler: Child,
+    /// Schedulers started so far, to name their logs.
+    schedulers_started: u32,
     /// Workers by name, oldest first.
     workers: Vec<(String, Child)>,
     dir: TempDir,
@@ -213,43 +216,43 @@ impl Servers {
             .prefix("vishwa-cli-test-")
             .tempdir()
             .unwrap();
-        let data = dir.path().join("data");
         // The port is free when chosen but could be taken before the scheduler binds it:
         // try a few.
         let mut last_failure = String::new();
         for _ in 0..3 {
             let addr = free_loopback_addr();
-            let log = dir.path().join("scheduler.log");
-            let mut scheduler = vishwa_command(&[
-                "scheduler",
-                "--listen",
-                &addr.to_string(),
-                "--data",
-                data.to_str().unwrap(),
-            ])
-            .stdout(File::create(dir.path().join("scheduler.out")).unwrap())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("cannot start vishwa scheduler");
-            let mut exited = false;
-            let answers = wait_until(STARTUP_LIMIT, || {
-                exited = matches!(scheduler.try_wait(), Ok(Some(_)));
-                exited || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-            });
-            if answers && !exited {
-                let mut servers = Servers {
-                    url: format!("http://{addr}"),
-                    scheduler,
-                    workers: Vec::new(),
-                    dir,
-                };
-                servers.start_worker("w1");
-                return servers;
+            match start_scheduler(dir.path(), addr, 1) {
+                Ok(scheduler) => {
+                    let mut servers = Servers {
+                        url: format!("http://{addr}"),
+                        addr,
+                        scheduler,
+                        schedulers_started: 1,
+                        workers: Vec::new(),
+                        dir,
+                    };
+                    servers.start_worker("w1");
+                    return servers;
+                }
+                Err(log) => last_failure = log,
             }
-            stop(&mut scheduler);
-            last_failure = std::fs::read_to_string(&log).unwrap_or_default();
         }
         panic!("vishwa scheduler did not start; its log:\n{last_failure}");
+    }
+
+    /// Kills the scheduler with SIGKILL (no chance to clean up) and waits until it is gone.
+    pub fn kill_scheduler(&mut self) {
+        let _ = self.scheduler.kill();
+        let _ = self.scheduler.wait();
+    }
+
+    /// Starts a new scheduler on the same address over the same store.
+    pub fn restart_scheduler(&mut self) {
+        self.schedulers_started += 1;
+        match start_scheduler(self.dir.path(), self.addr, self.schedulers_started) {
+            Ok(scheduler) => self.scheduler = scheduler,
+            Err(log) => panic!("the scheduler did not start again; its log:\n{log}"),
+        }
     }
 
     /// Starts another worker with 2 slots that may run process stages.
@@ -295,7 +298,13 @@ impl Servers {
     pub fn logs(&self) -> String {
         let read =
             |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        let mut text = format!("--- scheduler log ---\n{}", read("scheduler.log"));
+        let mut text = String::new();
+        for n in 1..=self.schedulers_started {
+            text.push_str(&format!(
+                "--- scheduler {n} log ---\n{}\n",
+                read(&format!("scheduler-{n}.log"))
+            ));
+        }
         for (name, _) in &self.workers {
             text.push_str(&format!(
                 "\n--- {name} log ---\n{}",
@@ -314,6 +323,34 @@ impl Drop for Servers {
         }
         stop(&mut self.scheduler);
     }
+}
+
+/// Starts `vishwa scheduler` on `addr` over `dir/data` and waits until it answers; on failure
+/// returns its log.
+fn start_scheduler(dir: &Path, addr: SocketAddr, n: u32) -> Result<Child, String> {
+    let data = dir.join("data");
+    let log = dir.join(format!("scheduler-{n}.log"));
+    let mut scheduler = vishwa_command(&[
+        "scheduler",
+        "--listen",
+        &addr.to_string(),
+        "--data",
+        data.to_str().unwrap(),
+    ])
+    .stdout(File::create(dir.join(format!("scheduler-{n}.out"))).unwrap())
+    .stderr(File::create(&log).unwrap())
+    .spawn()
+    .expect("cannot start vishwa scheduler");
+    let mut exited = false;
+    let answers = wait_until(STARTUP_LIMIT, || {
+        exited = matches!(scheduler.try_wait(), Ok(Some(_)));
+        exited || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    });
+    if answers && !exited {
+        return Ok(scheduler);
+    }
+    stop(&mut scheduler);
+    Err(std::fs::read_to_string(&log).unwrap_or_default())
 }
 
 /// Asks a child to stop with SIGTERM and kills it if it is still there after 10 s.
