@@ -44,16 +44,14 @@ fn submit_registers_a_dag_once_and_dags_lists_it() {
     let name = unique_name("cli-submit");
     let path = write_file(dir.path(), "dag.yaml", &succeeding_dag(&name));
 
-    let first = servers.vishwa(&["submit", &path]);
-    first.expect_code(0);
+    let first = servers.vishwa_ok(&["submit", &path]);
     assert!(
         first
             .stdout
             .starts_with(&format!("registered {name} version ")),
         "{first}"
     );
-    let again = servers.vishwa(&["submit", &path]);
-    again.expect_code(0);
+    let again = servers.vishwa_ok(&["submit", &path]);
     assert!(
         again
             .stdout
@@ -61,12 +59,10 @@ fn submit_registers_a_dag_once_and_dags_lists_it() {
         "{again}"
     );
 
-    let dags = servers.vishwa(&["dags"]);
-    dags.expect_code(0);
+    let dags = servers.vishwa_ok(&["dags"]);
     assert!(dags.stdout.starts_with("NAME"), "{dags}");
     assert!(has_row(&dags.stdout, &[&name]), "{dags}");
-    let json = servers.vishwa(&["-o", "json", "dags"]);
-    json.expect_code(0);
+    let json = servers.vishwa_ok(&["-o", "json", "dags"]);
     let listed: Value = serde_json::from_str(&json.stdout).unwrap();
     let dag = listed
         .as_array()
@@ -84,8 +80,7 @@ fn submit_registers_a_dag_once_and_dags_lists_it() {
         "description: the same DAG, described\ndefaults:",
     );
     let path = write_file(dir.path(), "dag.yaml", &changed);
-    let update = servers.vishwa(&["-o", "json", "submit", &path]);
-    update.expect_code(0);
+    let update = servers.vishwa_ok(&["-o", "json", "submit", &path]);
     let update: Value = serde_json::from_str(&update.stdout).unwrap();
     assert_eq!(update["changed"], true);
     assert_ne!(update["dag"]["version"], version.as_str());
@@ -111,8 +106,8 @@ stages:
 "#
         ),
     );
-    servers.vishwa(&["submit", &ok_path]).expect_code(0);
-    servers.vishwa(&["submit", &failing_path]).expect_code(0);
+    servers.vishwa_ok(&["submit", &ok_path]);
+    servers.vishwa_ok(&["submit", &failing_path]);
 
     // --watch follows the run to its end; the exit code is its outcome.
     let watched = servers.vishwa(&["trigger", &ok, "--watch"]);
@@ -142,8 +137,7 @@ stages:
     );
 
     // runs: newest first, with states; filtered by DAG; as JSON.
-    let runs = servers.vishwa(&["runs"]);
-    runs.expect_code(0);
+    let runs = servers.vishwa_ok(&["runs"]);
     assert!(
         has_row(&runs.stdout, &[&ok_run, &ok, "succeeded", "manual"]),
         "{runs}"
@@ -157,8 +151,7 @@ stages:
         only_ok.stdout.contains(&ok_run) && !only_ok.stdout.contains(&fail_run),
         "{only_ok}"
     );
-    let json = servers.vishwa(&["-o", "json", "runs", "--state", "failed"]);
-    json.expect_code(0);
+    let json = servers.vishwa_ok(&["-o", "json", "runs", "--state", "failed"]);
     let failed_runs: Value = serde_json::from_str(&json.stdout).unwrap();
     let ids: Vec<&str> = failed_runs
         .as_array()
@@ -169,8 +162,7 @@ stages:
     assert_eq!(ids, [fail_run.as_str()], "{json}");
 
     // get: the stages with their states, workers and exit codes.
-    let get = servers.vishwa(&["get", &ok_run]);
-    get.expect_code(0);
+    let get = servers.vishwa_ok(&["get", &ok_run]);
     assert!(
         get.stdout.starts_with(&format!("run {ok_run}  succeeded")),
         "{get}"
@@ -183,8 +175,7 @@ stages:
         has_row(&get.stdout, &["finish", "succeeded", "1", "w1"]),
         "{get}"
     );
-    let get_failed = servers.vishwa(&["get", &fail_run]);
-    get_failed.expect_code(0);
+    let get_failed = servers.vishwa_ok(&["get", &fail_run]);
     assert!(
         has_row(&get_failed.stdout, &["boom", "failed", "1", "w1"]),
         "{get_failed}"
@@ -199,8 +190,7 @@ stages:
     assert_eq!(run["stages"][0]["attempts"][0]["exit_code"], 5, "{json}");
 
     // logs: every stage prefixed with its name, or one stage's raw output.
-    let logs = servers.vishwa(&["logs", &ok_run]);
-    logs.expect_code(0);
+    let logs = servers.vishwa_ok(&["logs", &ok_run]);
     assert!(
         logs.stdout
             .contains(&format!("prepare | preparing for {ok}\n")),
@@ -211,11 +201,9 @@ stages:
             .contains("finish | finished on the worker host\n"),
         "{logs}"
     );
-    let one = servers.vishwa(&["logs", &ok_run, "prepare"]);
-    one.expect_code(0);
+    let one = servers.vishwa_ok(&["logs", &ok_run, "prepare"]);
     assert_eq!(one.stdout, format!("preparing for {ok}\n"), "{one}");
-    let stderr = servers.vishwa(&["logs", &fail_run, "boom"]);
-    stderr.expect_code(0);
+    let stderr = servers.vishwa_ok(&["logs", &fail_run, "boom"]);
     assert_eq!(stderr.stdout, "about to fail\n", "{stderr}");
     let unknown_stage = servers.vishwa(&["logs", &ok_run, "no-such-stage"]);
     assert_ne!(unknown_stage.code(), 0, "{unknown_stage}");
@@ -234,8 +222,7 @@ stages:
     );
 
     // Without --watch, trigger prints the run id and returns at once.
-    let quick = servers.vishwa(&["trigger", &ok]);
-    quick.expect_code(0);
+    let quick = servers.vishwa_ok(&["trigger", &ok]);
     let quick_run = quick.stdout.trim();
     assert!(
         quick_run.starts_with(&format!("{ok}-")) && !quick_run.contains(' '),
@@ -265,7 +252,7 @@ stages:
 "#
         ),
     );
-    servers.vishwa(&["submit", &path]).expect_code(0);
+    servers.vishwa_ok(&["submit", &path]);
     // Someone watches the run, someone follows its logs, someone else cancels it.
     let watch = Background::start(&["--server", &servers.url, "trigger", &name, "--watch"]);
     let announced = wait_until(Duration::from_secs(10), || watch.stdout().contains('\n'));
@@ -287,8 +274,7 @@ stages:
     let follow_sleeper =
         Background::start(&["--server", &servers.url, "logs", &run, "sleeper", "-f"]);
 
-    let cancel = servers.vishwa(&["cancel", &run]);
-    cancel.expect_code(0);
+    let cancel = servers.vishwa_ok(&["cancel", &run]);
     assert_eq!(cancel.stdout, format!("{run} cancelled\n"), "{cancel}");
     assert!(
         wait_until_no_containers_of_run(&run, Duration::from_secs(5)),
@@ -305,8 +291,7 @@ stages:
         .finish(Duration::from_secs(10))
         .expect_code(0);
 
-    let get = servers.vishwa(&["get", &run]);
-    get.expect_code(0);
+    let get = servers.vishwa_ok(&["get", &run]);
     assert!(
         get.stdout.starts_with(&format!("run {run}  cancelled")),
         "{get}"
@@ -375,9 +360,8 @@ stages:
 "#
         ),
     );
-    servers.vishwa(&["submit", &path]).expect_code(0);
-    let triggered = servers.vishwa(&["trigger", &name]);
-    triggered.expect_code(0);
+    servers.vishwa_ok(&["submit", &path]);
+    let triggered = servers.vishwa_ok(&["trigger", &name]);
     let run = triggered.stdout.trim().to_owned();
     let get_json = |servers: &Servers| -> Value {
         let get = servers.vishwa(&["-o", "json", "get", &run]);
@@ -390,8 +374,9 @@ stages:
     assert!(
         wait_until(Duration::from_secs(10), || {
             common::running_containers_of_run(&run) == 1
+                && servers.vishwa(&["logs", &run, "patient"]).stdout == "attempt 1\n"
         }),
-        "the stage's container never ran"
+        "the stage's container never ran and wrote"
     );
 
     // SIGTERM: the worker stops what it runs and hands it back before it exits.
@@ -451,9 +436,8 @@ stages:
 "#
         ),
     );
-    servers.vishwa(&["submit", &path]).expect_code(0);
-    let triggered = servers.vishwa(&["trigger", &name]);
-    triggered.expect_code(0);
+    servers.vishwa_ok(&["submit", &path]);
+    let triggered = servers.vishwa_ok(&["trigger", &name]);
     let run = triggered.stdout.trim().to_owned();
     let started = wait_until(Duration::from_secs(30), || {
         servers.vishwa(&["logs", &run, "slow"]).stdout == "before\n"

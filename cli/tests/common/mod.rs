@@ -4,7 +4,7 @@
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -52,6 +52,7 @@ pub struct Outcome {
 
 impl Outcome {
     /// The exit code; panics if the process was killed by a signal.
+    #[track_caller]
     pub fn code(&self) -> i32 {
         self.status
             .code()
@@ -59,6 +60,7 @@ impl Outcome {
     }
 
     /// Panics, showing both streams, unless the exit code is `code`.
+    #[track_caller]
     pub fn expect_code(&self, code: i32) -> &Self {
         assert_eq!(
             self.status.code(),
@@ -209,35 +211,27 @@ pub struct Servers {
 const STARTUP_LIMIT: Duration = Duration::from_secs(20);
 
 impl Servers {
-    /// Starts a scheduler on a free loopback port over a temporary store, waits until it
-    /// answers, then starts a worker `w1` with 2 slots that may run process stages.
+    /// Starts a scheduler on a loopback port of its choosing (it binds port 0 and logs the
+    /// address, so no other server can take the port first) over a temporary store, waits
+    /// until it answers, then starts a worker `w1` with 2 slots that may run process stages.
     pub fn start() -> Servers {
         let dir = tempfile::Builder::new()
             .prefix("vishwa-cli-test-")
             .tempdir()
             .unwrap();
-        // The port is free when chosen but could be taken before the scheduler binds it:
-        // try a few.
-        let mut last_failure = String::new();
-        for _ in 0..3 {
-            let addr = free_loopback_addr();
-            match start_scheduler(dir.path(), addr, 1) {
-                Ok(scheduler) => {
-                    let mut servers = Servers {
-                        url: format!("http://{addr}"),
-                        addr,
-                        scheduler,
-                        schedulers_started: 1,
-                        workers: Vec::new(),
-                        dir,
-                    };
-                    servers.start_worker("w1");
-                    return servers;
-                }
-                Err(log) => last_failure = log,
-            }
-        }
-        panic!("vishwa scheduler did not start; its log:\n{last_failure}");
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (scheduler, addr) = start_scheduler(dir.path(), any_port, 1)
+            .unwrap_or_else(|log| panic!("vishwa scheduler did not start; its log:\n{log}"));
+        let mut servers = Servers {
+            url: format!("http://{addr}"),
+            addr,
+            scheduler,
+            schedulers_started: 1,
+            workers: Vec::new(),
+            dir,
+        };
+        servers.start_worker("w1");
+        servers
     }
 
     /// Kills the scheduler with SIGKILL (no chance to clean up) and waits until it is gone.
@@ -250,7 +244,7 @@ impl Servers {
     pub fn restart_scheduler(&mut self) {
         self.schedulers_started += 1;
         match start_scheduler(self.dir.path(), self.addr, self.schedulers_started) {
-            Ok(scheduler) => self.scheduler = scheduler,
+            Ok((scheduler, _)) => self.scheduler = scheduler,
             Err(log) => panic!("the scheduler did not start again; its log:\n{log}"),
         }
     }
@@ -294,6 +288,19 @@ impl Servers {
         vishwa(&all)
     }
 
+    /// Runs a client verb that must succeed; panics with the servers' logs otherwise.
+    #[track_caller]
+    pub fn vishwa_ok(&self, args: &[&str]) -> Outcome {
+        let outcome = self.vishwa(args);
+        assert_eq!(
+            outcome.status.code(),
+            Some(0),
+            "vishwa {args:?} failed: {outcome}\n{}",
+            self.logs()
+        );
+        outcome
+    }
+
     /// The scheduler's and the workers' logs, for failure messages.
     pub fn logs(&self) -> String {
         let read =
@@ -325,15 +332,15 @@ impl Drop for Servers {
     }
 }
 
-/// Starts `vishwa scheduler` on `addr` over `dir/data` and waits until it answers; on failure
-/// returns its log.
-fn start_scheduler(dir: &Path, addr: SocketAddr, n: u32) -> Result<Child, String> {
+/// Starts `vishwa scheduler` on `listen` over `dir/data` and waits until it says where it
+/// listens and answers there; returns it with that address, or its log if it did not start.
+fn start_scheduler(dir: &Path, listen: SocketAddr, n: u32) -> Result<(Child, SocketAddr), String> {
     let data = dir.join("data");
     let log = dir.join(format!("scheduler-{n}.log"));
     let mut scheduler = vishwa_command(&[
         "scheduler",
         "--listen",
-        &addr.to_string(),
+        &listen.to_string(),
         "--data",
         data.to_str().unwrap(),
     ])
@@ -342,15 +349,28 @@ fn start_scheduler(dir: &Path, addr: SocketAddr, n: u32) -> Result<Child, String
     .spawn()
     .expect("cannot start vishwa scheduler");
     let mut exited = false;
+    let mut addr = None;
     let answers = wait_until(STARTUP_LIMIT, || {
         exited = matches!(scheduler.try_wait(), Ok(Some(_)));
-        exited || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        addr = addr.or_else(|| listening_addr(&std::fs::read_to_string(&log).unwrap_or_default()));
+        exited
+            || addr.is_some_and(|addr| {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            })
     });
-    if answers && !exited {
-        return Ok(scheduler);
+    match addr {
+        Some(addr) if answers && !exited => Ok((scheduler, addr)),
+        _ => {
+            stop(&mut scheduler);
+            Err(std::fs::read_to_string(&log).unwrap_or_default())
+        }
     }
-    stop(&mut scheduler);
-    Err(std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// The address in the scheduler's `scheduler listening addr=...` log line.
+fn listening_addr(log: &str) -> Option<SocketAddr> {
+    let (_, rest) = log.split_once("scheduler listening addr=")?;
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// Asks a child to stop with SIGTERM and kills it if it is still there after 10 s.
@@ -368,12 +388,6 @@ fn stop(child: &mut Child) {
         let _ = child.kill();
         let _ = child.wait();
     }
-}
-
-fn free_loopback_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("cannot find a free loopback port")
 }
 
 /// A `vishwa` command running in the background, its output in files.
