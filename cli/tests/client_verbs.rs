@@ -221,6 +221,9 @@ stages:
         "{dags}"
     );
 
+    assert_no_containers_of_run(&ok_run);
+    assert_no_containers_of_run(&fail_run);
+
     // Without --watch, trigger prints the run id and returns at once.
     let quick = servers.vishwa_ok(&["trigger", &ok]);
     let quick_run = quick.stdout.trim();
