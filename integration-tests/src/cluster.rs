@@ -28,6 +28,7 @@ use vishwa_worker::executor::docker::DockerExecutor;
 use vishwa_worker::executor::process::ProcessExecutor;
 use vishwa_worker::{Executors, WorkerConfig, WorkerError, run_worker};
 
+use crate::containers::remove_containers_of_run;
 use crate::docker::connect_docker;
 use crate::images::ensure_busybox_image;
 
@@ -84,6 +85,8 @@ pub struct TestCluster {
     scheduler_shutdown: CancellationToken,
     worker: Option<JoinHandle<Result<(), WorkerError>>>,
     worker_shutdown: CancellationToken,
+    /// Runs triggered through this cluster, whose containers a failed test removes.
+    runs: Vec<String>,
 }
 
 impl TestCluster {
@@ -158,6 +161,7 @@ impl TestCluster {
             scheduler_shutdown,
             worker: Some(worker),
             worker_shutdown,
+            runs: Vec::new(),
         })
     }
 
@@ -204,7 +208,9 @@ impl TestCluster {
             .await
             .with_context(|| format!("TriggerRun {dag}"))?
             .into_inner();
-        response.run.context("TriggerRun answered without a run")
+        let run = response.run.context("TriggerRun answered without a run")?;
+        self.runs.push(run.run_id.clone());
+        Ok(run)
     }
 
     /// Submits `yaml` and starts a run of it with parameter overrides.
@@ -327,6 +333,27 @@ impl Drop for TestCluster {
         // its scheduler.
         self.worker_shutdown.cancel();
         self.scheduler_shutdown.cancel();
+        // The test's runtime ends with the test, taking the worker's own cleanup with it: remove
+        // what a failed test left running from a runtime of our own. A passing test stopped
+        // the cluster and checked that nothing was left, so there is nothing to hide.
+        if std::thread::panicking() && !self.runs.is_empty() {
+            let runs = std::mem::take(&mut self.runs);
+            let cleanup = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async {
+                    let docker = connect_docker().await?;
+                    for run in &runs {
+                        remove_containers_of_run(&docker, run).await?;
+                    }
+                    Ok::<_, anyhow::Error>(())
+                })
+            });
+            if let Ok(Err(error)) = cleanup.join() {
+                eprintln!("cleaning up the containers of a failed test: {error:#}");
+            }
+        }
     }
 }
 

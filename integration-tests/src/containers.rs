@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bollard::Docker;
-use bollard::query_parameters::ListContainersOptionsBuilder;
+use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 use vishwa_worker::executor::docker::{LABEL_RUN, LABEL_STAGE};
 
 use crate::poll::wait_until;
@@ -84,4 +84,22 @@ pub async fn wait_until_no_containers_of_run(
             .is_ok_and(|c| c.is_empty())
     })
     .await
+}
+
+/// Force-removes every container of `run_id`; for cleaning up after a test that failed midway.
+pub async fn remove_containers_of_run(docker: &Docker, run_id: &str) -> anyhow::Result<()> {
+    let options = RemoveContainerOptionsBuilder::default().force(true).build();
+    for container in containers_of_run(docker, run_id).await? {
+        match docker
+            .remove_container(&container.id, Some(options.clone()))
+            .await
+        {
+            // Gone already: its worker removed it meanwhile.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            result => result.with_context(|| format!("removing container {}", container.name))?,
+        }
+    }
+    Ok(())
 }
