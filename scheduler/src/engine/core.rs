@@ -309,7 +309,13 @@ impl Engine {
                 reply,
             } => {
                 self.touch_lease(&worker, now);
+                // A worker stops a current attempt on its own only when it shuts down: hand it
+                // nothing more (not even this attempt's retry) until it registers again.
+                let shutting_down = outcome == AttemptOutcome::Cancelled;
                 let result = self.finish_attempt(&attempt, outcome, now);
+                if shutting_down && result.is_ok() {
+                    self.workers.close_inbox(&worker);
+                }
                 self.reply(reply, result);
             }
             Command::Metrics { reply } => {

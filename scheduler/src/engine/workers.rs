@@ -79,8 +79,9 @@ impl Workers {
         }
     }
 
-    /// Sends a message to a worker; false if it has no open inbox. A closed inbox is dropped,
-    /// so the worker gets no more tasks until it reconnects.
+    /// Sends a message to a worker; false if it has no open inbox. An inbox found closed (the
+    /// worker's task stream ended) is dropped, so the worker gets no more tasks until it
+    /// attaches a new one.
     pub(crate) fn send(&mut self, worker: &WorkerId, message: WorkerMessage) -> bool {
         let Some(w) = self.entries.get_mut(worker) else {
             return false;
@@ -93,6 +94,13 @@ impl Workers {
             w.inbox = None;
         }
         sent
+    }
+
+    /// Stops handing tasks to a worker until it attaches its inbox again.
+    pub(crate) fn close_inbox(&mut self, worker: &WorkerId) {
+        if let Some(w) = self.entries.get_mut(worker) {
+            w.inbox = None;
+        }
     }
 
     /// Removes workers whose lease ran out by `now` and returns them with the attempts they
