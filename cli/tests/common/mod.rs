@@ -261,6 +261,9 @@ impl Servers {
             "--slots",
             "2",
             "--allow-process",
+            // On SIGTERM, running stages get 2 s to finish before they are stopped.
+            "--grace",
+            "2s",
         ])
         .stdout(log("out").unwrap())
         .stderr(log("log").unwrap())
