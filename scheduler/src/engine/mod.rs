@@ -21,7 +21,10 @@ use crate::run::{AttemptOutcome, RetryMode, RunRecord, StageRecord};
 use crate::store::{LogRecord, Store};
 
 mod core;
+mod dispatch;
+mod leases;
 mod metrics;
+mod runs;
 mod task;
 mod workers;
 
