@@ -41,6 +41,8 @@ pub struct SchedulerConfig {
     pub lease: Duration,
     /// Largest DAG bundle (a submitted folder) accepted, in bytes.
     pub max_bundle_bytes: u64,
+    /// Stages running at once over all workers; 0 means only the workers' slots limit it.
+    pub max_parallel_stages: u32,
 }
 
 impl Default for SchedulerConfig {
@@ -52,6 +54,7 @@ impl Default for SchedulerConfig {
             heartbeat_interval: engine.heartbeat_interval,
             lease: engine.lease,
             max_bundle_bytes: DEFAULT_MAX_BUNDLE_BYTES,
+            max_parallel_stages: 0,
         }
     }
 }
@@ -102,6 +105,7 @@ impl Scheduler {
         let engine_config = EngineConfig {
             heartbeat_interval: config.heartbeat_interval,
             lease: config.lease,
+            max_running: config.max_parallel_stages,
         };
         let engine = EngineHandle::start(store, engine_config, &tracker, shutdown.clone()).await?;
         let addr = listener.local_addr().ok();

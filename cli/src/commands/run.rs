@@ -65,6 +65,9 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
     let shutdown = CancellationToken::new();
     let config = SchedulerConfig {
         data_dir,
+        // One worker in this very process: no need to wait long for it to come back.
+        heartbeat_interval: Duration::from_secs(1),
+        lease: Duration::from_secs(5),
         ..SchedulerConfig::default()
     };
     let scheduler = Scheduler::start(&config, listener, shutdown.clone()).await?;

@@ -1,7 +1,7 @@
 //! The engine actor's state and loop. See the module above for the order of a turn.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::dispatch::{Ready, ReadyQueue};
 use super::metrics::DispatchMetrics;
 use super::workers::Workers;
 use super::{Command, DagFiles, EngineConfig, EngineEvent, WorkerMessage};
@@ -47,7 +48,10 @@ pub(crate) struct Engine {
     pub(super) files: HashMap<(String, String), DagFiles>,
     /// Runs that are queued or running.
     pub(super) runs: HashMap<RunId, Run>,
-    pub(super) ready: VecDeque<(RunId, usize, Instant)>,
+    pub(super) ready: ReadyQueue,
+    /// When this engine started: a stage no worker fits fails only once workers had a lease
+    /// to reconnect.
+    pub(super) started: Instant,
     pub(super) timers: BinaryHeap<Reverse<(Millis, RunId)>>,
     /// The wake-up time last pushed per run, so an unchanged one is not pushed again.
     pub(super) scheduled: HashMap<RunId, Millis>,
@@ -76,7 +80,8 @@ impl Engine {
             dags: HashMap::new(),
             files: HashMap::new(),
             runs: HashMap::new(),
-            ready: VecDeque::new(),
+            ready: ReadyQueue::default(),
+            started: Instant::now(),
             timers: BinaryHeap::new(),
             scheduled: HashMap::new(),
             attempts: HashMap::new(),
@@ -240,6 +245,17 @@ impl Engine {
             Command::Metrics { reply } => {
                 let _ = reply.send(self.metrics.clone());
             }
+            Command::Workers { reply } => {
+                let _ = reply.send(self.worker_views());
+            }
+            Command::Drain {
+                worker,
+                undo,
+                reply,
+            } => {
+                let result = self.drain(&worker, undo);
+                let _ = reply.send(result);
+            }
         }
     }
 
@@ -270,7 +286,17 @@ impl Engine {
         for action in actions {
             match action {
                 Action::Ready { instance } => {
-                    self.ready.push_back((id.clone(), instance, Instant::now()));
+                    let Some(run) = self.runs.get(id) else {
+                        continue;
+                    };
+                    // An instance that ran before (retry, lost attempt) goes first.
+                    let first = !run.stages[instance].attempts.is_empty();
+                    let ready = Ready {
+                        run: id.clone(),
+                        instance,
+                        since: Instant::now(),
+                    };
+                    self.ready.push(&run.record.dag, ready, first);
                 }
                 Action::Kill {
                     attempt, worker, ..

@@ -1,15 +1,15 @@
 //! The engine's side of workers: registration, heartbeats and leases, lost attempts, and
 //! routing each report to its attempt (refusing those no longer current).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use tracing::{debug, info, warn};
 
 use super::core::{AttemptRoute, Engine};
-use super::workers::WorkerEntry;
-use super::{HeartbeatReply, Registered, WorkerRegistration};
+use super::workers::{Offer, WorkerEntry};
+use super::{HeartbeatReply, Registered, WorkerRegistration, WorkerView};
 use crate::api::ApiError;
-use crate::ids::{AttemptId, Millis, WorkerId, now_ms};
+use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
 use crate::run::{AttemptOutcome, Event};
 
 impl Engine {
@@ -18,11 +18,11 @@ impl Engine {
         let lease = self.config.lease.as_millis() as Millis;
         let reported: HashSet<AttemptId> = r.running.into_iter().collect();
         let previous = self.workers.entries.remove(&id);
-        let mut running = HashSet::new();
+        let mut running = HashMap::new();
         // Attempts we believe run there but the worker no longer has are lost.
-        for attempt in previous.map(|w| w.running).unwrap_or_default() {
+        for (attempt, claim) in previous.map(|w| w.running).unwrap_or_default() {
             if reported.contains(&attempt) {
-                running.insert(attempt);
+                running.insert(attempt, claim);
             } else {
                 self.lose_attempt(&attempt, format!("worker {id} came back without it"), now);
             }
@@ -31,7 +31,7 @@ impl Engine {
         // cancelled, superseded) must stop: their reports would be refused anyway.
         let cancel: Vec<AttemptId> = reported
             .into_iter()
-            .filter(|a| !running.contains(a))
+            .filter(|a| !running.contains_key(a))
             .collect();
         if !cancel.is_empty() {
             warn!(worker = %id, attempts = cancel.len(), "worker runs attempts that are no longer current; stopping them");
@@ -39,12 +39,18 @@ impl Engine {
         self.workers.entries.insert(
             id.clone(),
             WorkerEntry {
-                slots: r.slots.max(1),
-                labels: r.labels,
-                allow_process: r.allow_process,
+                offer: Offer {
+                    slots: r.slots.max(1),
+                    labels: r.labels,
+                    allow_process: r.allow_process,
+                    cpus: r.cpus,
+                    memory: r.memory_bytes,
+                    gpus: r.gpus,
+                },
                 running,
                 inbox: None,
                 lease_until: now + lease,
+                last_seen_ms: now,
                 draining: false,
             },
         );
@@ -76,6 +82,7 @@ impl Engine {
             info!(%worker, "worker is draining; it gets no new tasks");
         }
         entry.draining = draining;
+        entry.last_seen_ms = now;
         self.touch_lease(worker, now);
         let cancel = running
             .into_iter()
@@ -145,5 +152,70 @@ impl Engine {
         self.attempts.remove(attempt);
         self.workers.release(&route.worker, attempt);
         Ok(())
+    }
+
+    /// Every registered worker as `vishwa workers` shows it, by name.
+    pub(super) fn worker_views(&self) -> Vec<WorkerView> {
+        let mut views: Vec<WorkerView> = self
+            .workers
+            .entries
+            .keys()
+            .filter_map(|id| self.worker_view(id))
+            .collect();
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        views
+    }
+
+    fn worker_view(&self, id: &WorkerId) -> Option<WorkerView> {
+        let w = self.workers.entries.get(id)?;
+        let used = w.used();
+        let mut running: Vec<(RunId, String, u32)> = w
+            .running
+            .keys()
+            .filter_map(|attempt| {
+                let route = self.attempts.get(attempt)?;
+                let run = self.runs.get(&route.run)?;
+                let stage = &run.stages[route.instance];
+                Some((
+                    route.run.clone(),
+                    stage.instance.clone(),
+                    stage.attempts.len() as u32,
+                ))
+            })
+            .collect();
+        running.sort();
+        Some(WorkerView {
+            name: id.0.clone(),
+            labels: w.offer.labels.clone(),
+            slots: w.offer.slots,
+            cpus: w.offer.cpus,
+            memory_bytes: w.offer.memory,
+            gpus: w.offer.gpus.clone(),
+            used_cpus: used.cpus,
+            used_memory_bytes: used.memory,
+            used_gpus: used.gpus,
+            running,
+            last_seen_ms: w.last_seen_ms,
+            draining: w.draining,
+            drained: self.workers.drained.contains(id),
+            connected: w.inbox.as_ref().is_some_and(|i| !i.is_closed()),
+        })
+    }
+
+    /// Stops (or, with `undo`, resumes) handing stages to a worker; what it runs finishes.
+    pub(super) fn drain(&mut self, worker: &WorkerId, undo: bool) -> Result<WorkerView, ApiError> {
+        if !self.workers.entries.contains_key(worker) {
+            return Err(ApiError::WorkerNotRegistered {
+                worker: worker.0.clone(),
+            });
+        }
+        if undo {
+            self.workers.drained.remove(worker);
+            info!(%worker, "worker takes stages again");
+        } else {
+            self.workers.drained.insert(worker.clone());
+            info!(%worker, "worker drained: it finishes what it runs and takes nothing new");
+        }
+        Ok(self.worker_view(worker).expect("checked above"))
     }
 }

@@ -1,14 +1,14 @@
 //! The engine's runs: DAG versions, triggering, admission under `max_active_runs`,
 //! cancellation, retries, and recovery of unfinished runs after a restart.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use super::core::{AttemptRoute, Engine, transition_error};
-use super::workers::WorkerEntry;
+use super::workers::{Claim, WorkerEntry};
 use super::{DagFiles, Submitted};
 use crate::api::ApiError;
 use crate::dag::{Dag, parse_dag};
@@ -67,16 +67,16 @@ impl Engine {
                         .workers
                         .entries
                         .entry(worker.clone())
-                        .or_insert_with(|| WorkerEntry {
-                            slots: 0,
-                            labels: BTreeMap::new(),
-                            allow_process: false,
-                            running: HashSet::new(),
-                            inbox: None,
-                            lease_until: now + lease,
-                            draining: false,
-                        });
-                    entry.running.insert(attempt.clone());
+                        .or_insert_with(|| WorkerEntry::placeholder(now + lease, now));
+                    let stage_def = &run.plan.dag.stages[run.plan.nodes[i].stage];
+                    let gpus = stage
+                        .attempts
+                        .last()
+                        .map(|a| a.gpus.clone())
+                        .unwrap_or_default();
+                    entry
+                        .running
+                        .insert(attempt.clone(), Claim::assigned(stage_def, gpus));
                 }
             }
             let actions = run.resume(now);
