@@ -103,6 +103,31 @@ impl Client {
             .map_err(|s| self.fail(s))
     }
 
+    pub(crate) async fn list_workers(&mut self) -> Result<Vec<pb::WorkerInfo>> {
+        let req = self.request(pb::ListWorkersRequest {});
+        self.inner
+            .list_workers(req)
+            .await
+            .map(|r| r.into_inner().workers)
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn drain_worker(&mut self, name: &str, undo: bool) -> Result<pb::WorkerInfo> {
+        let req = self.request(pb::DrainWorkerRequest {
+            name: name.to_owned(),
+            undo,
+        });
+        let response = self
+            .inner
+            .drain_worker(req)
+            .await
+            .map_err(|s| self.fail(s))?;
+        response
+            .into_inner()
+            .worker
+            .ok_or_else(|| anyhow!("the scheduler answered without the worker"))
+    }
+
     pub(crate) async fn list_dags(&mut self) -> Result<Vec<pb::DagSummary>> {
         let req = self.request(pb::ListDagsRequest {});
         self.inner

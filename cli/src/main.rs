@@ -113,6 +113,11 @@ pub(crate) enum Verb {
     },
     /// Cancel a run: running stages are stopped, the rest will not start.
     Cancel { run: String },
+    /// Workers: labels, capacity, what they use and run, last heartbeat.
+    Workers {
+        #[command(subcommand)]
+        action: Option<WorkersAction>,
+    },
     /// Run a failed or cancelled run again: its failed stages and what follows them, or
     /// STAGE and what follows it (--from), or STAGE alone (--from STAGE --only).
     Retry {
@@ -135,6 +140,14 @@ pub(crate) enum Verb {
     Backfill(commands::schedule_verbs::BackfillArgs),
     /// The next fire times of a DAG's schedule, in its zone and in UTC.
     Next(commands::schedule_verbs::NextArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WorkersAction {
+    /// Stop handing stages to a worker; what it runs finishes.
+    Drain { name: String },
+    /// Hand stages to a drained worker again.
+    Undrain { name: String },
 }
 
 /// Exit codes, documented in the README.

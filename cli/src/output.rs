@@ -226,6 +226,46 @@ pub(crate) fn stage_json(s: &pb::StageRun) -> Value {
     })
 }
 
+/// A byte count for people: `512Mi`, `4.0Gi`.
+pub(crate) fn bytes(n: u64) -> String {
+    const GI: f64 = (1u64 << 30) as f64;
+    const MI: f64 = (1u64 << 20) as f64;
+    let f = n as f64;
+    if n == 0 {
+        "0".to_owned()
+    } else if f >= GI {
+        format!("{:.1}Gi", f / GI)
+    } else if f >= MI {
+        format!("{:.0}Mi", f / MI)
+    } else {
+        format!("{n}B")
+    }
+}
+
+pub(crate) fn worker_json(w: &pb::WorkerInfo) -> Value {
+    json!({
+        "name": w.name,
+        "labels": w.labels,
+        "slots": w.slots,
+        "cpus": w.cpus,
+        "memory_bytes": w.memory_bytes,
+        "gpus": w.gpus,
+        "used": {
+            "slots": w.used_slots,
+            "cpus": w.used_cpus,
+            "memory_bytes": w.used_memory_bytes,
+            "gpus": w.used_gpus,
+        },
+        "running": w.running.iter().map(|r| json!({
+            "run_id": r.run_id, "stage": r.stage, "attempt": r.attempt,
+        })).collect::<Vec<_>>(),
+        "last_seen": rfc3339(w.last_seen_ms),
+        "draining": w.draining,
+        "drained": w.drained,
+        "connected": w.connected,
+    })
+}
+
 pub(crate) fn dag_json(d: &pb::DagSummary) -> Value {
     json!({
         "name": d.name,

@@ -153,6 +153,7 @@ impl View {
                 }
             ),
             Ok(pb::StageState::Succeeded) => output::duration(s.started_ms, s.finished_ms),
+            Ok(pb::StageState::Failed) if s.attempts.is_empty() => s.message.clone(),
             Ok(pb::StageState::Failed) => {
                 format!("{} after {} attempt(s)", s.message, s.attempts.len())
             }

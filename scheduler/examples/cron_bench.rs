@@ -116,6 +116,9 @@ async fn instant_worker(engine: &EngineHandle) -> BenchResult<()> {
             labels: BTreeMap::new(),
             allow_process: true,
             running: Vec::new(),
+            cpus: 0.0,
+            memory_bytes: 0,
+            gpus: Vec::new(),
         })
         .await?;
     let (tx, mut rx) = mpsc::unbounded_channel();

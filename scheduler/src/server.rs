@@ -43,6 +43,8 @@ pub struct SchedulerConfig {
     pub schedules: bool,
     /// Largest DAG bundle (a submitted folder) accepted, in bytes.
     pub max_bundle_bytes: u64,
+    /// Stages running at once over all workers; 0 means only the workers' slots limit it.
+    pub max_parallel_stages: u32,
 }
 
 impl Default for SchedulerConfig {
@@ -55,6 +57,7 @@ impl Default for SchedulerConfig {
             lease: engine.lease,
             schedules: engine.schedules,
             max_bundle_bytes: DEFAULT_MAX_BUNDLE_BYTES,
+            max_parallel_stages: 0,
         }
     }
 }
@@ -106,6 +109,7 @@ impl Scheduler {
             heartbeat_interval: config.heartbeat_interval,
             lease: config.lease,
             schedules: config.schedules,
+            max_running: config.max_parallel_stages,
         };
         let engine = EngineHandle::start(store, engine_config, &tracker, shutdown.clone()).await?;
         let addr = listener.local_addr().ok();

@@ -135,7 +135,7 @@ pub async fn run_worker(
     let client = Client::new(endpoint.connect_lazy())
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
-    remove_leftovers(&executors, &config.name).await;
+    remove_leftovers(&executors, &owner_label(&config)).await;
     let bundles =
         Arc::new(
             BundleCache::open(&config.cache_dir).map_err(|e| WorkerError::Cache {
@@ -208,6 +208,13 @@ async fn stop_after_grace(
         token.cancel();
     }
     hard_stop.cancel();
+}
+
+/// Who owns what this worker starts: its name at its scheduler. Two workers of the same
+/// name serving different schedulers on one Docker host (two `vishwa run`s at once, say)
+/// never clean up each other's containers.
+fn owner_label(config: &WorkerConfig) -> String {
+    format!("{}@{}", config.name, config.scheduler)
 }
 
 /// Removes what an earlier process of this worker left behind, so no container is orphaned
@@ -338,6 +345,7 @@ impl Session<'_> {
                 let attempt = Attempt {
                     client: self.client.clone(),
                     worker_id: worker_id.to_owned(),
+                    owner: owner_label(self.config),
                     executors: self.executors.clone(),
                     bundles: self.bundles.clone(),
                     allow_process: self.config.allow_process,
@@ -355,6 +363,8 @@ impl Session<'_> {
 struct Attempt {
     client: Client,
     worker_id: String,
+    /// Labels what this attempt starts, so a restart of this worker can find it.
+    owner: String,
     executors: Executors,
     bundles: Arc<BundleCache>,
     allow_process: bool,
@@ -364,7 +374,7 @@ struct Attempt {
 
 impl Attempt {
     async fn run(mut self, task: pb::Task, cancel: CancellationToken) {
-        let (choice, mut spec) = task_spec(&task, &self.worker_id);
+        let (choice, mut spec) = task_spec(&task, &self.owner);
         debug!(attempt = %spec.attempt_id, stage = %spec.stage, "attempt starting");
         let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
         let forwarder = tokio::spawn(forward_events(

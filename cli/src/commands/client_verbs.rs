@@ -13,7 +13,7 @@ use crate::load::load_dag;
 use crate::output::{self, Format, Table};
 use crate::reconnect::{LogDedup, Reconnect};
 use crate::watch::{Style, watch_run};
-use crate::{Global, Verb, exit};
+use crate::{Global, Verb, WorkersAction, exit};
 
 pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
     // Read local input before connecting, so bad input fails the same with no scheduler.
@@ -230,6 +230,33 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
             }
             Ok(exit_code_of(last.state))
         }
+        Verb::Workers { action } => {
+            match action {
+                None => {
+                    let workers = client.list_workers().await?;
+                    print_workers(&workers, format);
+                }
+                Some(WorkersAction::Drain { name }) => {
+                    let w = client.drain_worker(&name, false).await?;
+                    match format {
+                        Format::Json => output::print_json(&output::worker_json(&w)),
+                        Format::Table => println!(
+                            "drained {}: it finishes its {} running stage(s) and takes nothing new",
+                            w.name,
+                            w.running.len()
+                        ),
+                    }
+                }
+                Some(WorkersAction::Undrain { name }) => {
+                    let w = client.drain_worker(&name, true).await?;
+                    match format {
+                        Format::Json => output::print_json(&output::worker_json(&w)),
+                        Format::Table => println!("{} takes stages again", w.name),
+                    }
+                }
+            }
+            Ok(exit::OK)
+        }
         Verb::Cancel { run } => {
             let run = client.cancel(&run).await?;
             match format {
@@ -310,6 +337,67 @@ fn print_log_line(line: &pb::LogLine, one_stage: bool, format: Format) {
         }
     }
     let _ = out.flush();
+}
+
+fn print_workers(workers: &[pb::WorkerInfo], format: Format) {
+    if format == Format::Json {
+        output::print_json(&json!(
+            workers.iter().map(output::worker_json).collect::<Vec<_>>()
+        ));
+        return;
+    }
+    let mut table = Table::new(vec![
+        "WORKER",
+        "STATE",
+        "LABELS",
+        "SLOTS",
+        "CPUS",
+        "MEMORY",
+        "GPUS",
+        "RUNNING",
+        "LAST SEEN",
+    ]);
+    for w in workers {
+        let state = if w.drained {
+            "drained"
+        } else if w.draining {
+            "draining"
+        } else if w.connected {
+            "ready"
+        } else {
+            "away"
+        };
+        let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let running: Vec<String> = w
+            .running
+            .iter()
+            .map(|r| format!("{}/{}", r.run_id, r.stage))
+            .collect();
+        table.row(vec![
+            w.name.clone(),
+            state.to_owned(),
+            if labels.is_empty() {
+                "-".into()
+            } else {
+                labels.join(",")
+            },
+            format!("{}/{}", w.used_slots, w.slots),
+            format!("{}/{}", w.used_cpus, w.cpus),
+            format!(
+                "{}/{}",
+                output::bytes(w.used_memory_bytes),
+                output::bytes(w.memory_bytes)
+            ),
+            format!("{}/{}", w.used_gpus.len(), w.gpus.len()),
+            if running.is_empty() {
+                "-".into()
+            } else {
+                running.join(" ")
+            },
+            output::time(w.last_seen_ms),
+        ]);
+    }
+    table.print();
 }
 
 /// The first 12 characters of a version hash.

@@ -67,6 +67,9 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
         data_dir,
         // One run of the DAG, now: its schedule, if any, does not start others.
         schedules: false,
+        // One worker in this very process: no need to wait long for it to come back.
+        heartbeat_interval: Duration::from_secs(1),
+        lease: Duration::from_secs(5),
         ..SchedulerConfig::default()
     };
     let scheduler = Scheduler::start(&config, listener, shutdown.clone()).await?;

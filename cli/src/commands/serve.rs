@@ -39,6 +39,9 @@ pub(crate) struct SchedulerArgs {
     /// How long a silent worker keeps its stages before they run elsewhere [default: 30s].
     #[arg(long, value_parser = parse_duration)]
     lease: Option<Duration>,
+    /// Stages running at once over all workers [default: no limit beyond the workers' slots].
+    #[arg(long)]
+    max_parallel_stages: Option<u32>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -176,6 +179,9 @@ fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
     }
     if let Some(lease) = args.lease {
         config.lease = lease;
+    }
+    if let Some(max) = args.max_parallel_stages {
+        config.max_parallel_stages = max;
     }
     if config.lease <= config.heartbeat_interval {
         return Err(Invalid(format!(

@@ -17,7 +17,7 @@ use super::schedule::{backfill_response, next_fire_ms_of};
 use crate::bundle::{BundleError, BundleStore};
 use crate::dag::{Dag, parse_dag};
 use crate::engine::{BackfillRequest, DagFiles, EngineEvent, EngineHandle};
-use crate::ids::RunId;
+use crate::ids::{RunId, WorkerId};
 use crate::run::{RetryMode, RunRecord, StageRecord};
 use crate::store::{LogRecord, Store};
 
@@ -413,6 +413,27 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             .map_err(ApiError::from)?;
         tracing::info!(%digest, size, "bundle received");
         Ok(Response::new(pb::UploadBundleResponse { digest, size }))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let workers = self.engine.workers().await?;
+        Ok(Response::new(pb::ListWorkersResponse {
+            workers: workers.iter().map(pb::WorkerInfo::from).collect(),
+        }))
+    }
+
+    async fn drain_worker(
+        &self,
+        request: Request<pb::DrainWorkerRequest>,
+    ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
+        let r = request.into_inner();
+        let view = self.engine.drain(WorkerId(r.name), r.undo).await?;
+        Ok(Response::new(pb::DrainWorkerResponse {
+            worker: Some(pb::WorkerInfo::from(&view)),
+        }))
     }
 
     async fn cancel_run(

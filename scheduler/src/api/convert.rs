@@ -4,7 +4,7 @@
 use vishwa_proto::v1 as pb;
 
 use crate::dag::{Command, ExecutorKind};
-use crate::engine::TaskAssignment;
+use crate::engine::{TaskAssignment, WorkerView};
 use crate::run::{AttemptOutcome, AttemptRecord, RunRecord, RunState, StageRecord, StageState};
 use crate::store::{LogRecord, LogStreamKind};
 
@@ -207,6 +207,36 @@ impl From<&TaskAssignment> for pb::Task {
                 memory_bytes: t.resources.memory_bytes.unwrap_or(0),
                 gpus: t.resources.gpus.unwrap_or(0),
             }),
+        }
+    }
+}
+
+impl From<&WorkerView> for pb::WorkerInfo {
+    fn from(w: &WorkerView) -> Self {
+        pb::WorkerInfo {
+            name: w.name.clone(),
+            labels: w.labels.clone().into_iter().collect(),
+            slots: w.slots,
+            cpus: w.cpus,
+            memory_bytes: w.memory_bytes,
+            gpus: w.gpus.clone(),
+            used_slots: w.running.len() as u32,
+            used_cpus: w.used_cpus,
+            used_memory_bytes: w.used_memory_bytes,
+            used_gpus: w.used_gpus.clone(),
+            running: w
+                .running
+                .iter()
+                .map(|(run, stage, attempt)| pb::RunningStage {
+                    run_id: run.0.clone(),
+                    stage: stage.clone(),
+                    attempt: *attempt,
+                })
+                .collect(),
+            last_seen_ms: w.last_seen_ms,
+            draining: w.draining,
+            drained: w.drained,
+            connected: w.connected,
         }
     }
 }

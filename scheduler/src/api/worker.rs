@@ -67,6 +67,9 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
                 labels: r.labels.into_iter().collect(),
                 allow_process: r.allow_process,
                 running: r.running_attempts.into_iter().map(AttemptId).collect(),
+                cpus: r.cpus,
+                memory_bytes: r.memory_bytes,
+                gpus: r.gpus,
             })
             .await?;
         Ok(Response::new(pb::RegisterResponse {

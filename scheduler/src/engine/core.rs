@@ -1,33 +1,24 @@
 //! The engine actor's state and loop. See the module above for the order of a turn.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use self::schedule::Schedules;
+use super::dispatch::{Ready, ReadyQueue};
 use super::metrics::DispatchMetrics;
-use super::task::build_task;
-use super::workers::{WorkerEntry, Workers};
-use super::{
-    Command, DagFiles, EngineConfig, EngineEvent, HeartbeatReply, Registered, Submitted,
-    WorkerMessage, WorkerRegistration,
-};
+use super::schedule::Schedules;
+use super::workers::Workers;
+use super::{Command, DagFiles, EngineConfig, EngineEvent, WorkerMessage};
 use crate::api::ApiError;
-use crate::dag::{Dag, parse_dag};
+use crate::dag::Dag;
 use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
-use crate::run::{
-    Action, AttemptOutcome, Event, RetryMode, Run, RunPlan, RunRecord, RunState, StageState,
-    TransitionError, TriggerKind,
-};
-use crate::store::{DagRecord, DagVersion, Store, WriteBatch};
-
-mod schedule;
+use crate::run::{Action, AttemptOutcome, Event, Run, TransitionError};
+use crate::store::{Store, WriteBatch};
 
 /// Commands taken per turn at most, so a flood cannot starve timers.
 const MAX_COMMANDS_PER_TURN: usize = 4096;
@@ -36,43 +27,46 @@ const LEASE_CHECK: Duration = Duration::from_millis(500);
 
 /// Where an attempt runs.
 #[derive(Debug, Clone)]
-struct AttemptRoute {
-    run: RunId,
-    instance: usize,
-    worker: WorkerId,
+pub(super) struct AttemptRoute {
+    pub(super) run: RunId,
+    pub(super) instance: usize,
+    pub(super) worker: WorkerId,
 }
 
 /// Work to do once the turn's writes are durable.
-enum Effect {
+pub(super) enum Effect {
     Reply(Box<dyn FnOnce() + Send>),
     Send(WorkerId, WorkerMessage),
 }
 
 pub(crate) struct Engine {
-    store: Arc<dyn Store>,
-    config: EngineConfig,
-    events: broadcast::Sender<Arc<EngineEvent>>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) config: EngineConfig,
+    pub(super) events: broadcast::Sender<Arc<EngineEvent>>,
     /// Parsed DAG versions, by (name, version).
-    dags: HashMap<(String, String), Arc<Dag>>,
+    pub(super) dags: HashMap<(String, String), Arc<Dag>>,
     /// Local folders of DAG versions (embedded modes).
-    files: HashMap<(String, String), DagFiles>,
+    pub(super) files: HashMap<(String, String), DagFiles>,
     /// Runs that are queued or running.
-    runs: HashMap<RunId, Run>,
-    ready: VecDeque<(RunId, usize, Instant)>,
-    timers: BinaryHeap<Reverse<(Millis, RunId)>>,
+    pub(super) runs: HashMap<RunId, Run>,
+    pub(super) ready: ReadyQueue,
+    /// When this engine started: a stage no worker fits fails only once workers had a lease
+    /// to reconnect.
+    pub(super) started: Instant,
+    pub(super) timers: BinaryHeap<Reverse<(Millis, RunId)>>,
     /// The wake-up time last pushed per run, so an unchanged one is not pushed again.
-    scheduled: HashMap<RunId, Millis>,
-    attempts: HashMap<AttemptId, AttemptRoute>,
-    workers: Workers,
-    batch: WriteBatch,
-    effects: Vec<Effect>,
-    published: Vec<Arc<EngineEvent>>,
-    touched: HashSet<RunId>,
-    finished: Vec<RunId>,
+    pub(super) scheduled: HashMap<RunId, Millis>,
+    pub(super) attempts: HashMap<AttemptId, AttemptRoute>,
+    pub(super) workers: Workers,
+    pub(super) batch: WriteBatch,
+    pub(super) effects: Vec<Effect>,
+    pub(super) published: Vec<Arc<EngineEvent>>,
+    pub(super) touched: HashSet<RunId>,
+    pub(super) finished: Vec<RunId>,
     /// Attempts whose task could not be delivered; lost at the start of the next turn.
-    undelivered: Vec<AttemptId>,
-    metrics: DispatchMetrics,
-    schedules: Schedules,
+    pub(super) undelivered: Vec<AttemptId>,
+    pub(super) metrics: DispatchMetrics,
+    pub(super) schedules: Schedules,
 }
 
 impl Engine {
@@ -88,7 +82,8 @@ impl Engine {
             dags: HashMap::new(),
             files: HashMap::new(),
             runs: HashMap::new(),
-            ready: VecDeque::new(),
+            ready: ReadyQueue::default(),
+            started: Instant::now(),
             timers: BinaryHeap::new(),
             scheduled: HashMap::new(),
             attempts: HashMap::new(),
@@ -102,80 +97,6 @@ impl Engine {
             metrics: DispatchMetrics::default(),
             schedules: Schedules::default(),
         }
-    }
-
-    /// Loads every unfinished run from the store and resumes it. Attempts that were running
-    /// stay running; their workers get one lease to come back and claim them.
-    pub(crate) async fn recover(&mut self) -> Result<(), ApiError> {
-        let now = now_ms();
-        let lease = self.config.lease.as_millis() as Millis;
-        let mut runs = self.store.list_runs()?;
-        runs.retain(|r| !r.state.is_final());
-        runs.sort_by_key(|r| r.created_ms);
-        let count = runs.len();
-        for record in runs {
-            let id = record.id.clone();
-            let stored = self.store.run_stages(&id)?;
-            let dag = match self.load_dag(&record.dag, &record.dag_version) {
-                Ok(dag) => dag,
-                Err(e) => {
-                    warn!(run = %id, error = %e, "cannot resume run: its DAG version is unreadable");
-                    continue;
-                }
-            };
-            let plan = match RunPlan::build(dag, &record.params) {
-                Ok(plan) => Arc::new(plan),
-                Err(e) => {
-                    warn!(run = %id, error = %e, "cannot resume run: its plan does not build");
-                    continue;
-                }
-            };
-            let mut run = match Run::restore(record, plan, stored) {
-                Ok(run) => run,
-                Err(e) => {
-                    warn!(run = %id, error = %e, "cannot resume run");
-                    continue;
-                }
-            };
-            for (i, stage) in run.stages.iter().enumerate() {
-                if let StageState::Running {
-                    attempt, worker, ..
-                } = &stage.state
-                {
-                    self.attempts.insert(
-                        attempt.clone(),
-                        AttemptRoute {
-                            run: id.clone(),
-                            instance: i,
-                            worker: worker.clone(),
-                        },
-                    );
-                    let entry = self
-                        .workers
-                        .entries
-                        .entry(worker.clone())
-                        .or_insert_with(|| WorkerEntry {
-                            slots: 0,
-                            labels: BTreeMap::new(),
-                            allow_process: false,
-                            running: HashSet::new(),
-                            inbox: None,
-                            lease_until: now + lease,
-                            draining: false,
-                        });
-                    entry.running.insert(attempt.clone());
-                }
-            }
-            let actions = run.resume(now);
-            self.runs.insert(id.clone(), run);
-            self.touched.insert(id.clone());
-            self.handle_actions(&id, actions);
-        }
-        if count > 0 {
-            info!(runs = count, "resumed unfinished runs");
-        }
-        self.recover_schedules(now)?;
-        self.end_turn().await
     }
 
     pub(crate) async fn run(
@@ -320,18 +241,35 @@ impl Engine {
                 reply,
             } => {
                 self.touch_lease(&worker, now);
+                // A worker stops a current attempt on its own only when it shuts down: hand it
+                // nothing more (not even this attempt's retry) until it registers again.
+                let shutting_down = outcome == AttemptOutcome::Cancelled;
                 let result = self.finish_attempt(&attempt, outcome, now);
+                if shutting_down && result.is_ok() {
+                    self.workers.close_inbox(&worker);
+                }
                 self.reply(reply, result);
             }
             Command::Metrics { reply } => {
                 let _ = reply.send(self.metrics.clone());
+            }
+            Command::Workers { reply } => {
+                let _ = reply.send(self.worker_views());
+            }
+            Command::Drain {
+                worker,
+                undo,
+                reply,
+            } => {
+                let result = self.drain(&worker, undo);
+                let _ = reply.send(result);
             }
             Command::Schedule(command) => self.handle_schedule(command, now),
         }
     }
 
     /// Queues a reply to be sent once this turn's writes are durable.
-    fn reply<T: Send + 'static>(
+    pub(super) fn reply<T: Send + 'static>(
         &mut self,
         reply: tokio::sync::oneshot::Sender<Result<T, ApiError>>,
         result: Result<T, ApiError>,
@@ -341,365 +279,8 @@ impl Engine {
         })));
     }
 
-    fn submit(
-        &mut self,
-        dag: Arc<Dag>,
-        file_name: String,
-        source: String,
-        files: DagFiles,
-        now: Millis,
-    ) -> Result<Submitted, ApiError> {
-        let name = dag.name.0.clone();
-        let mut hasher = Sha256::new();
-        hasher.update(source.as_bytes());
-        hasher.update([0]);
-        hasher.update(files.local_dir.as_deref().unwrap_or("").as_bytes());
-        hasher.update([0]);
-        hasher.update(files.bundle.as_deref().unwrap_or("").as_bytes());
-        let version = hex::encode(hasher.finalize());
-        let current = self.store.get_dag(&name)?;
-        if current.as_ref().is_some_and(|d| d.version == version) {
-            return Ok(Submitted {
-                name,
-                version,
-                changed: false,
-            });
-        }
-        self.batch.put_dag_version(DagVersion {
-            name: name.clone(),
-            version: version.clone(),
-            file_name,
-            source,
-            local_dir: files.local_dir.clone(),
-            bundle: files.bundle.clone(),
-            submitted_ms: now,
-        });
-        let paused = current.is_some_and(|d| d.paused);
-        self.batch.put_dag(DagRecord {
-            name: name.clone(),
-            version: version.clone(),
-            submitted_ms: now,
-            paused,
-        });
-        self.schedule_dag_submitted(&dag, paused, now);
-        self.dags.insert((name.clone(), version.clone()), dag);
-        self.files.insert((name.clone(), version.clone()), files);
-        info!(dag = %name, %version, "dag registered");
-        Ok(Submitted {
-            name,
-            version,
-            changed: true,
-        })
-    }
-
-    fn load_dag(&mut self, name: &str, version: &str) -> Result<Arc<Dag>, ApiError> {
-        let key = (name.to_owned(), version.to_owned());
-        if let Some(dag) = self.dags.get(&key) {
-            return Ok(dag.clone());
-        }
-        let stored =
-            self.store
-                .get_dag_version(name, version)?
-                .ok_or_else(|| ApiError::DagNotFound {
-                    name: name.to_owned(),
-                })?;
-        let dag = Arc::new(parse_dag(&stored.source, &stored.file_name)?);
-        self.dags.insert(key.clone(), dag.clone());
-        self.files.insert(
-            key,
-            DagFiles {
-                local_dir: stored.local_dir,
-                bundle: stored.bundle,
-            },
-        );
-        Ok(dag)
-    }
-
-    fn trigger(
-        &mut self,
-        name: &str,
-        overrides: &BTreeMap<String, String>,
-        now: Millis,
-    ) -> Result<RunRecord, ApiError> {
-        let current = self
-            .store
-            .get_dag(name)?
-            .ok_or_else(|| ApiError::DagNotFound {
-                name: name.to_owned(),
-            })?;
-        let dag = self.load_dag(name, &current.version)?;
-        if let Some(stage) = dag.stages.iter().find(|s| s.when.is_some()) {
-            // Running the stage regardless of its condition would do what the DAG forbids.
-            return Err(ApiError::InvalidRequest {
-                field: "when",
-                reason: format!(
-                    "stage `{}` has a `when:` condition; conditions are checked but not yet \
-                     evaluated by this version of Vishwa, so the DAG cannot run safely; remove \
-                     the condition to run it",
-                    stage.name
-                ),
-            });
-        }
-        let params = dag.resolve_params(overrides)?;
-        let plan = Arc::new(RunPlan::build(dag.clone(), &params)?);
-        let record = RunRecord {
-            id: RunId::new_manual(name, now),
-            dag: name.to_owned(),
-            dag_version: current.version,
-            params,
-            state: RunState::Queued,
-            trigger: TriggerKind::Manual,
-            created_ms: now,
-            started_ms: None,
-            finished_ms: None,
-            message: None,
-            logical_time_ms: None,
-            deadline_ms: None,
-            cancel_requested: false,
-            retries: Vec::new(),
-        };
-        let id = record.id.clone();
-        self.runs.insert(id.clone(), Run::new(record, plan));
-        self.touched.insert(id.clone());
-        self.admit_queued_runs(name, now);
-        info!(run = %id, dag = %name, "run created");
-        Ok(self.runs[&id].record.clone())
-    }
-
-    /// Starts queued runs of `dag` while it is under its `max_active_runs`.
-    fn admit_queued_runs(&mut self, dag: &str, now: Millis) {
-        let mut queued: Vec<(Millis, RunId)> = Vec::new();
-        let mut active = 0u32;
-        let mut limit = u32::MAX;
-        for run in self.runs.values() {
-            if run.record.dag != dag {
-                continue;
-            }
-            match run.record.state {
-                RunState::Running => active += 1,
-                RunState::Queued => queued.push((run.record.created_ms, run.record.id.clone())),
-                _ => {}
-            }
-            if let Some(max) = run.plan.dag.max_active_runs {
-                limit = max;
-            }
-        }
-        queued.sort();
-        for (_, id) in queued {
-            if active >= limit {
-                break;
-            }
-            if self.apply(&id, Event::Start, now).is_ok() {
-                active += 1;
-            }
-        }
-    }
-
-    fn cancel(&mut self, id: &RunId, now: Millis) -> Result<RunRecord, ApiError> {
-        if !self.runs.contains_key(id) {
-            let stored = self
-                .store
-                .get_run(id)?
-                .ok_or_else(|| ApiError::RunNotFound { id: id.0.clone() })?;
-            return Err(ApiError::RunFinished {
-                id: id.0.clone(),
-                state: stored.state.as_str(),
-            });
-        }
-        self.apply(
-            id,
-            Event::Cancel {
-                reason: "cancelled by request".to_owned(),
-            },
-            now,
-        )?;
-        info!(run = %id, "run cancelled");
-        Ok(self.runs[id].record.clone())
-    }
-
-    fn register(&mut self, r: WorkerRegistration, now: Millis) -> Registered {
-        let id = WorkerId(r.name.clone());
-        let lease = self.config.lease.as_millis() as Millis;
-        let reported: HashSet<AttemptId> = r.running.into_iter().collect();
-        let previous = self.workers.entries.remove(&id);
-        let mut running = HashSet::new();
-        // Attempts we believe run there but the worker no longer has are lost.
-        for attempt in previous.map(|w| w.running).unwrap_or_default() {
-            if reported.contains(&attempt) {
-                running.insert(attempt);
-            } else {
-                self.lose_attempt(&attempt, format!("worker {id} came back without it"), now);
-            }
-        }
-        // Attempts it still runs that are no longer current (lost while it was away,
-        // cancelled, superseded) must stop: their reports would be refused anyway.
-        let cancel: Vec<AttemptId> = reported
-            .into_iter()
-            .filter(|a| !running.contains(a))
-            .collect();
-        if !cancel.is_empty() {
-            warn!(worker = %id, attempts = cancel.len(), "worker runs attempts that are no longer current; stopping them");
-        }
-        self.workers.entries.insert(
-            id.clone(),
-            WorkerEntry {
-                slots: r.slots.max(1),
-                labels: r.labels,
-                allow_process: r.allow_process,
-                running,
-                inbox: None,
-                lease_until: now + lease,
-                draining: false,
-            },
-        );
-        info!(worker = %id, slots = r.slots, "worker registered");
-        Registered {
-            worker: id,
-            heartbeat_interval: self.config.heartbeat_interval,
-            lease: self.config.lease,
-            cancel,
-        }
-    }
-
-    fn heartbeat(
-        &mut self,
-        worker: &WorkerId,
-        running: Vec<AttemptId>,
-        draining: bool,
-        now: Millis,
-    ) -> HeartbeatReply {
-        let Some(entry) = self.workers.entries.get_mut(worker) else {
-            // Unknown (its lease ran out, or this scheduler restarted and never saw it): it
-            // registers again, and registration says which attempts it must stop.
-            return HeartbeatReply {
-                cancel: Vec::new(),
-                reregister: true,
-            };
-        };
-        if draining && !entry.draining {
-            info!(%worker, "worker is draining; it gets no new tasks");
-        }
-        entry.draining = draining;
-        self.touch_lease(worker, now);
-        let cancel = running
-            .into_iter()
-            .filter(|a| self.attempts.get(a).is_none_or(|r| &r.worker != worker))
-            .collect();
-        HeartbeatReply {
-            cancel,
-            reregister: false,
-        }
-    }
-
-    /// Loads a finished run, resets the stages `mode` selects and starts it again.
-    fn retry(
-        &mut self,
-        id: &RunId,
-        mode: RetryMode,
-        now: Millis,
-    ) -> Result<(RunRecord, Vec<String>), ApiError> {
-        if let Some(run) = self.runs.get(id) {
-            return Err(ApiError::InvalidRequest {
-                field: "run_id",
-                reason: format!(
-                    "run {id} is still {}; only a finished run can be retried",
-                    run.record.state.as_str()
-                ),
-            });
-        }
-        let record = self
-            .store
-            .get_run(id)?
-            .ok_or_else(|| ApiError::RunNotFound { id: id.0.clone() })?;
-        let stored = self.store.run_stages(id)?;
-        let dag = self.load_dag(&record.dag, &record.dag_version)?;
-        let plan = Arc::new(RunPlan::build(dag, &record.params)?);
-        let mut run = Run::restore(record, plan, stored).map_err(transition_error)?;
-        let selected = run.retry_selection(&mode).map_err(transition_error)?;
-        if selected.is_empty() {
-            return Err(ApiError::InvalidRequest {
-                field: "run_id",
-                reason: format!(
-                    "run {id} has no failed, upstream_failed or cancelled stage to retry; \
-                     use --from STAGE to run stages again"
-                ),
-            });
-        }
-        let names: Vec<String> = selected
-            .iter()
-            .map(|&i| run.stages[i].instance.clone())
-            .collect();
-        let actions = run.retry(&selected, mode, now).map_err(transition_error)?;
-        let record = run.record.clone();
-        self.runs.insert(id.clone(), run);
-        self.touched.insert(id.clone());
-        self.handle_actions(id, actions);
-        info!(run = %id, stages = names.len(), "run retried");
-        Ok((record, names))
-    }
-
-    fn touch_lease(&mut self, worker: &WorkerId, now: Millis) {
-        let lease = self.config.lease.as_millis() as Millis;
-        if let Some(w) = self.workers.entries.get_mut(worker) {
-            w.lease_until = now + lease;
-        }
-    }
-
-    fn expire_leases(&mut self, now: Millis) {
-        for (worker, attempts) in self.workers.remove_expired(now) {
-            warn!(%worker, attempts = attempts.len(), "worker lease expired");
-            for attempt in attempts {
-                let reason = format!("worker {worker} stopped heartbeating");
-                self.lose_attempt(&attempt, reason, now);
-            }
-        }
-    }
-
-    fn lose_attempt(&mut self, attempt: &AttemptId, reason: String, now: Millis) {
-        if let Err(e) = self.finish_attempt(attempt, AttemptOutcome::Lost { reason }, now) {
-            debug!(%attempt, error = %e, "lost attempt was already settled");
-        }
-    }
-
-    fn lose_undelivered(&mut self) {
-        let now = now_ms();
-        for attempt in std::mem::take(&mut self.undelivered) {
-            self.lose_attempt(&attempt, "its worker disconnected".to_owned(), now);
-        }
-    }
-
-    fn route(&self, attempt: &AttemptId) -> Result<AttemptRoute, ApiError> {
-        self.attempts
-            .get(attempt)
-            .cloned()
-            .ok_or_else(|| ApiError::StaleAttempt {
-                attempt: attempt.0.clone(),
-            })
-    }
-
-    fn finish_attempt(
-        &mut self,
-        attempt: &AttemptId,
-        outcome: AttemptOutcome,
-        now: Millis,
-    ) -> Result<(), ApiError> {
-        let route = self.route(attempt)?;
-        self.apply(
-            &route.run,
-            Event::Finished {
-                instance: route.instance,
-                attempt: attempt.clone(),
-                outcome,
-            },
-            now,
-        )?;
-        self.attempts.remove(attempt);
-        self.workers.release(&route.worker, attempt);
-        Ok(())
-    }
-
     /// Applies `event` to an active run and handles the resulting actions.
-    fn apply(&mut self, id: &RunId, event: Event, now: Millis) -> Result<(), ApiError> {
+    pub(super) fn apply(&mut self, id: &RunId, event: Event, now: Millis) -> Result<(), ApiError> {
         let run = self
             .runs
             .get_mut(id)
@@ -710,11 +291,21 @@ impl Engine {
         Ok(())
     }
 
-    fn handle_actions(&mut self, id: &RunId, actions: Vec<Action>) {
+    pub(super) fn handle_actions(&mut self, id: &RunId, actions: Vec<Action>) {
         for action in actions {
             match action {
                 Action::Ready { instance } => {
-                    self.ready.push_back((id.clone(), instance, Instant::now()));
+                    let Some(run) = self.runs.get(id) else {
+                        continue;
+                    };
+                    // An instance that ran before (retry, lost attempt) goes first.
+                    let first = !run.stages[instance].attempts.is_empty();
+                    let ready = Ready {
+                        run: id.clone(),
+                        instance,
+                        since: Instant::now(),
+                    };
+                    self.ready.push(&run.record.dag, ready, first);
                 }
                 Action::Kill {
                     attempt, worker, ..
@@ -759,70 +350,8 @@ impl Engine {
         }
     }
 
-    /// Hands ready instances to workers with free slots.
-    fn dispatch(&mut self) {
-        let now = now_ms();
-        let mut free = self.workers.total_free();
-        let mut passes = self.ready.len();
-        while free > 0 && passes > 0 {
-            passes -= 1;
-            let Some((id, i, since)) = self.ready.pop_front() else {
-                break;
-            };
-            let Some(run) = self.runs.get(&id) else {
-                continue;
-            };
-            if !run.is_dispatchable(i) {
-                continue;
-            }
-            let stage = &run.plan.dag.stages[run.plan.nodes[i].stage];
-            let Some(worker) = self.workers.pick_for(stage) else {
-                self.ready.push_back((id, i, since));
-                continue;
-            };
-            let attempt = AttemptId::random();
-            let number = run.stages[i].attempts.len() as u32 + 1;
-            let key = (run.record.dag.clone(), run.record.dag_version.clone());
-            let files = self.files.get(&key).cloned().unwrap_or_default();
-            let task = build_task(run, i, &attempt, number, &files);
-            let dispatched = Event::Dispatched {
-                instance: i,
-                attempt: attempt.clone(),
-                worker: worker.clone(),
-            };
-            if let Err(e) = self.apply(&id, dispatched, now) {
-                warn!(run = %id, instance = i, error = %e, "dispatch refused");
-                continue;
-            }
-            self.metrics.record(since.elapsed().as_micros() as u64);
-            self.attempts.insert(
-                attempt.clone(),
-                AttemptRoute {
-                    run: id.clone(),
-                    instance: i,
-                    worker: worker.clone(),
-                },
-            );
-            match task {
-                Ok(task) => {
-                    self.workers.assign(&worker, attempt);
-                    self.effects
-                        .push(Effect::Send(worker, WorkerMessage::Task(Box::new(task))));
-                    free -= 1;
-                }
-                Err(message) => {
-                    let outcome = AttemptOutcome::Error {
-                        message,
-                        transient: false,
-                    };
-                    let _ = self.finish_attempt(&attempt, outcome, now);
-                }
-            }
-        }
-    }
-
     /// Writes everything this turn changed, makes it durable, then acts on it.
-    async fn end_turn(&mut self) -> Result<(), ApiError> {
+    pub(super) async fn end_turn(&mut self) -> Result<(), ApiError> {
         let now = now_ms();
         loop {
             for id in std::mem::take(&mut self.touched) {
@@ -890,7 +419,7 @@ impl Engine {
     }
 }
 
-fn transition_error(e: TransitionError) -> ApiError {
+pub(super) fn transition_error(e: TransitionError) -> ApiError {
     match e {
         TransitionError::StaleAttempt { attempt, .. } => {
             ApiError::StaleAttempt { attempt: attempt.0 }

@@ -21,7 +21,11 @@ use crate::run::{AttemptOutcome, RetryMode, RunRecord, StageRecord};
 use crate::store::{LogRecord, Store};
 
 mod core;
+mod dispatch;
+mod leases;
 mod metrics;
+mod runs;
+mod schedule;
 mod schedule_api;
 mod task;
 mod workers;
@@ -37,6 +41,8 @@ pub struct EngineConfig {
     pub heartbeat_interval: Duration,
     /// How long a worker's attempts survive without a heartbeat.
     pub lease: Duration,
+    /// Stages running at once over all workers; 0 means no limit beyond the workers' slots.
+    pub max_running: u32,
     /// Whether DAG schedules start runs (off for `vishwa run`, which runs one DAG once).
     pub schedules: bool,
 }
@@ -46,9 +52,30 @@ impl Default for EngineConfig {
         EngineConfig {
             heartbeat_interval: Duration::from_secs(5),
             lease: Duration::from_secs(30),
+            max_running: 0,
             schedules: true,
         }
     }
+}
+
+/// A worker as `vishwa workers` shows it.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerView {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub slots: u32,
+    pub cpus: f64,
+    pub memory_bytes: u64,
+    pub gpus: Vec<String>,
+    pub used_cpus: f64,
+    pub used_memory_bytes: u64,
+    pub used_gpus: Vec<String>,
+    /// (run, stage instance, attempt number) of what runs there.
+    pub running: Vec<(RunId, String, u32)>,
+    pub last_seen_ms: i64,
+    pub draining: bool,
+    pub drained: bool,
+    pub connected: bool,
 }
 
 /// Something watchers may want to know, published after it is stored.
@@ -96,6 +123,12 @@ pub struct WorkerRegistration {
     pub labels: BTreeMap<String, String>,
     pub allow_process: bool,
     pub running: Vec<AttemptId>,
+    /// CPUs offered (0: not accounted).
+    pub cpus: f64,
+    /// Memory offered in bytes (0: not accounted).
+    pub memory_bytes: u64,
+    /// GPU device ids offered.
+    pub gpus: Vec<String>,
 }
 
 /// The engine's answer to a registration.
@@ -187,6 +220,14 @@ pub(crate) enum Command {
     },
     Metrics {
         reply: oneshot::Sender<DispatchMetrics>,
+    },
+    Workers {
+        reply: oneshot::Sender<Vec<WorkerView>>,
+    },
+    Drain {
+        worker: WorkerId,
+        undo: bool,
+        reply: Reply<WorkerView>,
     },
     Schedule(ScheduleCommand),
 }
@@ -358,6 +399,25 @@ impl EngineHandle {
             worker,
             attempt,
             outcome,
+            reply,
+        })
+        .await
+    }
+
+    /// Every registered worker, by name.
+    pub async fn workers(&self) -> Result<Vec<WorkerView>, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Workers { reply })
+            .map_err(|_| ApiError::ShuttingDown)?;
+        rx.await.map_err(|_| ApiError::ShuttingDown)
+    }
+
+    /// Stops handing stages to a worker (or, with `undo`, starts again).
+    pub async fn drain(&self, worker: WorkerId, undo: bool) -> Result<WorkerView, ApiError> {
+        self.call(|reply| Command::Drain {
+            worker,
+            undo,
             reply,
         })
         .await

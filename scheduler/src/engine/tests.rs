@@ -64,6 +64,9 @@ async fn connect_worker(
             labels: Default::default(),
             allow_process: false,
             running,
+            cpus: 4.0,
+            memory_bytes: 8 << 30,
+            gpus: Vec::new(),
         })
         .await
         .unwrap();
@@ -264,3 +267,60 @@ async fn a_draining_worker_gets_no_new_tasks() {
     let (_, mut w2) = connect_worker(&f.engine, "w2", vec![]).await;
     next_task(&mut w2).await;
 }
+
+#[tokio::test]
+async fn dags_take_turns_so_a_big_fan_out_does_not_starve_a_small_dag() {
+    let f = engine_with_lease(Duration::from_secs(30)).await;
+    let big = "
+name: big
+params:
+  items: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
+stages:
+  - {name: shard, image: busybox, command: [true], for_each: '{{ params.items }}'}
+";
+    for (name, yaml) in [("big.yaml", big), ("small.yaml", SMALL)] {
+        let dag = Arc::new(parse_dag(yaml, name).unwrap());
+        f.engine
+            .submit(dag, name.into(), yaml.into(), DagFiles::default())
+            .await
+            .unwrap();
+    }
+    let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
+    let beat = keep_alive(&f.engine, "w1");
+    f.engine
+        .trigger("big".into(), Default::default())
+        .await
+        .unwrap();
+    // The big DAG's 20 instances are all ready before the small DAG is even triggered.
+    let first = next_task(&mut w1).await;
+    assert_eq!(first.dag, "big");
+    f.engine
+        .trigger("nightly".into(), Default::default())
+        .await
+        .unwrap();
+    let mut order = vec![first.dag.clone()];
+    let mut task = first;
+    for _ in 0..3 {
+        f.engine
+            .finished(
+                WorkerId::from("w1"),
+                task.attempt.clone(),
+                AttemptOutcome::Exited { code: 0 },
+            )
+            .await
+            .unwrap();
+        task = next_task(&mut w1).await;
+        order.push(task.dag.clone());
+    }
+    beat.abort();
+    assert!(
+        order[..3].contains(&"nightly".to_owned()),
+        "the small DAG waited behind the fan-out: {order:?}"
+    );
+}
+
+const SMALL: &str = "
+name: nightly
+stages:
+  - {name: retrain, image: busybox, command: [true]}
+";

@@ -1,5 +1,6 @@
-//! The worker registry: who is connected, what each may run, how many slots are free, and
-//! whose lease has run out.
+//! The worker registry: who is connected, what each offers (slots, labels, executors, CPUs,
+//! memory, GPUs), what is claimed by running attempts, whose lease has run out, and where a
+//! stage fits.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -9,38 +10,148 @@ use super::WorkerMessage;
 use crate::dag::{ExecutorKind, Stage};
 use crate::ids::{AttemptId, Millis, WorkerId};
 
-/// One registered worker.
-#[derive(Debug)]
-pub(crate) struct WorkerEntry {
+/// Resources one attempt holds on its worker.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Claim {
+    pub(crate) cpus: f64,
+    pub(crate) memory: u64,
+    pub(crate) gpus: Vec<String>,
+}
+
+impl Claim {
+    /// What `stage` asks for, GPUs not yet chosen.
+    fn of(stage: &Stage) -> Claim {
+        Claim {
+            cpus: stage.resources.cpus.unwrap_or(0.0),
+            memory: stage.resources.memory_bytes.unwrap_or(0),
+            gpus: Vec::new(),
+        }
+    }
+
+    /// The claim of a stage whose GPUs were already assigned (a recovered attempt).
+    pub(crate) fn assigned(stage: &Stage, gpus: Vec<String>) -> Claim {
+        Claim {
+            gpus,
+            ..Claim::of(stage)
+        }
+    }
+}
+
+/// What a worker offers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Offer {
     pub(crate) slots: u32,
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) allow_process: bool,
-    pub(crate) running: HashSet<AttemptId>,
+    /// 0: not accounted (stages asking for CPUs do not fit).
+    pub(crate) cpus: f64,
+    /// 0: not accounted.
+    pub(crate) memory: u64,
+    pub(crate) gpus: Vec<String>,
+}
+
+/// One registered worker.
+#[derive(Debug)]
+pub(crate) struct WorkerEntry {
+    pub(crate) offer: Offer,
+    pub(crate) running: HashMap<AttemptId, Claim>,
     pub(crate) inbox: Option<mpsc::UnboundedSender<WorkerMessage>>,
     pub(crate) lease_until: Millis,
+    pub(crate) last_seen_ms: Millis,
     /// Shutting down: finishes what it runs, takes nothing new.
     pub(crate) draining: bool,
 }
 
 impl WorkerEntry {
-    fn free(&self) -> u32 {
-        if self.draining || self.inbox.as_ref().is_none_or(|inbox| inbox.is_closed()) {
-            return 0;
+    /// A worker known only from the attempts stored as running on it (after a restart),
+    /// until it registers again.
+    pub(crate) fn placeholder(lease_until: Millis, now: Millis) -> WorkerEntry {
+        WorkerEntry {
+            offer: Offer::default(),
+            running: HashMap::new(),
+            inbox: None,
+            lease_until,
+            last_seen_ms: now,
+            draining: false,
         }
-        self.slots.saturating_sub(self.running.len() as u32)
     }
 
-    /// Whether this worker may ever run `stage` (labels and executor; not capacity).
-    pub(crate) fn accepts(&self, stage: &Stage) -> bool {
-        let executor_ok = match stage.executor {
-            ExecutorKind::Docker => true,
-            ExecutorKind::Process => self.allow_process,
-        };
-        executor_ok
-            && stage
-                .worker
+    fn connected(&self) -> bool {
+        self.inbox.as_ref().is_some_and(|inbox| !inbox.is_closed())
+    }
+
+    fn free_slots(&self) -> u32 {
+        if self.draining || !self.connected() {
+            return 0;
+        }
+        self.offer.slots.saturating_sub(self.running.len() as u32)
+    }
+
+    /// Resources claimed by what runs here.
+    pub(crate) fn used(&self) -> Claim {
+        let mut used = Claim::default();
+        for claim in self.running.values() {
+            used.cpus += claim.cpus;
+            used.memory += claim.memory;
+            used.gpus.extend(claim.gpus.iter().cloned());
+        }
+        used
+    }
+
+    /// Why this worker could never run `stage` (labels, executor, total capacity), if so.
+    pub(crate) fn never_fits(&self, stage: &Stage) -> Option<String> {
+        let o = &self.offer;
+        if stage.executor == ExecutorKind::Process && !o.allow_process {
+            return Some("does not run process stages".to_owned());
+        }
+        for (k, v) in &stage.worker {
+            if o.labels.get(k) != Some(v) {
+                return Some(format!("lacks label {k}={v}"));
+            }
+        }
+        let want = Claim::of(stage);
+        if want.cpus > o.cpus {
+            return Some(format!("has {} cpus", o.cpus));
+        }
+        if want.memory > o.memory {
+            return Some(format!("has {} bytes of memory", o.memory));
+        }
+        let gpus = stage.resources.gpus.unwrap_or(0) as usize;
+        if gpus > o.gpus.len() {
+            return Some(format!("has {} gpus", o.gpus.len()));
+        }
+        None
+    }
+
+    /// The claim `stage` would take here now, with its GPUs chosen, if it fits.
+    fn claim_now(&self, stage: &Stage) -> Option<Claim> {
+        if self.free_slots() == 0 || self.never_fits(stage).is_some() {
+            return None;
+        }
+        let used = self.used();
+        let mut claim = Claim::of(stage);
+        // Small tolerance: fractional CPUs add up with rounding.
+        if used.cpus + claim.cpus > self.offer.cpus + 1e-9
+            || used.memory + claim.memory > self.offer.memory
+        {
+            return None;
+        }
+        let want = stage.resources.gpus.unwrap_or(0) as usize;
+        if want > 0 {
+            let taken: HashSet<&String> = used.gpus.iter().collect();
+            claim.gpus = self
+                .offer
+                .gpus
                 .iter()
-                .all(|(k, v)| self.labels.get(k) == Some(v))
+                .filter(|g| !taken.contains(g))
+                .take(want)
+                .cloned()
+                .collect();
+            if claim.gpus.len() < want {
+                return None;
+            }
+        }
+        Some(claim)
     }
 }
 
@@ -48,39 +159,82 @@ impl WorkerEntry {
 #[derive(Debug, Default)]
 pub(crate) struct Workers {
     pub(crate) entries: HashMap<WorkerId, WorkerEntry>,
+    /// Workers an operator drained (`vishwa workers drain`); kept across re-registration.
+    pub(crate) drained: HashSet<WorkerId>,
 }
 
 impl Workers {
     /// Free slots over every connected worker.
     pub(crate) fn total_free(&self) -> u32 {
-        self.entries.values().map(WorkerEntry::free).sum()
-    }
-
-    /// The connected worker with the most free slots that accepts `stage`.
-    pub(crate) fn pick_for(&self, stage: &Stage) -> Option<WorkerId> {
         self.entries
             .iter()
-            .filter(|(_, w)| w.free() > 0 && w.accepts(stage))
-            .max_by(|(a_id, a), (b_id, b)| a.free().cmp(&b.free()).then(b_id.cmp(a_id)))
-            .map(|(id, _)| id.clone())
+            .filter(|(id, _)| !self.drained.contains(*id))
+            .map(|(_, w)| w.free_slots())
+            .sum()
     }
 
-    /// Records that `attempt` runs on `worker`.
-    pub(crate) fn assign(&mut self, worker: &WorkerId, attempt: AttemptId) {
+    /// Attempts running anywhere.
+    pub(crate) fn total_running(&self) -> usize {
+        self.entries.values().map(|w| w.running.len()).sum()
+    }
+
+    /// The worker where `stage` fits now, and what it would claim there: among those that
+    /// fit, the one with the most free slots (stages spread out), then the most free CPUs.
+    pub(crate) fn pick_for(&self, stage: &Stage) -> Option<(WorkerId, Claim)> {
+        self.entries
+            .iter()
+            .filter(|(id, _)| !self.drained.contains(*id))
+            .filter_map(|(id, w)| w.claim_now(stage).map(|c| (id, w, c)))
+            .max_by(|(a_id, a, _), (b_id, b, _)| {
+                let a_cpus = a.offer.cpus - a.used().cpus;
+                let b_cpus = b.offer.cpus - b.used().cpus;
+                a.free_slots()
+                    .cmp(&b.free_slots())
+                    .then(a_cpus.total_cmp(&b_cpus))
+                    .then(b_id.cmp(a_id))
+            })
+            .map(|(id, _, claim)| (id.clone(), claim))
+    }
+
+    /// Why no registered worker could ever run `stage`; None when one could, or when no
+    /// worker is registered at all (then it waits for one).
+    pub(crate) fn why_nowhere(&self, stage: &Stage) -> Option<String> {
+        let registered: Vec<(&WorkerId, &WorkerEntry)> = self
+            .entries
+            .iter()
+            .filter(|(_, w)| w.offer.slots > 0)
+            .collect();
+        if registered.is_empty() {
+            return None;
+        }
+        let mut reasons = Vec::new();
+        for (id, w) in registered {
+            match w.never_fits(stage) {
+                None => return None,
+                Some(why) => reasons.push(format!("{id} {why}")),
+            }
+        }
+        reasons.sort();
+        Some(reasons.join("; "))
+    }
+
+    /// Records that `attempt` runs on `worker` holding `claim`.
+    pub(crate) fn assign(&mut self, worker: &WorkerId, attempt: AttemptId, claim: Claim) {
         if let Some(w) = self.entries.get_mut(worker) {
-            w.running.insert(attempt);
+            w.running.insert(attempt, claim);
         }
     }
 
-    /// Frees the slot `attempt` held on `worker`.
+    /// Frees what `attempt` held on `worker`.
     pub(crate) fn release(&mut self, worker: &WorkerId, attempt: &AttemptId) {
         if let Some(w) = self.entries.get_mut(worker) {
             w.running.remove(attempt);
         }
     }
 
-    /// Sends a message to a worker; false if it has no open inbox. A closed inbox is dropped,
-    /// so the worker gets no more tasks until it reconnects.
+    /// Sends a message to a worker; false if it has no open inbox. An inbox found closed (the
+    /// worker's task stream ended) is dropped, so the worker gets no more tasks until it
+    /// attaches a new one.
     pub(crate) fn send(&mut self, worker: &WorkerId, message: WorkerMessage) -> bool {
         let Some(w) = self.entries.get_mut(worker) else {
             return false;
@@ -93,6 +247,13 @@ impl Workers {
             w.inbox = None;
         }
         sent
+    }
+
+    /// Stops handing tasks to a worker until it attaches its inbox again.
+    pub(crate) fn close_inbox(&mut self, worker: &WorkerId) {
+        if let Some(w) = self.entries.get_mut(worker) {
+            w.inbox = None;
+        }
     }
 
     /// Removes workers whose lease ran out by `now` and returns them with the attempts they
@@ -108,8 +269,146 @@ impl Workers {
             .into_iter()
             .filter_map(|id| {
                 let w = self.entries.remove(&id)?;
-                Some((id, w.running.into_iter().collect()))
+                Some((id, w.running.into_keys().collect()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dag::parse_dag;
+
+    fn stage(yaml_stage: &str) -> Stage {
+        let yaml = format!("name: t\nstages:\n  - {yaml_stage}\n");
+        parse_dag(&yaml, "t.yaml").unwrap().stages.remove(0)
+    }
+
+    fn worker(
+        slots: u32,
+        cpus: f64,
+        memory: u64,
+        gpus: &[&str],
+        labels: &[(&str, &str)],
+    ) -> WorkerEntry {
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::mem::forget(rx);
+        WorkerEntry {
+            offer: Offer {
+                slots,
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                allow_process: false,
+                cpus,
+                memory,
+                gpus: gpus.iter().map(|g| g.to_string()).collect(),
+            },
+            running: HashMap::new(),
+            inbox: Some(tx),
+            lease_until: i64::MAX,
+            last_seen_ms: 0,
+            draining: false,
+        }
+    }
+
+    fn registry(entries: Vec<(&str, WorkerEntry)>) -> Workers {
+        Workers {
+            entries: entries
+                .into_iter()
+                .map(|(n, w)| (WorkerId::from(n), w))
+                .collect(),
+            drained: HashSet::new(),
+        }
+    }
+
+    #[test]
+    fn a_stage_goes_where_its_labels_and_resources_fit() {
+        let s = stage(
+            "{name: train, image: i, resources: {cpus: 2, memory: 4Gi}, worker: {pool: cpu}}",
+        );
+        let w = registry(vec![
+            ("small", worker(4, 1.0, 8 << 30, &[], &[("pool", "cpu")])),
+            ("gpu", worker(4, 8.0, 64 << 30, &["0"], &[("pool", "gpu")])),
+            ("big", worker(4, 4.0, 8 << 30, &[], &[("pool", "cpu")])),
+        ]);
+        let (id, claim) = w.pick_for(&s).unwrap();
+        assert_eq!(id.as_str(), "big");
+        assert_eq!(
+            claim,
+            Claim {
+                cpus: 2.0,
+                memory: 4 << 30,
+                gpus: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn claims_use_up_capacity_until_released() {
+        let s = stage("{name: s, image: i, resources: {cpus: 2}}");
+        let mut w = registry(vec![("w", worker(8, 3.0, 1 << 30, &[], &[]))]);
+        let (id, claim) = w.pick_for(&s).unwrap();
+        w.assign(&id, AttemptId::from("a1"), claim);
+        assert!(w.pick_for(&s).is_none(), "only 1 of 3 cpus left");
+        w.release(&id, &AttemptId::from("a1"));
+        assert!(w.pick_for(&s).is_some());
+    }
+
+    #[test]
+    fn gpus_are_assigned_by_device_id_and_not_shared() {
+        let s = stage("{name: s, image: i, resources: {gpus: 1}}");
+        let mut w = registry(vec![("g", worker(8, 8.0, 1 << 30, &["0", "1"], &[]))]);
+        let (id, first) = w.pick_for(&s).unwrap();
+        assert_eq!(first.gpus, ["0"]);
+        w.assign(&id, AttemptId::from("a1"), first);
+        let (_, second) = w.pick_for(&s).unwrap();
+        assert_eq!(second.gpus, ["1"]);
+        w.assign(&id, AttemptId::from("a2"), second);
+        assert!(w.pick_for(&s).is_none());
+    }
+
+    #[test]
+    fn a_stage_no_worker_could_ever_run_says_why() {
+        let s = stage("{name: s, image: i, resources: {cpus: 64}}");
+        let w = registry(vec![
+            ("a", worker(2, 4.0, 1 << 30, &[], &[])),
+            ("b", worker(2, 8.0, 1 << 30, &[], &[])),
+        ]);
+        let why = w.why_nowhere(&s).unwrap();
+        assert_eq!(why, "a has 4 cpus; b has 8 cpus");
+        assert!(
+            registry(vec![]).why_nowhere(&s).is_none(),
+            "no worker yet: wait"
+        );
+        let fits = stage("{name: s, image: i, resources: {cpus: 2}}");
+        assert!(w.why_nowhere(&fits).is_none());
+    }
+
+    #[test]
+    fn busy_is_not_never() {
+        let s = stage("{name: s, image: i, resources: {cpus: 4}}");
+        let mut w = registry(vec![("a", worker(1, 4.0, 1 << 30, &[], &[]))]);
+        let (id, claim) = w.pick_for(&s).unwrap();
+        w.assign(&id, AttemptId::from("a1"), claim);
+        assert!(w.pick_for(&s).is_none());
+        assert!(
+            w.why_nowhere(&s).is_none(),
+            "it fits once capacity frees up"
+        );
+    }
+
+    #[test]
+    fn drained_and_draining_workers_take_nothing() {
+        let s = stage("{name: s, image: i}");
+        let mut w = registry(vec![("a", worker(2, 1.0, 1 << 30, &[], &[]))]);
+        w.drained.insert(WorkerId::from("a"));
+        assert!(w.pick_for(&s).is_none());
+        assert_eq!(w.total_free(), 0);
+        w.drained.clear();
+        w.entries.get_mut(&WorkerId::from("a")).unwrap().draining = true;
+        assert!(w.pick_for(&s).is_none());
     }
 }

@@ -33,7 +33,11 @@ pub enum Event {
         instance: usize,
         attempt: AttemptId,
         worker: WorkerId,
+        /// GPU device ids assigned on the worker.
+        gpus: Vec<String>,
     },
+    /// No worker could ever run this queued instance: it fails with `reason`.
+    Refused { instance: usize, reason: String },
     /// The worker started the attempt (container id or pid in `handle`).
     Started {
         instance: usize,
@@ -242,7 +246,23 @@ impl Run {
                 instance,
                 attempt,
                 worker,
-            } => self.dispatched(instance, attempt, worker, now)?,
+                gpus,
+            } => self.dispatched(instance, attempt, worker, gpus, now)?,
+            Event::Refused { instance, reason } => {
+                self.ensure_not_final()?;
+                let stage = self
+                    .stages
+                    .get(instance)
+                    .ok_or(TransitionError::UnknownInstance(instance))?;
+                if !matches!(stage.state, StageState::Queued { .. }) {
+                    return Err(TransitionError::NotQueued {
+                        instance: stage.instance.clone(),
+                        state: stage.state.name(),
+                    });
+                }
+                self.release_slot(instance, &mut actions);
+                self.fail(instance, reason, now, &mut actions);
+            }
             Event::Started {
                 instance,
                 attempt,
@@ -404,6 +424,7 @@ impl Run {
         i: usize,
         attempt: AttemptId,
         worker: WorkerId,
+        gpus: Vec<String>,
         now: Millis,
     ) -> Result<(), TransitionError> {
         self.ensure_not_final()?;
@@ -433,6 +454,7 @@ impl Run {
             finished_ms: None,
             outcome: AttemptOutcome::Running,
             handle: None,
+            gpus,
         });
         rec.state = StageState::Running {
             attempt,

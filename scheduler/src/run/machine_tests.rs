@@ -92,6 +92,7 @@ impl Harness {
                     instance,
                     attempt: attempt.clone(),
                     worker: WorkerId::from("w1"),
+                    gpus: Vec::new(),
                 },
                 now,
             )
@@ -631,6 +632,7 @@ fn dispatching_an_instance_that_is_not_ready_is_refused() {
             instance: d,
             attempt: AttemptId::from("x"),
             worker: WorkerId::from("w1"),
+            gpus: Vec::new(),
         },
         T0,
     );
@@ -770,4 +772,27 @@ fn a_retried_stage_gets_its_retry_budget_back() {
     let a = h.dispatch("flaky", T0 + 60_000);
     h.finish("flaky", &a, AttemptOutcome::Exited { code: 1 }, T0 + 60_000);
     assert_eq!(h.state("flaky"), "queued", "a fresh budget of 2 retries");
+}
+
+#[test]
+fn a_stage_no_worker_can_run_fails_with_the_reason() {
+    let mut h = Harness::new(DIAMOND);
+    h.start();
+    let a = h.idx("a");
+    let actions = h
+        .run
+        .apply(
+            Event::Refused {
+                instance: a,
+                reason: "no worker can run it: w1 has 2 cpus".into(),
+            },
+            T0,
+        )
+        .unwrap();
+    assert_eq!(finished(&actions), Some(RunState::Failed));
+    match &h.run.stages[a].state {
+        StageState::Failed { error, .. } => assert!(error.contains("w1 has 2 cpus")),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(h.state("d"), "upstream_failed");
 }

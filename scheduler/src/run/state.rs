@@ -251,6 +251,9 @@ pub struct AttemptRecord {
     pub outcome: AttemptOutcome,
     /// Container id or process id, once the worker reported the start.
     pub handle: Option<String>,
+    /// GPU device ids assigned to the attempt on its worker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
 }
 
 /// The persisted record of one stage instance.

@@ -41,6 +41,7 @@ fn running_stage(name: &str) -> StageRecord {
         finished_ms: None,
         outcome: AttemptOutcome::Running,
         handle: Some("c0ffee".to_owned()),
+        gpus: vec!["0".to_owned()],
     });
     s
 }

@@ -44,7 +44,8 @@ pub struct TaskSpec {
     pub attempt_id: String,
     /// 1-based.
     pub attempt: u32,
-    /// The worker running it (labels its container, for clean-up after a crash).
+    /// The worker running it, as `name@scheduler` (labels its container, so a restarted
+    /// worker finds what it left behind).
     pub worker: String,
     /// Docker image (Docker executor only).
     pub image: String,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::DateTime;
 use tokio::sync::broadcast;
 
-use super::super::Engine;
+use super::super::core::Engine;
 use super::*;
 use crate::dag::parse_dag;
 use crate::engine::{BackfillOutcome, BackfillRequest, BackfillSlot, DagFiles, EngineConfig};

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
-use super::Engine;
+use super::core::Engine;
 use crate::api::ApiError;
 use crate::cron::{ScheduleBook, due_slots, format_utc, next_fire_ms, slot_run_id};
 use crate::dag::{Dag, Overlap, Schedule};

@@ -16,11 +16,7 @@ const MAX_BACKFILL_SLOTS: usize = 10_000;
 
 impl Engine {
     /// Handles pause, resume and backfill.
-    pub(in crate::engine::core) fn handle_schedule(
-        &mut self,
-        command: ScheduleCommand,
-        now: Millis,
-    ) {
+    pub(in crate::engine) fn handle_schedule(&mut self, command: ScheduleCommand, now: Millis) {
         match command {
             ScheduleCommand::Pause { dag, reply } => {
                 let result = self.set_paused(&dag, true, false, now);
