@@ -265,6 +265,7 @@ impl Session<'_> {
                 cpus: self.config.capacity.cpus,
                 memory_bytes: self.config.capacity.memory_bytes,
                 gpus: self.config.capacity.gpus.clone(),
+                draining: self.shared.draining(),
             })
             .await?
             .into_inner();

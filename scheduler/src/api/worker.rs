@@ -70,6 +70,7 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
                 cpus: r.cpus,
                 memory_bytes: r.memory_bytes,
                 gpus: r.gpus,
+                draining: r.draining,
             })
             .await?;
         Ok(Response::new(pb::RegisterResponse {

@@ -51,7 +51,7 @@ impl Engine {
                 inbox: None,
                 lease_until: now + lease,
                 last_seen_ms: now,
-                draining: false,
+                draining: r.draining,
             },
         );
         info!(worker = %id, slots = r.slots, "worker registered");

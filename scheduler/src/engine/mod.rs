@@ -129,6 +129,8 @@ pub struct WorkerRegistration {
     pub memory_bytes: u64,
     /// GPU device ids offered.
     pub gpus: Vec<String>,
+    /// Shutting down: it reconnected only to finish what it runs.
+    pub draining: bool,
 }
 
 /// The engine's answer to a registration.

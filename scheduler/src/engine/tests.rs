@@ -67,6 +67,7 @@ async fn connect_worker(
             cpus: 4.0,
             memory_bytes: 8 << 30,
             gpus: Vec::new(),
+            draining: false,
         })
         .await
         .unwrap();
