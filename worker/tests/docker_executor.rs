@@ -566,3 +566,45 @@ async fn overhead_of_a_true_container() {
         started.elapsed() / CHAIN
     );
 }
+
+#[tokio::test]
+async fn gpus_assigned_by_the_scheduler_become_a_pinned_device_request() {
+    let (executor, image) = executor().await;
+    let docker = executor.client();
+    let mut task = docker_task("gpu-request", &image, exec(&["true"]));
+    task.gpus = vec!["2".to_string(), "5".to_string()];
+    // This machine has no GPU: create the container (the engine accepts the request) and
+    // read back what it recorded, without starting it.
+    let body = vishwa_worker::executor::docker::container_body(&task).unwrap();
+    let name = container_name(&task);
+    let options = CreateContainerOptionsBuilder::default().name(&name).build();
+    let created = docker.create_container(Some(options), body).await.unwrap();
+    let inspected = docker
+        .inspect_container(&created.id, None::<bollard::query_parameters::InspectContainerOptions>)
+        .await;
+    let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+    docker.remove_container(&created.id, Some(remove)).await.unwrap();
+    let requests = inspected
+        .unwrap()
+        .host_config
+        .and_then(|h| h.device_requests)
+        .expect("the created container carries a device request");
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].driver.as_deref(), Some("nvidia"));
+    assert_eq!(
+        requests[0].device_ids.as_deref(),
+        Some(&["2".to_string(), "5".to_string()][..])
+    );
+    assert_eq!(requests[0].capabilities, Some(vec![vec!["gpu".to_string()]]));
+
+    // Run through the executor, the engine refuses to start it here (no GPU runtime), and the
+    // failure says so; nothing is left behind.
+    let (events, _rx) = tokio::sync::mpsc::channel(64);
+    let err = executor
+        .run(&task, events, CancellationToken::new())
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("device") || message.contains("gpu"), "{message}");
+    assert!(containers_of_attempt(docker, &task.attempt_id).await.is_empty());
+}

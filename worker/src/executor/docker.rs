@@ -31,12 +31,12 @@ use super::{
     EventSink, ExecEvent, Executor, ExecutorError, ExitReport, OutputChunk, OutputStream, TaskSpec,
 };
 use guard::{ContainerGuard, force_remove};
-use spec::{container_body, program_name, split_image_reference};
+use spec::{program_name, split_image_reference};
 
 mod guard;
 mod spec;
 
-pub use spec::container_name;
+pub use spec::{container_body, container_name};
 
 /// Label set to `true` on every container Vishwa creates.
 pub const LABEL_MANAGED: &str = "vishwa.managed";

@@ -12,7 +12,9 @@ use crate::executor::{CONTAINER_WORKDIR, CommandSpec, ExecutorError, TaskSpec};
 /// Longest run id or stage name kept in a container name.
 const NAME_PART_MAX: usize = 48;
 
-pub(super) fn container_body(task: &TaskSpec) -> Result<ContainerCreateBody, ExecutorError> {
+/// The container Docker is asked to create for `task`: command, env, labels, working
+/// directory, mounts, resource limits and GPU device requests.
+pub fn container_body(task: &TaskSpec) -> Result<ContainerCreateBody, ExecutorError> {
     let cmd = match &task.command {
         Some(CommandSpec::Exec(argv)) if !argv.is_empty() => Some(argv.clone()),
         Some(CommandSpec::Shell(script)) => Some(vec![
