@@ -54,11 +54,8 @@ pub(crate) fn build_task(
             }
         }
     }
-    for (name, value) in &run.record.params {
-        env.insert(
-            format!("VISHWA_PARAM_{}", env_suffix(name)),
-            param_text(value),
-        );
+    for (name, text) in &run.plan.param_texts {
+        env.insert(format!("VISHWA_PARAM_{}", env_suffix(name)), text.clone());
     }
     env.insert("VISHWA_RUN_ID".into(), run.record.id.0.clone());
     env.insert("VISHWA_DAG".into(), run.record.dag.clone());
