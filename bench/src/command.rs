@@ -41,7 +41,8 @@ pub(crate) fn vishwa_binary(explicit: Option<&Path>, build: bool) -> Result<Path
     }
     if !binary.is_file() {
         bail!(
-            "{} does not exist; build it with `cargo build --release -p vishwa-cli` or pass --vishwa",
+            "{} does not exist; build it with `cargo build --release -p vishwa-cli` or pass \
+             --vishwa",
             binary.display()
         );
     }

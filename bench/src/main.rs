@@ -24,8 +24,8 @@ mod validate;
 struct Cli {
     #[command(subcommand)]
     benchmark: Benchmark,
-    /// Repetitions per measurement [default: 3 for `scheduler`, 7 for `peers` and `validate`,
-    /// 5 for `docker`].
+    /// Repetitions per measurement [default: 5 for `scheduler` and `docker`, 7 for `peers` and
+    /// `validate`].
     #[arg(long, global = true)]
     reps: Option<usize>,
     /// Only print the figures; leave BENCHMARKS.md alone.
@@ -43,9 +43,13 @@ struct Cli {
     /// Slots per worker in the scheduler benchmark.
     #[arg(long, global = true, default_value_t = 256)]
     slots: u32,
-    /// Only this shape in the scheduler benchmark (for profiling; the file keeps a partial
-    /// table, so use it with --no-write).
-    #[arg(long, global = true, value_parser = clap::builder::PossibleValuesParser::new(scheduler::SHAPE_IDS))]
+    /// Only this shape in the scheduler benchmark, for profiling; implies --no-write, since
+    /// the section would then lack the other shapes.
+    #[arg(
+        long,
+        global = true,
+        value_parser = clap::builder::PossibleValuesParser::new(scheduler::SHAPE_IDS)
+    )]
     shape: Option<String>,
 }
 
@@ -89,7 +93,7 @@ fn main() -> Result<()> {
     if wants(Benchmark::Scheduler) {
         eprintln!("scheduler overhead");
         let options = scheduler::Options {
-            reps: reps(3),
+            reps: reps(5),
             workers: cli.workers.max(1),
             slots: cli.slots.max(1),
             shape: scheduler::SHAPE_IDS
@@ -113,7 +117,7 @@ fn main() -> Result<()> {
             sections.push(validate::run(vishwa, reps(7), &date)?);
         }
     }
-    if !cli.no_write {
+    if !cli.no_write && cli.shape.is_none() {
         let path = cli
             .file
             .unwrap_or_else(|| command::workspace_root().join("BENCHMARKS.md"));

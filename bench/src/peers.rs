@@ -188,13 +188,19 @@ fn render(
     out
 }
 
-const ABOUT: &str = "What is measured: the wall time of the whole command as a user types it, \
-`vishwa run w1.yaml` and `vishwa run --slots 2 w2.yaml` with the release binary, every stage \
-`executor: process` running `true`, against GNU `make -j2` over a Makefile with the same \
+const ABOUT: &str = "What is measured: the wall time of the whole command as a user \
+types it, `vishwa run w1.yaml` and `vishwa run --slots 2 w2.yaml` with the release binary, every \
+stage `executor: process` running `true`, against GNU `make -j2` over a Makefile with the same \
 targets, each running `true`. `vishwa run` starts a scheduler (sled in a fresh temporary \
 directory) and a worker in its own process, submits the DAG over loopback gRPC, watches the run \
 to its end, printing a line per state change, and shuts both down; every state change is synced \
-to sled before it is acted on.";
+to sled before it is acted on.\n\n\
+What dominates: the stages themselves. Start-up (sled open, listener, worker registration, \
+submit, trigger) takes 5–10 ms and shutdown 5–25 ms; the rest is per stage, about 1.2 ms on an \
+idle machine: two synced commits on a chain's critical path (the start, then the result with \
+the next dispatch; sled syncs with `sync_file_range`, about 0.1 ms here), three gRPC messages, \
+and the fork and exec of `true`. make only forks and execs, which is why it stays several \
+times faster on stages that do nothing.";
 
 #[cfg(test)]
 mod tests {
