@@ -9,9 +9,10 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use crate::command::{time_command, workspace_root};
+use crate::cpu::load_average;
 use crate::dags::{self, StageKind};
 use crate::report::Section;
-use crate::stats::{Samples, ratio, secs, verdict};
+use crate::stats::{Samples, load_text, ratio, secs, verdict};
 
 const IMAGE: &str = "vishwa-test/busybox:1";
 const CHAIN: usize = 20;
@@ -28,6 +29,7 @@ const BUSYBOX_TRUE: StageKind = StageKind {
 /// Runs the benchmark and returns its section.
 pub(crate) fn run(vishwa: &Path, reps: usize, date: &str) -> Result<Section> {
     ensure_image()?;
+    let load = load_text(load_average());
     let dir = tempfile::Builder::new()
         .prefix("vishwa-bench-docker-")
         .tempdir()?;
@@ -69,7 +71,8 @@ pub(crate) fn run(vishwa: &Path, reps: usize, date: &str) -> Result<Section> {
     let leftovers = remove_leftover_containers();
     result?;
     leftovers?;
-    let body = render(&ours, &loop_, reps, date);
+    let when = format!("{date} (load average {load} at the start)");
+    let body = render(&ours, &loop_, reps, &when);
     println!("{body}");
     Ok(Section { id: "docker", body })
 }
@@ -161,7 +164,7 @@ const ABOUT: &str = "What is measured: `vishwa run` of a chain of 20 Docker stag
 each running `true` in the busybox test image (one container per stage, created, attached, \
 started, waited for and removed through the Docker API), against a shell loop of 20 \
 `docker run --rm` of the same image and command, in the same run.\n\n\
-What dominates: the Docker daemon. Per stage (about 0.32 s on a quiet machine) starting the \
+What dominates: the Docker daemon. Per stage (about 0.3 s) starting the \
 container takes about 70 % (namespaces, the bridge network, the fuse-overlayfs mount), waiting \
 for the daemon to process the exit about 25 %, create and remove the rest; Vishwa's own share \
 (dispatch, reports, commits) is 1–2 ms per stage. The loop pays the same daemon work plus a \

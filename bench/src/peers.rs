@@ -9,9 +9,10 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 use crate::command::{is_available, time_command};
+use crate::cpu::load_average;
 use crate::dags::{self, StageKind};
 use crate::report::Section;
-use crate::stats::{Samples, ratio, secs, verdict};
+use crate::stats::{Samples, load_text, ratio, secs, verdict};
 
 const PROCESS_TRUE: StageKind = StageKind {
     executor: "process",
@@ -82,6 +83,7 @@ fn fan_makefile(width: usize) -> String {
 
 /// Runs the benchmark with `vishwa` as the binary and returns its section.
 pub(crate) fn run(vishwa: &Path, reps: usize, date: &str) -> Result<Section> {
+    let load = load_text(load_average());
     let dir = tempfile::Builder::new()
         .prefix("vishwa-bench-peers-")
         .tempdir()?;
@@ -129,7 +131,8 @@ pub(crate) fn run(vishwa: &Path, reps: usize, date: &str) -> Result<Section> {
         );
         rows.push((w, ours, make));
     }
-    let body = render(&rows, reps, have_make, date);
+    let when = format!("{date} (load average {load} at the start)");
+    let body = render(&rows, reps, have_make, &when);
     println!("{body}");
     Ok(Section { id: "peers", body })
 }

@@ -9,8 +9,9 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 use crate::command::time_command;
+use crate::cpu::load_average;
 use crate::report::Section;
-use crate::stats::{Samples, ratio, secs, verdict};
+use crate::stats::{Samples, load_text, ratio, secs, verdict};
 
 const LAYERS: usize = 100;
 const WIDTH: usize = 100;
@@ -50,6 +51,7 @@ pub(crate) fn layered_dag(layers: usize, width: usize) -> String {
 
 /// Runs the benchmark and returns its section.
 pub(crate) fn run(vishwa: &Path, reps: usize, date: &str) -> Result<Section> {
+    let load = load_text(load_average());
     let dir = tempfile::Builder::new()
         .prefix("vishwa-bench-validate-")
         .tempdir()?;
@@ -75,7 +77,8 @@ pub(crate) fn run(vishwa: &Path, reps: usize, date: &str) -> Result<Section> {
         secs(big_times.median()),
         secs(small_times.median())
     );
-    let body = render(&big_times, &small_times, text.len(), reps, date);
+    let when = format!("{date} (load average {load} at the start)");
+    let body = render(&big_times, &small_times, text.len(), reps, &when);
     println!("{body}");
     Ok(Section {
         id: "validate",

@@ -164,6 +164,41 @@ async fn measure(layout: Layout, yaml: &str) -> Result<RunFigures> {
     figures
 }
 
+/// "**met** for every shape", or which shapes met and which missed.
+fn per_shape(rows: &[(&str, Summary, Summary)], met: fn(&Summary) -> bool) -> String {
+    let shapes = |want: bool| -> Vec<&str> {
+        rows.iter()
+            .filter(|(_, sled, _)| met(sled) == want)
+            .map(|(label, _, _)| *label)
+            .collect()
+    };
+    let (hit, miss) = (shapes(true), shapes(false));
+    match (hit.is_empty(), miss.is_empty()) {
+        (_, true) => format!("{} for every shape", verdict(true)),
+        (true, false) => format!("{} for every shape", verdict(false)),
+        (false, false) => format!(
+            "{} for {}, {} for {}",
+            verdict(true),
+            hit.join("; "),
+            verdict(false),
+            miss.join("; ")
+        ),
+    }
+}
+
+/// `10002` as `10,002`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn ms(us: f64) -> String {
     format!("{:.2} ms", us / 1000.0)
 }
@@ -200,7 +235,7 @@ fn render(
                 out,
                 "| {label} | {store} | {} | {:.3} s | {:.0} | {:.0} µs | {} | {} | {:.0} | {:.1} \
                  | {} | {} |",
-                s.stages,
+                thousands(s.stages),
                 s.wall.median(),
                 s.rate.median(),
                 s.cpu_us_per_stage.median(),
@@ -223,15 +258,13 @@ fn render(
             ratio(sled.cpu_us_per_stage.median() / memory.cpu_us_per_stage.median()),
         );
     }
-    let rate_met = rows.iter().all(|(_, sled, _)| sled.meets_rate());
-    let p99_met = rows.iter().all(|(_, sled, _)| sled.meets_p99());
     let _ = writeln!(
         out,
-        "\nTargets on sled, every shape: ≥ {TARGET_STAGES_PER_SEC:.0} stages/s {}; \
-         ready→dispatch p99 < {} ms {}.",
-        verdict(rate_met),
+        "\nTargets on sled: ≥ {} stages/s {}; ready→dispatch p99 < {} ms {}.",
+        thousands(TARGET_STAGES_PER_SEC as usize),
+        per_shape(rows, Summary::meets_rate),
         TARGET_P99_US / 1000,
-        verdict(p99_met)
+        per_shape(rows, Summary::meets_p99),
     );
     out
 }
@@ -247,9 +280,24 @@ latency and store commits come from the engine's own metrics (`EngineHandle::met
 What dominates: HTTP/2 and the socket calls behind gRPC, about half of the CPU (three messages \
 and their replies per stage); the engine actor about a fifth, a third of which is sled's batch \
 apply and sync; the worker agent under a tenth. Group commit keeps sled cheap: one sync covers \
-10–30 stages. In the fan-outs, 10,000 stages become ready at once for 256 slots, so their \
+10–30 stages, and sled 0.34 syncs its log with `sync_file_range` (about 0.1 ms here) rather \
+than `fdatasync` (about 4 ms on this disk), which survives a killed process but does not flush \
+the disk's write cache. In the fan-outs, 10,000 stages become ready at once for 256 slots, so their \
 ready→dispatch latency is the wait for a free slot (position in the queue ÷ throughput), not \
 scheduler work; the chains (at most 100 ready at a time) show the engine's own latency. The \
 `for_each` fan-out costs more CPU than the explicit one because every instance carries the \
 whole 10,000-item list param as `VISHWA_PARAM_ITEMS` (≈ 49 KB) to its worker, as the container \
 contract asks.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_separated_by_commas() {
+        assert_eq!(thousands(7), "7");
+        assert_eq!(thousands(2_000), "2,000");
+        assert_eq!(thousands(10_002), "10,002");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}
