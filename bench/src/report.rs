@@ -121,8 +121,7 @@ impl Machine {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_default(),
-            filesystem: first_line("stat", &["-f", "-c", "%T", &tmp.display().to_string()])
-                .unwrap_or_else(|| "unknown".to_owned()),
+            filesystem: filesystem_of(&tmp),
             docker: first_line("docker", &["version", "--format", "{{.Server.Version}}"]),
             make: first_line("make", &["--version"]),
         }
@@ -142,6 +141,22 @@ impl Machine {
             self.make.as_deref().unwrap_or("no make"),
         )
     }
+}
+
+/// The type of the filesystem holding `path` (`ext4`, `tmpfs`, ...), as `df` names it.
+fn filesystem_of(path: &Path) -> String {
+    let output = Command::new("df")
+        .arg("--output=fstype")
+        .arg(path)
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    output
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.lines().nth(1).map(|l| l.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// The first line a command prints, if it runs and succeeds.
