@@ -76,8 +76,17 @@ pub fn render_template(template: &str, ctx: &TemplateContext<'_>) -> Result<Stri
     if !is_template(template) {
         return Ok(template.to_owned());
     }
+    // Only the params the template names are converted: converting all of them for every
+    // render made a fan-out over a long list param quadratic. Validation only lets a template
+    // reach a param as `params.NAME`, so a param whose name is not in the text is never read.
+    let named: BTreeMap<&str, &ParamValue> = ctx
+        .params
+        .iter()
+        .filter(|(name, _)| template.contains(name.as_str()))
+        .map(|(name, value)| (name.as_str(), value))
+        .collect();
     let mut root: Vec<(&str, Value)> = vec![
-        ("params", Value::from(Serde(ctx.params))),
+        ("params", Value::from(Serde(named))),
         (
             "run",
             Value::from_pairs([
@@ -196,6 +205,22 @@ mod tests {
         assert_eq!(
             render_template("echo {{ item }}\n", &ctx).as_deref(),
             Ok("echo chocolate\n")
+        );
+    }
+
+    #[test]
+    fn params_whose_names_overlap_render_from_the_one_named() {
+        let mut params = params();
+        params.insert("rows_max".to_owned(), json!(5000));
+        let ctx = TemplateContext {
+            params: &params,
+            run_id: "r",
+            logical_time: None,
+            item: None,
+        };
+        assert_eq!(
+            render_template("{{ params.rows_max }}/{{ params.rows }}", &ctx).as_deref(),
+            Ok("5000/1000")
         );
     }
 

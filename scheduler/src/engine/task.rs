@@ -54,11 +54,8 @@ pub(crate) fn build_task(
             }
         }
     }
-    for (name, value) in &run.record.params {
-        env.insert(
-            format!("VISHWA_PARAM_{}", env_suffix(name)),
-            param_text(value),
-        );
+    for (name, text) in &run.plan.param_texts {
+        env.insert(format!("VISHWA_PARAM_{}", env_suffix(name)), text.clone());
     }
     env.insert("VISHWA_RUN_ID".into(), run.record.id.0.clone());
     env.insert("VISHWA_DAG".into(), run.record.dag.clone());
@@ -105,7 +102,66 @@ fn env_suffix(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::dag::parse_dag;
+    use crate::ids::RunId;
+    use crate::run::{RunPlan, RunRecord, RunState, TriggerKind};
+
+    const FAN_OUT: &str = "name: fan\n\
+        params:\n  rows: 500\n  flavours: [chocolate, vanilla]\n\
+        stages:\n  - name: train\n    image: i\n    for_each: \"{{ params.flavours }}\"\n    \
+        command: [train, \"{{ item }}\", \"--rows={{ params.rows }}\"]\n";
+
+    fn fan_out_run() -> Run {
+        let dag = Arc::new(parse_dag(FAN_OUT, "fan.yaml").expect("valid DAG"));
+        let params = dag
+            .resolve_params(&BTreeMap::new())
+            .expect("defaults resolve");
+        let plan = Arc::new(RunPlan::build(dag, &params).expect("plan builds"));
+        let record = RunRecord {
+            id: RunId::new_manual("fan", 0),
+            dag: "fan".to_owned(),
+            dag_version: "v".to_owned(),
+            params,
+            state: RunState::Running,
+            trigger: TriggerKind::Manual,
+            created_ms: 0,
+            started_ms: Some(0),
+            finished_ms: None,
+            message: None,
+            logical_time_ms: None,
+            deadline_ms: None,
+            cancel_requested: false,
+        };
+        Run::new(record, plan)
+    }
+
+    #[test]
+    fn tasks_carry_rendered_commands_and_every_param_as_env() {
+        let run = fan_out_run();
+        let vanilla = run
+            .plan
+            .instance("train[vanilla]")
+            .expect("instance exists");
+        let task = build_task(&run, vanilla, &AttemptId::random(), 1, None).expect("renders");
+        assert_eq!(
+            task.command,
+            Some(Command::Exec(vec![
+                "train".to_owned(),
+                "vanilla".to_owned(),
+                "--rows=500".to_owned()
+            ]))
+        );
+        assert_eq!(task.env["VISHWA_PARAM_ROWS"], "500");
+        assert_eq!(
+            task.env["VISHWA_PARAM_FLAVOURS"],
+            r#"["chocolate","vanilla"]"#
+        );
+        assert_eq!(task.env["VISHWA_ITEM"], "vanilla");
+        assert_eq!(task.env["VISHWA_STAGE"], "train[vanilla]");
+    }
 
     #[test]
     fn param_names_become_upper_case_env_suffixes() {

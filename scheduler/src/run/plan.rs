@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::dag::{Dag, ParamError, ParamValue, instance_name};
+use crate::dag::{Dag, ParamError, ParamValue, instance_name, param_text};
 
 /// One instance of a stage in a run.
 #[derive(Debug, Clone)]
@@ -30,6 +30,9 @@ pub struct RunPlan {
     pub nodes: Vec<PlanNode>,
     /// Instances of each stage, by stage index.
     pub instances_of_stage: Vec<Vec<usize>>,
+    /// Each param as its `VISHWA_PARAM_*` variable shows it, by name. Written once per run:
+    /// every instance of a fan-out over a long list param carries it.
+    pub param_texts: Vec<(String, String)>,
     index: BTreeMap<String, usize>,
 }
 
@@ -76,10 +79,15 @@ impl RunPlan {
             .enumerate()
             .map(|(i, n)| (n.name.clone(), i))
             .collect();
+        let param_texts = params
+            .iter()
+            .map(|(name, value)| (name.clone(), param_text(value)))
+            .collect();
         Ok(RunPlan {
             dag,
             nodes,
             instances_of_stage,
+            param_texts,
             index,
         })
     }

@@ -1,0 +1,128 @@
+//! `vishwa-bench`: the benchmark harness. Each subcommand runs one benchmark against the real
+//! components, prints its figures and rewrites its section of BENCHMARKS.md; `all` runs them
+//! all.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod command;
+mod cpu;
+mod dags;
+mod docker;
+mod peers;
+mod report;
+mod scheduler;
+mod stats;
+mod validate;
+
+/// Vishwa's benchmarks: scheduler overhead, whole commands against make, Docker overhead,
+/// validation of a large DAG.
+#[derive(Debug, Parser)]
+#[command(name = "vishwa-bench", max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    benchmark: Benchmark,
+    /// Repetitions per measurement [default: 5 for `scheduler` and `docker`, 7 for `peers` and
+    /// `validate`].
+    #[arg(long, global = true)]
+    reps: Option<usize>,
+    /// Only print the figures; leave BENCHMARKS.md alone.
+    #[arg(long, global = true)]
+    no_write: bool,
+    /// The file to rewrite [default: BENCHMARKS.md at the workspace root].
+    #[arg(long, global = true)]
+    file: Option<PathBuf>,
+    /// The `vishwa` binary to time [default: target/release/vishwa, built first].
+    #[arg(long, global = true)]
+    vishwa: Option<PathBuf>,
+    /// Workers in the scheduler benchmark.
+    #[arg(long, global = true, default_value_t = 1)]
+    workers: usize,
+    /// Slots per worker in the scheduler benchmark.
+    #[arg(long, global = true, default_value_t = 256)]
+    slots: u32,
+    /// Only this shape in the scheduler benchmark, for profiling; implies --no-write, since
+    /// the section would then lack the other shapes.
+    #[arg(
+        long,
+        global = true,
+        value_parser = clap::builder::PossibleValuesParser::new(scheduler::SHAPE_IDS)
+    )]
+    shape: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+enum Benchmark {
+    /// Every benchmark below, in order.
+    All,
+    /// 10,000 no-op stages through the scheduler, gRPC and sled.
+    Scheduler,
+    /// `vishwa run` of 50- and 202-stage DAGs against `make -j2`.
+    Peers,
+    /// A chain of 20 busybox stages against a `docker run` loop.
+    Docker,
+    /// `vishwa validate` on a 10,000-stage DAG.
+    Validate,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // Quiet unless asked: RUST_LOG=debug shows what the scheduler and workers do.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+    let wants = |b: Benchmark| cli.benchmark == Benchmark::All || cli.benchmark == b;
+    let reps = |default: usize| cli.reps.unwrap_or(default).max(1);
+    let vishwa = if wants(Benchmark::Scheduler) && cli.benchmark != Benchmark::All {
+        None
+    } else {
+        Some(command::vishwa_binary(
+            cli.vishwa.as_deref(),
+            cli.vishwa.is_none(),
+        )?)
+    };
+    let machine = report::Machine::probe();
+    eprintln!("machine: {}", machine.describe());
+    let mut sections = vec![report::header_section(&machine, &date)];
+    if wants(Benchmark::Scheduler) {
+        eprintln!("scheduler overhead");
+        let options = scheduler::Options {
+            reps: reps(5),
+            workers: cli.workers.max(1),
+            slots: cli.slots.max(1),
+            shape: scheduler::SHAPE_IDS
+                .iter()
+                .copied()
+                .find(|id| cli.shape.as_deref() == Some(*id)),
+        };
+        sections.push(scheduler::run(options, &date)?);
+    }
+    if let Some(vishwa) = &vishwa {
+        if wants(Benchmark::Peers) {
+            eprintln!("against the peers");
+            sections.push(peers::run(vishwa, reps(7), &date)?);
+        }
+        if wants(Benchmark::Docker) {
+            eprintln!("docker overhead");
+            sections.push(docker::run(vishwa, reps(5), &date)?);
+        }
+        if wants(Benchmark::Validate) {
+            eprintln!("validate");
+            sections.push(validate::run(vishwa, reps(7), &date)?);
+        }
+    }
+    if !cli.no_write && cli.shape.is_none() {
+        let path = cli
+            .file
+            .unwrap_or_else(|| command::workspace_root().join("BENCHMARKS.md"));
+        report::write_sections(&path, &sections)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
