@@ -580,10 +580,16 @@ async fn gpus_assigned_by_the_scheduler_become_a_pinned_device_request() {
     let options = CreateContainerOptionsBuilder::default().name(&name).build();
     let created = docker.create_container(Some(options), body).await.unwrap();
     let inspected = docker
-        .inspect_container(&created.id, None::<bollard::query_parameters::InspectContainerOptions>)
+        .inspect_container(
+            &created.id,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
         .await;
     let remove = RemoveContainerOptionsBuilder::default().force(true).build();
-    docker.remove_container(&created.id, Some(remove)).await.unwrap();
+    docker
+        .remove_container(&created.id, Some(remove))
+        .await
+        .unwrap();
     let requests = inspected
         .unwrap()
         .host_config
@@ -595,7 +601,10 @@ async fn gpus_assigned_by_the_scheduler_become_a_pinned_device_request() {
         requests[0].device_ids.as_deref(),
         Some(&["2".to_string(), "5".to_string()][..])
     );
-    assert_eq!(requests[0].capabilities, Some(vec![vec!["gpu".to_string()]]));
+    assert_eq!(
+        requests[0].capabilities,
+        Some(vec![vec!["gpu".to_string()]])
+    );
 
     // Run through the executor, the engine refuses to start it here (no GPU runtime), and the
     // failure says so; nothing is left behind.
@@ -605,6 +614,13 @@ async fn gpus_assigned_by_the_scheduler_become_a_pinned_device_request() {
         .await
         .unwrap_err();
     let message = err.to_string();
-    assert!(message.contains("device") || message.contains("gpu"), "{message}");
-    assert!(containers_of_attempt(docker, &task.attempt_id).await.is_empty());
+    assert!(
+        message.contains("device") || message.contains("gpu"),
+        "{message}"
+    );
+    assert!(
+        containers_of_attempt(docker, &task.attempt_id)
+            .await
+            .is_empty()
+    );
 }

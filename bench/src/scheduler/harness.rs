@@ -126,6 +126,10 @@ impl Cluster {
                     slots: layout.slots,
                     labels: BTreeMap::from([(WORKER_LABEL.to_owned(), i.to_string())]),
                     allow_process: false,
+                    allow_mounts: Vec::new(),
+                    grace: std::time::Duration::ZERO,
+                    cache_dir: data.path().join(format!("cache-{i}")),
+                    capacity: vishwa_worker::Capacity::detect(),
                 };
                 let executors = Executors {
                     docker: Some(executor.clone()),
@@ -163,6 +167,7 @@ impl Cluster {
                 file_name: "bench.yaml".to_owned(),
                 source: yaml.to_owned(),
                 local_dir: String::new(),
+                bundle_digest: String::new(),
             })
             .await
             .context("submit")?
