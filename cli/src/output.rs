@@ -63,7 +63,7 @@ impl Table {
     }
 
     pub(crate) fn print(&self) {
-        print!("{}", self.render());
+        out!("{}", self.render());
     }
 }
 

@@ -120,7 +120,7 @@ impl View {
         let changed = self.shown.get(&stage.name) != Some(&key);
         match self.style {
             Style::Lines if changed && stage.state != pb::StageState::Pending as i32 => {
-                println!("{}", self.stage_line(&stage));
+                outln!("{}", self.stage_line(&stage));
             }
             Style::Json if changed => {
                 output::print_json(&serde_json::json!({"stage": output::stage_json(&stage)}));

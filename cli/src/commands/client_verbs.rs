@@ -35,7 +35,7 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
                 let packed = crate::bundle::pack(dir)?;
                 let sent = crate::bundle::upload(&mut client, &packed).await?;
                 if format == Format::Table && sent {
-                    println!(
+                    outln!(
                         "uploaded bundle {} ({} files, {} bytes)",
                         short(&packed.digest),
                         packed.files,
@@ -58,9 +58,9 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
                     &json!({"dag": output::dag_json(&dag), "changed": response.changed}),
                 ),
                 Format::Table if response.changed => {
-                    println!("registered {} version {}", dag.name, short(&dag.version))
+                    outln!("registered {} version {}", dag.name, short(&dag.version))
                 }
-                Format::Table => println!(
+                Format::Table => outln!(
                     "{} is unchanged (version {})",
                     dag.name,
                     short(&dag.version)
@@ -127,12 +127,12 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
             if !watch {
                 match format {
                     Format::Json => output::print_json(&output::run_json(&run)),
-                    Format::Table => println!("{}", run.run_id),
+                    Format::Table => outln!("{}", run.run_id),
                 }
                 return Ok(exit::OK);
             }
             if format == Format::Table {
-                println!("run {} ({} stages)", run.run_id, run.stages_total);
+                outln!("run {} ({} stages)", run.run_id, run.stages_total);
             }
             let last = watch_run(
                 &mut client,
@@ -213,7 +213,7 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
                     "run": output::run_json(&summary),
                     "stages": response.stages,
                 })),
-                Format::Table => println!(
+                Format::Table => outln!(
                     "retrying {} stage{} of {}: {}",
                     response.stages.len(),
                     if response.stages.len() == 1 { "" } else { "s" },
@@ -240,7 +240,7 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
                     let w = client.drain_worker(&name, false).await?;
                     match format {
                         Format::Json => output::print_json(&output::worker_json(&w)),
-                        Format::Table => println!(
+                        Format::Table => outln!(
                             "drained {}: it finishes its {} running stage(s) and takes nothing new",
                             w.name,
                             w.running.len()
@@ -251,7 +251,7 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
                     let w = client.drain_worker(&name, true).await?;
                     match format {
                         Format::Json => output::print_json(&output::worker_json(&w)),
-                        Format::Table => println!("{} takes stages again", w.name),
+                        Format::Table => outln!("{} takes stages again", w.name),
                     }
                 }
             }
@@ -261,7 +261,7 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
             let run = client.cancel(&run).await?;
             match format {
                 Format::Json => output::print_json(&output::run_json(&run)),
-                Format::Table => println!("{} {}", run.run_id, output::run_state(run.state)),
+                Format::Table => outln!("{} {}", run.run_id, output::run_state(run.state)),
             }
             Ok(exit::OK)
         }
@@ -422,7 +422,7 @@ pub(crate) fn print_outcome(run: &pb::RunSummary) {
     if !run.message.is_empty() && run.state != pb::RunState::Succeeded as i32 {
         line.push_str(&format!(": {}", run.message));
     }
-    println!("{line}");
+    outln!("{line}");
 }
 
 fn print_run(run: &pb::Run, format: Format) {
@@ -453,7 +453,7 @@ fn print_run(run: &pb::Run, format: Format) {
         output::print_json(&value);
         return;
     }
-    println!(
+    outln!(
         "run {}  {}  (dag {} @ {}, {})",
         summary.run_id,
         output::run_state(summary.state),
@@ -461,7 +461,7 @@ fn print_run(run: &pb::Run, format: Format) {
         short(&summary.dag_version),
         summary.trigger
     );
-    println!(
+    outln!(
         "created {}  started {}  duration {}",
         output::time(summary.created_ms),
         output::time(summary.started_ms),
@@ -469,26 +469,26 @@ fn print_run(run: &pb::Run, format: Format) {
     );
     if !run.params.is_empty() {
         let params: Vec<String> = run.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!("params  {}", params.join("  "));
+        outln!("params  {}", params.join("  "));
     }
     if summary.logical_time_ms != 0 {
-        println!(
+        outln!(
             "logical time {}",
             vishwa_scheduler::cron::format_utc(summary.logical_time_ms)
         );
     }
     if !summary.message.is_empty() {
-        println!("message {}", summary.message);
+        outln!("message {}", summary.message);
     }
     for r in &run.retries {
-        println!(
+        outln!(
             "retried {}  {}: {}",
             output::time(r.at_ms),
             r.mode,
             r.stages.join(", ")
         );
     }
-    println!();
+    outln!();
     let mut table = Table::new(vec![
         "STAGE", "STATE", "ATTEMPTS", "WORKER", "STARTED", "DURATION", "NOTE",
     ]);

@@ -139,9 +139,11 @@ async fn drive(
         })
         .await?;
     if format == Format::Table {
-        println!(
+        outln!(
             "run {} of {} ({} stages)",
-            run.run_id, dag.name, run.stages_total
+            run.run_id,
+            dag.name,
+            run.stages_total
         );
     }
     // Ctrl-C cancels the run (its containers are stopped) and waits for it to end.

@@ -108,11 +108,11 @@ async fn pause(dag: &str, global: &Global) -> Result<u8> {
         Format::Json => output::print_json(
             &json!({"dag": output::dag_json(&summary), "changed": response.changed}),
         ),
-        Format::Table if !response.changed => println!("{dag} was already paused"),
+        Format::Table if !response.changed => outln!("{dag} was already paused"),
         Format::Table if summary.schedule.is_empty() => {
-            println!("paused {dag} (it has no schedule, so nothing starts it on its own anyway)")
+            outln!("paused {dag} (it has no schedule, so nothing starts it on its own anyway)")
         }
-        Format::Table => println!(
+        Format::Table => outln!(
             "paused {dag}: its schedule starts no runs until `vishwa resume {dag}`; runs \
              already started carry on"
         ),
@@ -132,18 +132,18 @@ async fn resume(args: ResumeArgs, global: &Global) -> Result<u8> {
     }
     let dag = &args.dag;
     if !response.changed {
-        println!("{dag} was not paused");
+        outln!("{dag} was not paused");
         return Ok(exit::OK);
     }
-    println!("resumed {dag}");
+    outln!("resumed {dag}");
     if !summary.schedule.is_empty() {
         let (zone, utc) = next_fire_cells(&summary);
         if args.skip_missed {
-            println!("slots that came while it was paused are passed over");
+            outln!("slots that came while it was paused are passed over");
         } else {
-            println!("slots that came while it was paused follow its catch-up policy");
+            outln!("slots that came while it was paused follow its catch-up policy");
         }
-        println!("next fire {zone} ({utc})");
+        outln!("next fire {zone} ({utc})");
     }
     Ok(exit::OK)
 }
@@ -181,7 +181,7 @@ async fn backfill(args: BackfillArgs, global: &Global) -> Result<u8> {
         return Ok(exit::OK);
     }
     if response.slots.is_empty() {
-        println!(
+        outln!(
             "no slots of {}'s schedule ({}) between {} and {}",
             args.dag,
             summary.schedule,
@@ -209,14 +209,14 @@ async fn backfill(args: BackfillArgs, global: &Global) -> Result<u8> {
     let (created, would, existing) = (count("created"), count("would_create"), count("exists"));
     let total = response.slots.len();
     if args.dry_run {
-        println!("dry run: {total} slots; would create {would} runs, {existing} already have one");
+        outln!("dry run: {total} slots; would create {would} runs, {existing} already have one");
     } else if created == 0 && total > 0 {
-        println!("nothing new: all {total} slots already have runs");
+        outln!("nothing new: all {total} slots already have runs");
     } else {
-        println!("created {created} runs; {existing} slots already had one");
+        outln!("created {created} runs; {existing} slots already had one");
     }
     if to_ms > chrono::Utc::now().timestamp_millis() {
-        println!("slots after now are left to the schedule");
+        outln!("slots after now are left to the schedule");
     }
     Ok(exit::OK)
 }
@@ -263,7 +263,7 @@ async fn next(args: NextArgs, global: &Global) -> Result<u8> {
         }));
         return Ok(exit::OK);
     }
-    println!(
+    outln!(
         "{}: `{}` in {} (catchup: {}, overlap: {})",
         dag.name,
         schedule.cron,

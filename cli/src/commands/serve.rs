@@ -316,11 +316,11 @@ pub(crate) async fn dev(args: DevArgs) -> Result<u8> {
     };
     let executors = local_executors(true, true).await;
     let worker = tokio::spawn(run_worker(worker_config, executors, shutdown.clone()));
-    println!(
+    outln!(
         "vishwa dev: scheduler on {url}, one local worker, DAGs from {}",
         args.dags.display()
     );
-    println!(
+    outln!(
         "data in {}; try `vishwa dags` and `vishwa trigger NAME --watch`",
         config.data_dir.display()
     );
@@ -379,7 +379,7 @@ async fn load_dags_folder(client: &mut Client, dir: &Path, seen: &mut BTreeMap<P
                     Ok(r) => {
                         let dag = r.dag.unwrap_or_default();
                         if r.changed {
-                            println!("loaded {} from {}", dag.name, path.display());
+                            outln!("loaded {} from {}", dag.name, path.display());
                         }
                     }
                     Err(e) => eprintln!("error: {}: {e:#}", path.display()),

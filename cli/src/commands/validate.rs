@@ -19,7 +19,7 @@ pub(crate) fn validate(paths: &[PathBuf], format: Format) -> Result<u8> {
         match load_dag(path) {
             Ok((dag, _)) => {
                 if format == Format::Table {
-                    println!(
+                    outln!(
                         "{}: ok ({} {}, {} stage{})",
                         path.display(),
                         dag.name,
@@ -65,9 +65,9 @@ pub(crate) async fn graph(target: &str, dot: bool, global: &Global) -> Result<u8
         parse_dag(&stored.source, &stored.file_name).map_err(|e| Invalid(e.to_string()))?
     };
     if dot {
-        print!("{}", render_graph_dot(&dag));
+        out!("{}", render_graph_dot(&dag));
     } else {
-        print!("{}", render_graph_text(&dag));
+        out!("{}", render_graph_text(&dag));
     }
     Ok(exit::OK)
 }

@@ -284,8 +284,8 @@ mod tests {
             assert_eq!(out.as_deref(), Ok("--flavour=7 --rows=1000"));
         }
         eprintln!("5,000 renders in {:?}", start.elapsed());
-        // Generous even for debug builds on a slow machine; release is far faster.
-        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        // A hang guard only; render speed is what the scheduler benchmark measures.
+        assert!(start.elapsed() < std::time::Duration::from_secs(30));
     }
 
     #[test]

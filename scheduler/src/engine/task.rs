@@ -134,6 +134,7 @@ mod tests {
             logical_time_ms: None,
             deadline_ms: None,
             cancel_requested: false,
+            retries: Vec::new(),
         };
         Run::new(record, plan)
     }
@@ -145,7 +146,8 @@ mod tests {
             .plan
             .instance("train[vanilla]")
             .expect("instance exists");
-        let task = build_task(&run, vanilla, &AttemptId::random(), 1, None).expect("renders");
+        let task = build_task(&run, vanilla, &AttemptId::random(), 1, &DagFiles::default())
+            .expect("renders");
         assert_eq!(
             task.command,
             Some(Command::Exec(vec![
@@ -161,6 +163,24 @@ mod tests {
         );
         assert_eq!(task.env["VISHWA_ITEM"], "vanilla");
         assert_eq!(task.env["VISHWA_STAGE"], "train[vanilla]");
+    }
+
+    #[test]
+    fn params_too_large_for_the_environment_are_not_exported() {
+        let items: Vec<String> = (0..5_000).map(|i| format!("\"item-{i}\"")).collect();
+        let yaml = format!(
+            "name: big\nparams:\n  items: [{}]\n  rows: 5\nstages:\n  - {{name: s, image: i, command: [echo, '{{{{ params.rows }}}}']}}\n",
+            items.join(", ")
+        );
+        let dag = Arc::new(crate::dag::parse_dag(&yaml, "big.yaml").unwrap());
+        let params = dag.resolve_params(&Default::default()).unwrap();
+        let plan = RunPlan::build(dag, &params).unwrap();
+        let names: Vec<&str> = plan.param_texts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["rows"],
+            "the 5,000-item list stays out of the environment"
+        );
     }
 
     #[test]

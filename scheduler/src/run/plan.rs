@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use crate::dag::{Dag, ParamError, ParamValue, instance_name, param_text};
 
+/// Largest param exported as a `VISHWA_PARAM_<NAME>` environment variable.
+pub(super) const MAX_PARAM_ENV_BYTES: usize = 8 << 10;
+
 /// One instance of a stage in a run.
 #[derive(Debug, Clone)]
 pub struct PlanNode {
@@ -79,9 +82,12 @@ impl RunPlan {
             .enumerate()
             .map(|(i, n)| (n.name.clone(), i))
             .collect();
+        // A param too large for the environment (the kernel caps a process's arguments and
+        // environment together) is not exported; templates and `for_each` still see it.
         let param_texts = params
             .iter()
             .map(|(name, value)| (name.clone(), param_text(value)))
+            .filter(|(_, text)| text.len() <= MAX_PARAM_ENV_BYTES)
             .collect();
         Ok(RunPlan {
             dag,

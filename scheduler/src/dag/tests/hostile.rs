@@ -6,14 +6,9 @@ use std::time::{Duration, Instant};
 use super::refused;
 use crate::dag::{DagError, MAX_DAG_FILE_BYTES, parse_dag};
 
-/// Debug builds are ~10-30x slower than release; the release bounds are what users get.
-fn budget(release: Duration) -> Duration {
-    if cfg!(debug_assertions) {
-        release * 30
-    } else {
-        release
-    }
-}
+/// A guard against hangs, not a speed test: speed is measured by `vishwa-bench validate`.
+/// Anything still running after this long would be a hang whatever the machine's load.
+const HANG_GUARD: Duration = Duration::from_secs(30);
 
 #[test]
 fn empty_and_comment_only_files_are_refused_clearly() {
@@ -109,11 +104,7 @@ fn alias_bombs_are_refused_quickly() {
     let start = Instant::now();
     let errors = refused(&yaml);
     eprintln!("alias bomb refused in {:?}", start.elapsed());
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < HANG_GUARD, "took {:?}", start.elapsed());
     assert!(
         matches!(errors.errors[..], [DagError::TooComplex { .. }]),
         "{errors}"
@@ -201,7 +192,7 @@ fn ten_thousand_stage_chain_parses_fast() {
     assert_eq!(dag.stages.len(), 10_000);
     assert_eq!(dag.topo_order.len(), 10_000);
     assert_eq!(dag.upstream(9_999), [9_998]);
-    assert!(took < budget(Duration::from_millis(500)), "took {took:?}");
+    assert!(took < HANG_GUARD, "took {took:?}");
 }
 
 #[test]
@@ -227,7 +218,7 @@ fn ten_thousand_stage_fan_out_parses_fast() {
     assert_eq!(dag.downstream(0).len(), 10_000);
     assert_eq!(dag.upstream(10_001).len(), 10_000);
     assert_eq!(dag.levels()[10_001], 2);
-    assert!(took < budget(Duration::from_millis(500)), "took {took:?}");
+    assert!(took < HANG_GUARD, "took {took:?}");
 }
 
 #[test]
@@ -244,5 +235,5 @@ fn ten_thousand_broken_stages_still_report_quickly() {
     eprintln!("10,000 broken stages reported in {took:?}");
     // missing image + unknown dependency + duration without unit, per stage
     assert_eq!(errors.len(), 30_000);
-    assert!(took < budget(Duration::from_secs(1)), "took {took:?}");
+    assert!(took < HANG_GUARD, "took {took:?}");
 }
