@@ -119,6 +119,7 @@ async fn instant_worker(engine: &EngineHandle) -> BenchResult<()> {
             cpus: 0.0,
             memory_bytes: 0,
             gpus: Vec::new(),
+            draining: false,
         })
         .await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
