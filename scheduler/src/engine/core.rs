@@ -692,7 +692,19 @@ impl Engine {
         for action in actions {
             match action {
                 Action::Ready { instance } => {
-                    self.ready.push_back((id.clone(), instance, Instant::now()));
+                    // An instance that ran before (its attempt was lost, or it failed and its
+                    // backoff is over) goes ahead of work not yet started: a lost attempt must
+                    // run again within about a lease, not after the whole backlog.
+                    let ran_before = self
+                        .runs
+                        .get(id)
+                        .is_some_and(|run| !run.stages[instance].attempts.is_empty());
+                    let entry = (id.clone(), instance, Instant::now());
+                    if ran_before {
+                        self.ready.push_front(entry);
+                    } else {
+                        self.ready.push_back(entry);
+                    }
                 }
                 Action::Kill {
                     attempt, worker, ..
