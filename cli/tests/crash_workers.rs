@@ -12,8 +12,7 @@ use nix::sys::signal::Signal;
 
 /// A stage that sleeps two minutes on its first attempt only, so a second attempt finishes
 /// at once.
-const SLOW_FIRST_ATTEMPT: &str =
-    r#"if [ "$VISHWA_ATTEMPT" = 1 ]; then sleep 120; fi; echo done"#;
+const SLOW_FIRST_ATTEMPT: &str = r#"if [ "$VISHWA_ATTEMPT" = 1 ]; then sleep 120; fi; echo done"#;
 
 /// Every stage succeeded, and exactly once: one attempt that exited 0, and it is the last.
 fn assert_every_stage_succeeded_once(view: &RunView) {
@@ -117,7 +116,10 @@ fn a_worker_killed_mid_run_loses_its_attempts_and_they_run_again_elsewhere_withi
             .iter()
             .all(|c| c.state.as_ref().map(|s| s.to_string()).as_deref() != Some("running"))
     });
-    assert!(victims_exited, "the killed worker's containers did not exit");
+    assert!(
+        victims_exited,
+        "the killed worker's containers did not exit"
+    );
     cluster.restart_worker(victim);
     assert!(
         cluster.wait_no_containers_of_run(&run, Duration::from_secs(20)),
@@ -307,7 +309,10 @@ fn a_worker_stopped_with_sigterm_finishes_a_stage_shorter_than_its_grace_and_tak
         .wait_worker_exit(&leaving, Duration::from_secs(25))
         .expect("the draining worker did not exit within its grace");
     let exited_ms = now_ms();
-    assert!(status.success(), "the worker exits 0 after draining: {status}");
+    assert!(
+        status.success(),
+        "the worker exits 0 after draining: {status}"
+    );
 
     // The stage it held finished there before it left; the other one waited for a worker.
     let view = cluster.get(&run);

@@ -44,3 +44,18 @@ pub fn one_stage_dag(name: &str, stage: &str, script: &str) -> String {
 pub fn yaml_string(text: &str) -> String {
     serde_json::to_string(text).expect("strings serialize")
 }
+
+/// Lines each stage of [`talkative_dag`] prints in the tests.
+pub const TALK_LINES: usize = 30;
+
+/// A DAG whose stage `talk` fans out over `items`; each instance prints `line 1` to
+/// `line N`, one every 0.2 s; a stage `after` follows.
+pub fn talkative_dag(name: &str, items: &[&str], lines: usize) -> String {
+    format!(
+        "name: {name}\ndefaults:\n  image: {IMAGE}\nstages:\n  - name: talk\n    for_each: [{}]\n    command: {}\n  - name: after\n    needs: [talk]\n    command: \"echo after\"\n",
+        items.join(", "),
+        yaml_string(&format!(
+            "for i in $(seq 1 {lines}); do echo \"line $i\"; sleep 0.2; done"
+        ))
+    )
+}

@@ -57,6 +57,17 @@ pub fn unique_suffix() -> String {
     )
 }
 
+/// The seed of a test's random choices: `VISHWA_CRASH_SEED` when set, else from the clock.
+/// Printed, so a failure can be replayed.
+pub fn seed() -> u64 {
+    let seed = std::env::var("VISHWA_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| now_ms() as u64);
+    eprintln!("random seed {seed} (replay with VISHWA_CRASH_SEED={seed})");
+    seed
+}
+
 /// Wall-clock time in milliseconds since the epoch, the unit of the scheduler's timestamps.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -658,8 +669,8 @@ impl Cluster {
                 .map(|n| format!("worker-{n}")),
         );
         for name in names {
-            let text = std::fs::read_to_string(self.dir().join(format!("{name}.log")))
-                .unwrap_or_default();
+            let text =
+                std::fs::read_to_string(self.dir().join(format!("{name}.log"))).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
             eprintln!(

@@ -37,7 +37,14 @@ impl NetNs {
         let peer = format!("vw{short}");
         ip(&["netns", "add", &ns.name]);
         ip(&[
-            "link", "add", &ns.host_if, "type", "veth", "peer", "name", &peer,
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
         ]);
         ip(&["link", "set", &peer, "netns", &ns.name]);
         ip(&["addr", "add", &format!("{host}/30"), "dev", &ns.host_if]);
