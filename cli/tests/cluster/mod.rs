@@ -10,6 +10,7 @@
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
 pub mod dags;
+pub mod invariants;
 pub mod netns;
 pub mod view;
 
