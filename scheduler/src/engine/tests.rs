@@ -183,6 +183,23 @@ stages:
 }
 
 #[tokio::test]
+async fn runs_triggered_in_the_same_second_never_share_an_id() {
+    let f = engine_with_lease(Duration::from_secs(30)).await;
+    // Ids hold the second and 16 random bits: a thousand runs in a second or two would
+    // almost surely draw one id twice, and the second run would replace the first.
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..1000 {
+        let run = f
+            .engine
+            .trigger("lease".into(), Default::default())
+            .await
+            .unwrap();
+        assert!(ids.insert(run.id.clone()), "{} handed out twice", run.id);
+    }
+    assert_eq!(f.store.list_runs().unwrap().len(), 1000);
+}
+
+#[tokio::test]
 async fn a_report_from_a_superseded_attempt_is_refused() {
     let f = engine_with_lease(Duration::from_millis(400)).await;
     let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
