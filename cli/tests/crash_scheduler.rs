@@ -212,6 +212,15 @@ fn trigger_watch_and_logs_follow_ride_through_a_scheduler_kill_and_show_every_li
     }
     let view = cluster.get(&run);
     assert_every_stage_succeeded_once(&view);
+    // What was shown live was also stored: the logs outlive the crash.
+    let stored = cluster.vishwa(&["logs", &run]).stdout;
+    for item in items {
+        for i in 1..=TALK_LINES {
+            let line = format!("talk[{item}] | line {i}");
+            let seen = stored.lines().filter(|l| *l == line).count();
+            assert_eq!(seen, 1, "`{line}` stored {seen} times:\n{stored}");
+        }
+    }
 }
 
 /// Starts `vishwa trigger DAG --watch` in the background; returns the run id and the client.
