@@ -248,10 +248,10 @@ fn check_stage(
                 "running attempt {attempt} on {worker}, but its last attempt is {last:?}"
             )),
         },
-        StageState::Succeeded { .. } => {
-            if last.map(|a| &a.outcome) != Some(&AttemptOutcome::Exited { code: 0 }) {
-                say(format!("succeeded, but its last attempt is {last:?}"));
-            }
+        StageState::Succeeded { .. }
+            if last.map(|a| &a.outcome) != Some(&AttemptOutcome::Exited { code: 0 }) =>
+        {
+            say(format!("succeeded, but its last attempt is {last:?}"))
         }
         other if last_running => say(format!("{} with a running attempt", other.name())),
         StageState::Pending if !stage.attempts.is_empty() => {
