@@ -17,7 +17,13 @@ use rand::{Rng, SeedableRng};
 use vishwa_scheduler::ids::RunId;
 use vishwa_scheduler::run::RunState;
 
-const KILLS: usize = 50;
+/// Kills per run of the test; `VISHWA_CRASH_KILLS` asks for more (a longer soak).
+fn kills() -> usize {
+    std::env::var("VISHWA_CRASH_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(50)
+}
 
 fn churn_dag(name: &str) -> String {
     let items: Vec<String> = (0..16).map(|i| i.to_string()).collect();
@@ -30,6 +36,7 @@ fn churn_dag(name: &str) -> String {
 #[test]
 fn fifty_scheduler_kills_under_steady_writes_leave_a_consistent_store_every_time() {
     let seed = seed();
+    let kills = kills();
     let mut rng = StdRng::seed_from_u64(seed);
     let cluster = Cluster::new();
     cluster.start_scheduler();
@@ -54,7 +61,7 @@ fn fifty_scheduler_kills_under_steady_writes_leave_a_consistent_store_every_time
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
-        for kill in 1..=KILLS {
+        for kill in 1..=kills {
             // Mostly while it serves; now and then while it is still opening the store or
             // resuming runs.
             if rng.random_bool(0.2) {
@@ -93,7 +100,7 @@ fn fifty_scheduler_kills_under_steady_writes_leave_a_consistent_store_every_time
         }
         stop.store(true, Ordering::SeqCst);
     });
-    eprintln!("{KILLS} kills in {:?}", started.elapsed());
+    eprintln!("{kills} kills in {:?}", started.elapsed());
 
     // Every acknowledged run finishes, and succeeds.
     cluster.wait_scheduler_serving();
