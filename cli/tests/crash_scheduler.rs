@@ -62,11 +62,13 @@ fn a_scheduler_killed_five_times_mid_run_finishes_it_with_one_completion_per_sta
     // container id); read it with the scheduler stopped.
     let (status, _) = cluster.term_scheduler(Duration::from_secs(10));
     assert!(status.success(), "{status}");
-    let store = cluster.open_store();
-    let (_, problems) = cluster::invariants::check_store(&store);
+    let (problems, stages) = cluster.with_store(|store| {
+        let problems = cluster::invariants::check_store(store).1;
+        let stages = vishwa_scheduler::store::Store::run_stages(store, &run.as_str().into())
+            .expect("the run's stages are readable");
+        (problems, stages)
+    });
     assert!(problems.is_empty(), "seed {seed}: {}", problems.join("\n"));
-    let stages = vishwa_scheduler::store::Store::run_stages(&store, &run.as_str().into())
-        .expect("the run's stages are readable");
     assert_eq!(stages.len(), 200);
     let mut lost = 0;
     for stage in &stages {

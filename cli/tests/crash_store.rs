@@ -33,6 +33,15 @@ fn churn_dag(name: &str) -> String {
     )
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 #[test]
 fn fifty_scheduler_kills_under_steady_writes_leave_a_consistent_store_every_time() {
     let seed = seed();
@@ -51,6 +60,9 @@ fn fifty_scheduler_kills_under_steady_writes_leave_a_consistent_store_every_time
     let mut earlier = Snapshot::default();
     let started = Instant::now();
     std::thread::scope(|scope| {
+        // Stops the trigger thread however this scope ends: the scope waits for it, and a
+        // failed check must end the test, not hang it.
+        let _stop = StopOnDrop(&stop);
         scope.spawn(|| {
             while !stop.load(Ordering::SeqCst) {
                 let out = cluster.try_vishwa(&["trigger", &dag, "-o", "json"]);
@@ -73,8 +85,7 @@ fn fifty_scheduler_kills_under_steady_writes_leave_a_consistent_store_every_time
             let known: Vec<String> = acknowledged.lock().unwrap().clone();
             cluster.kill_scheduler();
             let now = {
-                let store = cluster.open_store();
-                let (now, mut problems) = check_store(&store);
+                let (now, mut problems) = cluster.with_store(check_store);
                 problems.extend(check_progress(&earlier, &now));
                 for run in &known {
                     if !now.runs.contains_key(&RunId::from(run.as_str())) {
@@ -98,7 +109,6 @@ fn fifty_scheduler_kills_under_steady_writes_leave_a_consistent_store_every_time
             earlier = now;
             cluster.spawn_scheduler();
         }
-        stop.store(true, Ordering::SeqCst);
     });
     eprintln!("{kills} kills in {:?}", started.elapsed());
 
@@ -111,8 +121,7 @@ fn fifty_scheduler_kills_under_steady_writes_leave_a_consistent_store_every_time
         assert_eq!(view.state, "succeeded", "seed {seed}\n{}", view.summary());
     }
     cluster.kill_scheduler();
-    let store = cluster.open_store();
-    let (now, mut problems) = check_store(&store);
+    let (now, mut problems) = cluster.with_store(check_store);
     problems.extend(check_progress(&earlier, &now));
     assert!(problems.is_empty(), "seed {seed}: {}", problems.join("\n"));
 }

@@ -26,9 +26,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bollard::Docker;
 use bollard::models::ContainerSummary;
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
+use vishwa_scheduler::store::SledStore;
 
 pub use view::RunView;
 
@@ -274,6 +276,9 @@ impl Cluster {
         let mut child = lock(&self.scheduler)
             .take()
             .expect("the scheduler is not running");
+        if let Some(status) = child.try_wait().expect("cannot poll the scheduler") {
+            panic!("the scheduler exited on its own ({status}) before it was killed");
+        }
         let at = now_ms();
         child.kill().expect("cannot kill the scheduler");
         child.wait().expect("cannot reap the scheduler");
@@ -652,14 +657,30 @@ impl Cluster {
 
     // ---- the store ----
 
-    /// Opens the scheduler's sled store; only while the scheduler is not running.
-    pub fn open_store(&self) -> vishwa_scheduler::store::SledStore {
+    /// Opens the scheduler's sled store (only while the scheduler is down), lets `read` look
+    /// at it, and closes it again, waiting until sled let go of its lock: sled closes its
+    /// files from background threads a moment after the store is dropped, and a scheduler
+    /// started before that cannot open the store.
+    pub fn with_store<T>(&self, read: impl FnOnce(&SledStore) -> T) -> T {
         assert!(
             !self.scheduler_running(),
             "the store can only be opened while the scheduler is down"
         );
-        vishwa_scheduler::store::SledStore::open(&self.data)
-            .unwrap_or_else(|e| panic!("the store does not open after a crash: {e}"))
+        let store = SledStore::open(&self.data)
+            .unwrap_or_else(|e| panic!("the store does not open after a crash: {e}"));
+        let result = read(&store);
+        drop(store);
+        let lock = self.data.join("db");
+        let released = wait_until(Duration::from_secs(10), || {
+            File::open(&lock)
+                .is_ok_and(|file| Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok())
+        });
+        assert!(
+            released,
+            "sled did not release {} when closed",
+            lock.display()
+        );
+        result
     }
 
     fn print_logs(&self) {
