@@ -76,7 +76,10 @@ pub enum WorkerError {
     Cache { dir: PathBuf, reason: String },
 }
 
-/// Longest wait between reconnection attempts.
+/// First wait before reconnecting to the scheduler, doubled after each failure.
+const FIRST_RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between reconnection attempts (shorter once the heartbeat interval is known:
+/// never longer than it).
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
 /// How long results and log batches are retried while the scheduler is unreachable.
 const REPORT_PATIENCE: Duration = Duration::from_secs(600);
@@ -153,7 +156,11 @@ pub async fn run_worker(
         shared.clone(),
         config.grace,
     ));
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = FIRST_RECONNECT_BACKOFF;
+    // A restarted scheduler gives a worker's attempts one lease to be claimed again, so the
+    // worker must retry at least as often as it heartbeats; until it knows the interval, the
+    // general cap applies.
+    let mut backoff_cap = MAX_RECONNECT_BACKOFF;
     loop {
         let session = Session {
             config: &config,
@@ -164,8 +171,13 @@ pub async fn run_worker(
             tracker: &tracker,
         };
         match session.run(&shutdown, &hard_stop).await {
-            Ok(()) => break,
-            Err(status) => {
+            SessionEnd::Drained => break,
+            SessionEnd::Broke { status, heartbeat } => {
+                if let Some(interval) = heartbeat {
+                    // It was registered: a new outage starts with a short wait again.
+                    backoff = FIRST_RECONNECT_BACKOFF;
+                    backoff_cap = interval.clamp(FIRST_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF);
+                }
                 if shutdown.is_cancelled() && shared.running().is_empty() {
                     break;
                 }
@@ -174,7 +186,7 @@ pub async fn run_worker(
                     _ = hard_stop.cancelled(), if shared.running().is_empty() => break,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
+                backoff = (backoff * 2).min(backoff_cap);
             }
         }
     }
@@ -237,6 +249,18 @@ async fn remove_leftovers(executors: &Executors, worker: &str) {
     }
 }
 
+/// How a session with the scheduler ended.
+enum SessionEnd {
+    /// The worker drained after shutdown.
+    Drained,
+    /// The connection broke; `heartbeat` is the interval the scheduler asked for when the
+    /// session got as far as registering.
+    Broke {
+        status: Status,
+        heartbeat: Option<Duration>,
+    },
+}
+
 /// One connection to the scheduler: register, heartbeat, take tasks until it breaks.
 struct Session<'a> {
     config: &'a WorkerConfig,
@@ -248,11 +272,21 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    /// Ok once the worker drained after shutdown; Err when the connection broke.
-    async fn run(
-        self,
+    async fn run(self, shutdown: &CancellationToken, hard_stop: &CancellationToken) -> SessionEnd {
+        let mut heartbeat = None;
+        match self.serve(shutdown, hard_stop, &mut heartbeat).await {
+            Ok(()) => SessionEnd::Drained,
+            Err(status) => SessionEnd::Broke { status, heartbeat },
+        }
+    }
+
+    /// Ok once the worker drained after shutdown; Err when the connection broke. Sets
+    /// `heartbeat` to the interval the scheduler asks for once registered.
+    async fn serve(
+        &self,
         shutdown: &CancellationToken,
         hard_stop: &CancellationToken,
+        heartbeat_interval: &mut Option<Duration>,
     ) -> Result<(), Status> {
         let mut client = self.client.clone();
         let registered = client
@@ -282,6 +316,7 @@ impl Session<'_> {
             .into_inner();
         info!(worker = %worker_id, "registered with the scheduler");
         let interval = Duration::from_millis(registered.heartbeat_interval_ms.max(100));
+        *heartbeat_interval = Some(interval);
         let mut heartbeat = tokio::time::interval(interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut drain_check = tokio::time::interval(Duration::from_millis(100));

@@ -148,9 +148,7 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
                 _ => by_run.push((run, vec![log_record(chunk)])),
             }
         }
-        for (run, records) in by_run {
-            self.engine.append_logs(&run, records)?;
-        }
+        self.engine.append_logs(by_run).await?;
         Ok(Response::new(pb::ReportAck {}))
     }
 

@@ -272,14 +272,20 @@ impl EngineHandle {
         self.events.subscribe()
     }
 
-    /// Stores log chunks of a run and tells watchers about them.
-    pub fn append_logs(&self, run: &RunId, chunks: Vec<LogRecord>) -> Result<(), ApiError> {
-        self.store.append_logs(run, &chunks)?;
-        for record in chunks {
-            let _ = self.events.send(Arc::new(EngineEvent::Log {
-                run: run.clone(),
-                record,
-            }));
+    /// Stores log chunks of runs, makes them durable, then tells watchers about them. A
+    /// worker does not send acknowledged chunks again, so they must survive a crash.
+    pub async fn append_logs(&self, batches: Vec<(RunId, Vec<LogRecord>)>) -> Result<(), ApiError> {
+        for (run, chunks) in &batches {
+            self.store.append_logs(run, chunks)?;
+        }
+        self.store.sync().await?;
+        for (run, chunks) in batches {
+            for record in chunks {
+                let _ = self.events.send(Arc::new(EngineEvent::Log {
+                    run: run.clone(),
+                    record,
+                }));
+            }
         }
         Ok(())
     }

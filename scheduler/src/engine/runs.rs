@@ -193,7 +193,7 @@ impl Engine {
         let params = dag.resolve_params(overrides)?;
         let plan = Arc::new(RunPlan::build(dag.clone(), &params)?);
         let record = RunRecord {
-            id: RunId::new_manual(name, now),
+            id: self.unused_run_id(name, now)?,
             dag: name.to_owned(),
             dag_version: current.version,
             params,
@@ -214,6 +214,18 @@ impl Engine {
         self.admit_queued_runs(name, now);
         info!(run = %id, dag = %name, "run created");
         Ok(self.runs[&id].record.clone())
+    }
+
+    /// A new manual run id no run has: ids carry the second and 16 random bits, so runs
+    /// triggered in the same second can draw the same one, and a run must never replace
+    /// another.
+    fn unused_run_id(&self, dag: &str, now: Millis) -> Result<RunId, ApiError> {
+        loop {
+            let id = RunId::new_manual(dag, now);
+            if !self.runs.contains_key(&id) && self.store.get_run(&id)?.is_none() {
+                return Ok(id);
+            }
+        }
     }
 
     /// Starts queued runs of `dag` while it is under its `max_active_runs`.

@@ -152,6 +152,69 @@ async fn an_expired_lease_requeues_the_attempt_on_another_worker() {
 }
 
 #[tokio::test]
+async fn a_lost_attempt_runs_again_before_stages_that_never_started() {
+    const THREE: &str = "
+name: backlog
+stages:
+  - {name: a, image: busybox, command: [sleep, '60']}
+  - {name: b, image: busybox, command: [sleep, '60']}
+  - {name: c, image: busybox, command: [sleep, '60']}
+";
+    let f = engine_with_lease(Duration::from_millis(400)).await;
+    let dag = Arc::new(parse_dag(THREE, "backlog.yaml").unwrap());
+    f.engine
+        .submit(
+            dag,
+            "backlog.yaml".into(),
+            THREE.into(),
+            DagFiles::default(),
+        )
+        .await
+        .unwrap();
+    let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
+    let run = f
+        .engine
+        .trigger("backlog".into(), Default::default())
+        .await
+        .unwrap();
+    let first = next_task(&mut w1).await;
+    // w1 never heartbeats: its attempt is lost while two stages wait for a slot.
+    let store = f.store.clone();
+    let id = run.id.clone();
+    wait_until("the attempt is lost", || {
+        store.run_stages(&id).unwrap().iter().any(|s| {
+            s.attempts
+                .first()
+                .is_some_and(|a| matches!(a.outcome, AttemptOutcome::Lost { .. }))
+        })
+    })
+    .await;
+    let (_, mut w2) = connect_worker(&f.engine, "w2", vec![]).await;
+    let beat = keep_alive(&f.engine, "w2");
+    let second = next_task(&mut w2).await;
+    beat.abort();
+    assert_eq!(second.stage, first.stage, "the lost stage goes first");
+    assert_eq!(second.attempt_number, 2);
+}
+
+#[tokio::test]
+async fn runs_triggered_in_the_same_second_never_share_an_id() {
+    let f = engine_with_lease(Duration::from_secs(30)).await;
+    // Ids hold the second and 16 random bits: a thousand runs in a second or two would
+    // almost surely draw one id twice, and the second run would replace the first.
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..1000 {
+        let run = f
+            .engine
+            .trigger("lease".into(), Default::default())
+            .await
+            .unwrap();
+        assert!(ids.insert(run.id.clone()), "{} handed out twice", run.id);
+    }
+    assert_eq!(f.store.list_runs().unwrap().len(), 1000);
+}
+
+#[tokio::test]
 async fn a_report_from_a_superseded_attempt_is_refused() {
     let f = engine_with_lease(Duration::from_millis(400)).await;
     let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
