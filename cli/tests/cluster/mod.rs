@@ -666,11 +666,12 @@ impl Cluster {
             !self.scheduler_running(),
             "the store can only be opened while the scheduler is down"
         );
-        let store = SledStore::open(&self.data)
+        let store_dir = vishwa_scheduler::server::store_dir(&self.data);
+        let store = SledStore::open(&store_dir)
             .unwrap_or_else(|e| panic!("the store does not open after a crash: {e}"));
         let result = read(&store);
         drop(store);
-        let lock = self.data.join("db");
+        let lock = store_dir.join("db");
         let released = wait_until(Duration::from_secs(10), || {
             File::open(&lock)
                 .is_ok_and(|file| Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok())
