@@ -107,7 +107,11 @@ fn a_worker_killed_mid_run_loses_its_attempts_and_they_run_again_elsewhere_withi
         cluster
             .containers_of_run(&run)
             .iter()
-            .all(|c| label(c, "vishwa.worker") == Some(victim.as_str()))
+            // Containers are labelled `name@scheduler`.
+            .all(|c| {
+                label(c, "vishwa.worker")
+                    .is_some_and(|owner| owner.split('@').next() == Some(victim.as_str()))
+            })
     });
     assert!(others_clean, "live workers left containers behind");
     let victims_exited = wait_until(Duration::from_secs(20), || {
