@@ -47,6 +47,9 @@ impl Samples {
     }
 }
 
+/// A row of a table: its label and how to get its figure from one measurement.
+pub(crate) type Row<T> = (&'static str, fn(&T) -> f64);
+
 /// Seconds for a table: `0.081 s`, `12.4 s`.
 pub(crate) fn secs(value: f64) -> String {
     if value.is_nan() {
