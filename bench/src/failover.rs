@@ -340,4 +340,11 @@ times, from the kill: when the scheduler marked that worker's attempts lost (the
 attempts' end), when it dispatched them to the other worker (the second attempts' start, from \
 `GetRun`), and when their processes were running there (the time they noted). A killed \
 worker's stages keep running as orphans (they are their own process groups); the harness \
-kills them afterwards.";
+kills them afterwards.\n\n\
+What dominates: the lease, by design. The scheduler learns that a worker is dead only when its \
+lease runs out, and checks leases every 500 ms, so the attempts are marked lost up to 0.5 s \
+after the lease ends. Here the kill comes a few milliseconds after the stages' start reports, \
+which renew the lease, so the lease runs almost in full: the worst case; a worker dying at a \
+random moment is noticed up to a heartbeat interval sooner. The lost attempts are dispatched \
+again in the same engine turn (the same millisecond), and the other worker has their processes \
+running a few milliseconds later.";
