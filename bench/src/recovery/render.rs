@@ -183,20 +183,21 @@ a temporary directory) runs as a child process with 1,000 runs of a four-stage D
 (`a` → `b`, `c` → `d`) in flight, served by a worker in the harness (the real worker agent over \
 gRPC, with an executor that finishes `a` at once and holds every other stage running). The \
 harness kills the scheduler with SIGKILL and spawns it again on the same data dir and port, \
-then times, from that spawn: the port bound, the scheduler's own log lines (their timestamps), \
-and the first task a fresh worker receives; that worker starts connecting as soon as the port \
-is bound, so its first task marks the moment the scheduler could dispatch. The worker from \
+then times, from that spawn, the scheduler's own log lines (their timestamps) and the first \
+task a fresh worker receives; that worker starts connecting as soon as the harness sees the \
+port bound (before the store opens), so its first task marks the moment the scheduler could \
+dispatch. The worker from \
 before the crash stays up throughout and reconnects by itself. Each cycle stops the fresh \
 worker first (its stages go back to the queue), so every crash finds the same work. A series \
 with one run in flight, restarted in turn with the big one, is the baseline: its times are \
 the start-up floor.\n\n\
 What dominates: reading what sled holds. In the replay, reading the runs' stage records (one \
-prefix scan per run, every record JSON-decoded) is about half, and opening sled, which replays \
-its log after the SIGKILL, about a third; parsing the one DAG version, building the plans and \
-restoring the runs' state machines take a few milliseconds together. The restarted process \
-takes some 20–30 ms more than the replay between the same two log lines: the replay leaves \
-out putting the queued stages back in the dispatch line, the placeholder entries for the \
-workers whose attempts were running, the schedules, and it runs in a process that is already \
-warm. From `scheduler listening` to the first task at a worker takes 1–2 ms, since that worker \
+prefix scan per run, every record JSON-decoded) is the largest part, and opening sled, which \
+replays its log after the SIGKILL, about a third; parsing the one DAG version, building the \
+plans and restoring the runs' state machines take a few milliseconds together. The restarted \
+process takes longer than the replay between the same two log lines (figures below): the \
+replay leaves out putting the queued stages back in the dispatch line, the placeholder \
+entries for the workers whose attempts were running and the schedules, and it runs in a \
+process that is already warm. From `scheduler listening` to the first task at a worker takes 1–2 ms, since that worker \
 was already waiting in the listen queue. A worker connected before the crash comes back on its \
 own reconnect backoff instead, after the scheduler is ready.";
