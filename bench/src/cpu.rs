@@ -1,5 +1,5 @@
-//! CPU time of this process and the machine's load, read from /proc: on a shared machine the
-//! CPU a run used says more about its cost than its wall time does.
+//! CPU time and memory of this process or a child, and the machine's load, read from /proc:
+//! on a shared machine the CPU a run used says more about its cost than its wall time does.
 
 use std::time::Duration;
 
@@ -8,7 +8,17 @@ const TICKS_PER_SECOND: u64 = 100;
 
 /// User plus system CPU time this process has used so far; zero if /proc cannot be read.
 pub(crate) fn process_cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_time_in("/proc/self/stat")
+}
+
+/// User plus system CPU time process `pid` has used so far (threads that ended included);
+/// zero if /proc cannot be read, e.g. once it has been reaped.
+pub(crate) fn cpu_time_of(pid: u32) -> Duration {
+    cpu_time_in(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_time_in(path: &str) -> Duration {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // The command name (field 2) may hold spaces; the fields after it are plain numbers.
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_name.split_whitespace().collect();
@@ -20,6 +30,32 @@ pub(crate) fn process_cpu_time() -> Duration {
             .unwrap_or(0)
     };
     Duration::from_millis((ticks(11) + ticks(12)) * 1000 / TICKS_PER_SECOND)
+}
+
+/// Resident memory of process `pid` in bytes, now (`VmRSS`) and at its peak (`VmHWM`), from
+/// /proc/<pid>/status; None if it cannot be read.
+pub(crate) fn memory_of(pid: u32) -> Option<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |field: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some(Memory {
+        rss: kib("VmRSS:")? * 1024,
+        peak_rss: kib("VmHWM:")? * 1024,
+    })
+}
+
+/// Resident memory of a process, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Memory {
+    pub(crate) rss: u64,
+    pub(crate) peak_rss: u64,
 }
 
 /// The one-minute load average, if /proc has it.
@@ -47,6 +83,14 @@ mod tests {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
             }
         }
+    }
+
+    #[test]
+    fn memory_and_cpu_of_this_process_are_read_by_pid() {
+        let memory = memory_of(std::process::id()).expect("own status is readable");
+        assert!(memory.rss > 0 && memory.peak_rss >= memory.rss);
+        assert!(cpu_time_of(std::process::id()) >= Duration::ZERO);
+        assert!(memory_of(u32::MAX).is_none());
     }
 
     #[test]

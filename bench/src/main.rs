@@ -7,25 +7,32 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bundle;
+mod child;
 mod command;
 mod cpu;
 mod dags;
 mod docker;
+mod failover;
+mod inproc;
 mod peers;
+mod recovery;
 mod report;
 mod scheduler;
+mod spread;
 mod stats;
 mod validate;
 
 /// Vishwa's benchmarks: scheduler overhead, whole commands against make, Docker overhead,
-/// validation of a large DAG.
+/// validation of a large DAG, recovery after a crash, failover from a dead worker, spread over
+/// workers, bundle fetch.
 #[derive(Debug, Parser)]
 #[command(name = "vishwa-bench", max_term_width = 100)]
 struct Cli {
     #[command(subcommand)]
     benchmark: Benchmark,
-    /// Repetitions per measurement [default: 5 for `scheduler` and `docker`, 7 for `peers` and
-    /// `validate`].
+    /// Repetitions per measurement [default: 5 for `scheduler`, `docker`, `recovery`,
+    /// `failover`, `spread` and `bundle`, 7 for `peers` and `validate`].
     #[arg(long, global = true)]
     reps: Option<usize>,
     /// Only print the figures; leave BENCHMARKS.md alone.
@@ -65,6 +72,14 @@ enum Benchmark {
     Docker,
     /// `vishwa validate` on a 10,000-stage DAG.
     Validate,
+    /// SIGKILL and restart of a scheduler with 1,000 runs in flight.
+    Recovery,
+    /// SIGKILL of a worker: how long until its stages run on another.
+    Failover,
+    /// A 2,000-stage fan-out over 3 workers: throughput, spread, the scheduler's CPU and memory.
+    Spread,
+    /// A 50 MB bundle: upload, and fetch by a worker against a plain loopback TCP copy.
+    Bundle,
 }
 
 fn main() -> Result<()> {
@@ -115,6 +130,22 @@ fn main() -> Result<()> {
         if wants(Benchmark::Validate) {
             eprintln!("validate");
             sections.push(validate::run(vishwa, reps(7), &date)?);
+        }
+        if wants(Benchmark::Recovery) {
+            eprintln!("recovery");
+            sections.push(recovery::run(vishwa, reps(5), &date)?);
+        }
+        if wants(Benchmark::Failover) {
+            eprintln!("failover");
+            sections.push(failover::run(vishwa, reps(5), &date)?);
+        }
+        if wants(Benchmark::Spread) {
+            eprintln!("spread");
+            sections.push(spread::run(vishwa, reps(5), &date)?);
+        }
+        if wants(Benchmark::Bundle) {
+            eprintln!("bundle");
+            sections.push(bundle::run(vishwa, reps(5), &date)?);
         }
     }
     if !cli.no_write && cli.shape.is_none() {

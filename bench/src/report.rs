@@ -8,7 +8,17 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 /// Section ids in the order a new file lists them.
-pub(crate) const SECTION_ORDER: &[&str] = &["header", "scheduler", "peers", "docker", "validate"];
+pub(crate) const SECTION_ORDER: &[&str] = &[
+    "header",
+    "scheduler",
+    "peers",
+    "docker",
+    "validate",
+    "recovery",
+    "failover",
+    "spread",
+    "bundle",
+];
 
 /// A rendered section of BENCHMARKS.md.
 pub(crate) struct Section {
@@ -74,8 +84,9 @@ pub(crate) fn header_section(machine: &Machine, date: &str) -> Section {
          cargo run --release -p vishwa-bench -- all\n\
          ```\n\
          \n\
-         or one at a time with `scheduler`, `peers`, `docker` or `validate` in place of `all` \
-         (`--reps N` changes the repetitions, `--no-write` only prints). The machine is small \
+         or one at a time with `scheduler`, `peers`, `docker`, `validate`, `recovery`, \
+         `failover`, `spread` or `bundle` in place of `all` (`--reps N` changes the \
+         repetitions, `--no-write` only prints). The machine is small \
          and noisy, so each figure is a median over repetitions, and each comparison is a ratio \
          against a baseline measured in the same run, interleaved with it.\n\
          \n\

@@ -47,6 +47,9 @@ impl Samples {
     }
 }
 
+/// A row of a table: its label and how to get its figure from one measurement.
+pub(crate) type Row<T> = (&'static str, fn(&T) -> f64);
+
 /// Seconds for a table: `0.081 s`, `12.4 s`.
 pub(crate) fn secs(value: f64) -> String {
     if value.is_nan() {
@@ -56,6 +59,19 @@ pub(crate) fn secs(value: f64) -> String {
     } else {
         format!("{value:.1} s")
     }
+}
+
+/// `10002` as `10,002`.
+pub(crate) fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A ratio for a table: `1.84×`.
@@ -80,6 +96,14 @@ pub(crate) fn verdict(met: bool) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thousands_are_separated_by_commas() {
+        assert_eq!(thousands(7), "7");
+        assert_eq!(thousands(2_000), "2,000");
+        assert_eq!(thousands(10_002), "10,002");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

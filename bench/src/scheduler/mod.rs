@@ -9,7 +9,7 @@ use anyhow::Result;
 use crate::cpu::load_average;
 use crate::dags::{self, StageKind};
 use crate::report::Section;
-use crate::stats::{Samples, load_text, ratio, verdict};
+use crate::stats::{Samples, load_text, ratio, thousands, verdict};
 
 mod harness;
 
@@ -186,19 +186,6 @@ fn per_shape(rows: &[(&str, Summary, Summary)], met: fn(&Summary) -> bool) -> St
     }
 }
 
-/// `10002` as `10,002`.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn ms(us: f64) -> String {
     format!("{:.2} ms", us / 1000.0)
 }
@@ -288,16 +275,3 @@ scheduler work; the chains (at most 100 ready at a time) show the engine's own l
 `for_each` fan-out costs more CPU than the explicit one because every instance carries the \
 whole 10,000-item list param as `VISHWA_PARAM_ITEMS` (≈ 49 KB) to its worker, as the container \
 contract asks.";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thousands_are_separated_by_commas() {
-        assert_eq!(thousands(7), "7");
-        assert_eq!(thousands(2_000), "2,000");
-        assert_eq!(thousands(10_002), "10,002");
-        assert_eq!(thousands(1_234_567), "1,234,567");
-    }
-}

@@ -1,0 +1,213 @@
+//! Vishwa servers as child processes of the harness (`vishwa scheduler`, `vishwa worker`), so
+//! that they can die as a crash kills them (SIGKILL) and be measured apart from the harness
+//! through /proc/<pid>. A child is killed when its handle is dropped, so an error in a
+//! benchmark never leaves one behind.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tonic::transport::Channel;
+use vishwa_proto::v1 as pb;
+
+/// The client API of a scheduler.
+pub(crate) type Client = pb::vishwa_client::VishwaClient<Channel>;
+
+/// How often readiness is polled.
+const POLL: Duration = Duration::from_millis(2);
+
+/// A running `vishwa` server process, its stderr going to a log file.
+pub(crate) struct Server {
+    child: Child,
+    what: String,
+    log: PathBuf,
+    /// When it was spawned, by the monotonic clock and by the wall clock (which the
+    /// scheduler's records and log timestamps use).
+    pub(crate) spawned: Instant,
+    pub(crate) spawned_wall: SystemTime,
+}
+
+impl Server {
+    /// Spawns `vishwa ARGS...` with its log (at info level) going to `log`, and its temporary
+    /// files (a process stage's scratch folder) in the folder holding `log`, so that they go
+    /// with the benchmark's temporary folder even when the server is killed.
+    pub(crate) fn spawn(vishwa: &Path, args: &[String], log: &Path) -> Result<Server> {
+        let what = format!("vishwa {}", args.first().map_or("", String::as_str));
+        let stderr = std::fs::File::create(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let spawned_wall = SystemTime::now();
+        let spawned = Instant::now();
+        let child = Command::new(vishwa)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("TMPDIR", log.parent().unwrap_or(Path::new(".")))
+            .env_remove("VISHWA_SERVER")
+            .env_remove("VISHWA_SCHEDULER")
+            .env_remove("VISHWA_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("cannot start {what}"))?;
+        Ok(Server {
+            child,
+            what,
+            log: log.to_path_buf(),
+            spawned,
+            spawned_wall,
+        })
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills it with SIGKILL, as a crash or the OOM killer would, and reaps it.
+    pub(crate) fn kill(&mut self) -> Result<()> {
+        if self.child.try_wait()?.is_none() {
+            self.child.kill()?;
+        }
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Asks it to stop (SIGTERM) and waits up to `grace`, then kills it.
+    pub(crate) fn stop(&mut self, grace: Duration) -> Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        let pid = Pid::from_raw(i32::try_from(self.pid())?);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        eprintln!("  {} did not stop within {grace:?}; killing it", self.what);
+        self.kill()
+    }
+
+    /// Fails, with the end of its log, if it has exited.
+    pub(crate) fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "{} exited ({status}):\n{}",
+                self.what,
+                log_tail(&self.log, 20)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Arguments of `vishwa scheduler` on `addr` with its store in `data`, then `extra` flags.
+pub(crate) fn scheduler_args(data: &Path, addr: SocketAddr, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "scheduler".to_owned(),
+        "--listen".to_owned(),
+        addr.to_string(),
+        "--data".to_owned(),
+        data.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+/// A loopback address with a port that was free a moment ago, for a child to listen on.
+pub(crate) fn free_local_addr() -> Result<SocketAddr> {
+    let listener = StdListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(listener.local_addr()?)
+}
+
+/// Polls `check` every few milliseconds until it gives a value, for at most `limit`.
+pub(crate) async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("gave up waiting for {what} after {limit:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until something listens on `addr` (the scheduler binds before it opens its store),
+/// and returns when that was first seen.
+pub(crate) async fn wait_until_bound(addr: SocketAddr, limit: Duration) -> Result<Instant> {
+    wait_for("the port to be bound", limit, || async {
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .ok()
+            .map(|_| Instant::now())
+    })
+    .await
+}
+
+/// A client of the scheduler at `url`, once it answers calls.
+pub(crate) async fn connect_client(url: &str, limit: Duration) -> Result<Client> {
+    let url = url.to_owned();
+    wait_for("the scheduler to answer", limit, || {
+        let url = url.clone();
+        async move {
+            let mut client = Client::connect(url)
+                .await
+                .ok()?
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20);
+            client
+                .list_workers(pb::ListWorkersRequest {})
+                .await
+                .ok()
+                .map(|_| client)
+        }
+    })
+    .await
+}
+
+/// The last `lines` lines of a log file.
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// Milliseconds since the Unix epoch of a wall-clock time, as the scheduler records times.
+pub(crate) fn epoch_ms(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// When the first line of a server's log holding every one of `needles` was written, from
+/// its timestamp.
+pub(crate) fn logged_at(log: &Path, needles: &[&str]) -> Option<SystemTime> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .find(|l| needles.iter().all(|n| l.contains(n)))?;
+    let stamp = line.split_whitespace().next()?;
+    let time = chrono::DateTime::parse_from_rfc3339(stamp).ok()?;
+    Some(SystemTime::from(time.with_timezone(&chrono::Utc)))
+}
