@@ -305,7 +305,8 @@ impl Engine {
                         instance,
                         since: Instant::now(),
                     };
-                    self.ready.push(&run.record.dag, ready, first);
+                    let stage = run.plan.nodes[instance].stage;
+                    self.ready.push(&run.record.dag, stage, ready, first);
                 }
                 Action::Kill {
                     attempt, worker, ..

@@ -1,7 +1,10 @@
 //! Dispatch: ready stage instances handed to workers where they fit. Each DAG has its own
 //! line of ready instances and the DAGs take turns, so a 10,000-stage fan-out does not
-//! starve a nightly retrain that became ready after it. Within a DAG, instances that already
-//! ran (a retry, a lost attempt) go first.
+//! starve a nightly retrain that became ready after it. Within a DAG, every stage of every
+//! run has its own queue (its instances ask for the same labels and resources), and those
+//! take turns too: a stage waiting for a busy GPU worker never holds back a stage that fits
+//! an idle CPU worker, however many instances are queued ahead of it. Instances that already
+//! ran (a retry, a lost attempt) go to the front of their queue.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -15,9 +18,6 @@ use super::workers::Claim;
 use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
 use crate::run::{AttemptOutcome, Event};
 
-/// How deep into one DAG's line a turn looks for an instance that fits somewhere now.
-const SCAN_DEPTH: usize = 256;
-
 /// A ready instance waiting for a worker.
 #[derive(Debug, Clone)]
 pub(super) struct Ready {
@@ -26,37 +26,58 @@ pub(super) struct Ready {
     pub(super) since: Instant,
 }
 
+/// Instances of one stage of one run: they all ask for the same worker and resources.
+type StageKey = (RunId, usize);
+
+/// One DAG's ready instances, a queue per stage, served in turns.
+#[derive(Debug, Default)]
+struct DagLine {
+    queues: HashMap<StageKey, VecDeque<Ready>>,
+    turns: VecDeque<StageKey>,
+}
+
 /// Ready instances, one line per DAG, served in turns.
 #[derive(Debug, Default)]
 pub(super) struct ReadyQueue {
-    lines: HashMap<String, VecDeque<Ready>>,
+    lines: HashMap<String, DagLine>,
     turns: VecDeque<String>,
 }
 
 impl ReadyQueue {
-    /// Adds an instance at the end of its DAG's line, or at the front when `first`.
-    pub(super) fn push(&mut self, dag: &str, ready: Ready, first: bool) {
-        let line = match self.lines.get_mut(dag) {
-            Some(line) => line,
-            None => {
-                self.turns.push_back(dag.to_owned());
-                self.lines.entry(dag.to_owned()).or_default()
-            }
-        };
+    /// Adds an instance of stage `stage` at the end of its queue, or at the front when
+    /// `first`.
+    /// An instance that ran before also moves its stage and its DAG to the front of their
+    /// turns: a dead worker's stages run elsewhere about a lease after it died, however long
+    /// the backlog.
+    pub(super) fn push(&mut self, dag: &str, stage: usize, ready: Ready, first: bool) {
+        if !self.lines.contains_key(dag) {
+            self.turns.push_back(dag.to_owned());
+        }
         if first {
-            line.push_front(ready);
+            move_to_front(&mut self.turns, &dag.to_owned());
+        }
+        let line = self.lines.entry(dag.to_owned()).or_default();
+        let key = (ready.run.clone(), stage);
+        if !line.queues.contains_key(&key) {
+            line.turns.push_back(key.clone());
+        }
+        if first {
+            move_to_front(&mut line.turns, &key);
+        }
+        let queue = line.queues.entry(key).or_default();
+        if first {
+            queue.push_front(ready);
         } else {
-            line.push_back(ready);
+            queue.push_back(ready);
         }
     }
 }
 
-/// What a look at one DAG's line found.
-enum Pick {
-    /// Dispatch the instance at this position of the line to this worker.
-    Place(usize, WorkerId, Claim),
-    /// Nothing in the scanned part fits anywhere now.
-    Nothing,
+fn move_to_front<T: PartialEq + Clone>(turns: &mut VecDeque<T>, item: &T) {
+    if let Some(at) = turns.iter().position(|t| t == item) {
+        turns.remove(at);
+    }
+    turns.push_front(item.clone());
 }
 
 impl Engine {
@@ -75,14 +96,15 @@ impl Engine {
                 break;
             };
             let placed = match self.pick_in_line(&dag, now) {
-                Pick::Place(position, worker, claim) => {
-                    let line = self.ready.lines.get_mut(&dag).expect("picked from it");
-                    let ready = line.remove(position).expect("position is in the line");
-                    self.dispatch_one(ready, worker, claim, now)
-                }
-                Pick::Nothing => false,
+                Some((ready, worker, claim)) => self.dispatch_one(ready, worker, claim, now),
+                None => false,
             };
-            if self.ready.lines.get(&dag).is_some_and(|l| !l.is_empty()) {
+            if self
+                .ready
+                .lines
+                .get(&dag)
+                .is_some_and(|l| !l.queues.is_empty())
+            {
                 self.ready.turns.push_back(dag);
             } else {
                 self.ready.lines.remove(&dag);
@@ -97,42 +119,61 @@ impl Engine {
         }
     }
 
-    /// Finds the first instance in `dag`'s line that fits a worker now, dropping what is no
-    /// longer ready and failing what no worker could ever run.
-    fn pick_in_line(&mut self, dag: &str, now: Millis) -> Pick {
-        let mut position = 0;
-        let mut scanned = 0;
-        loop {
-            let Some(ready) = self.ready.lines.get(dag).and_then(|l| l.get(position)) else {
-                return Pick::Nothing;
-            };
-            if scanned == SCAN_DEPTH {
-                return Pick::Nothing;
+    /// Takes the first instance of `dag` that fits a worker now, trying each stage's queue
+    /// once, in turn; drops what is no longer ready and fails what no worker could ever run.
+    fn pick_in_line(&mut self, dag: &str, now: Millis) -> Option<(Ready, WorkerId, Claim)> {
+        let stages = self.ready.lines.get(dag)?.turns.len();
+        for _ in 0..stages {
+            let line = self.ready.lines.get_mut(dag)?;
+            let key = line.turns.pop_front()?;
+            let picked = self.pick_in_queue(dag, &key, now);
+            let line = self.ready.lines.get_mut(dag)?;
+            if line.queues.get(&key).is_some_and(|q| !q.is_empty()) {
+                line.turns.push_back(key);
+            } else {
+                line.queues.remove(&key);
             }
-            scanned += 1;
-            let (run_id, instance) = (ready.run.clone(), ready.instance);
+            if picked.is_some() {
+                return picked;
+            }
+        }
+        None
+    }
+
+    /// The head of one stage's queue, if it fits a worker now.
+    fn pick_in_queue(
+        &mut self,
+        dag: &str,
+        key: &StageKey,
+        now: Millis,
+    ) -> Option<(Ready, WorkerId, Claim)> {
+        loop {
+            let queue = self.ready.lines.get_mut(dag)?.queues.get_mut(key)?;
+            let ready = queue.front()?.clone();
             let Some(run) = self
                 .runs
-                .get(&run_id)
-                .filter(|r| r.is_dispatchable(instance))
+                .get(&ready.run)
+                .filter(|r| r.is_dispatchable(ready.instance))
             else {
-                self.ready.lines.get_mut(dag).map(|l| l.remove(position));
+                queue.pop_front();
                 continue;
             };
-            let stage = &run.plan.dag.stages[run.plan.nodes[instance].stage];
+            let stage = &run.plan.dag.stages[run.plan.nodes[ready.instance].stage];
             if let Some((worker, claim)) = self.workers.pick_for(stage) {
-                return Pick::Place(position, worker, claim);
+                queue.pop_front();
+                return Some((ready, worker, claim));
             }
             let settled = self.started.elapsed() >= self.config.lease;
-            match self.workers.why_nowhere(stage).filter(|_| settled) {
-                Some(why) => {
-                    let reason = format!("no worker can run stage {}: {why}", stage.name);
-                    warn!(run = %run_id, instance, %reason, "stage refused");
-                    self.ready.lines.get_mut(dag).map(|l| l.remove(position));
-                    let _ = self.apply(&run_id, Event::Refused { instance, reason }, now);
-                }
-                None => position += 1,
-            }
+            let why = self.workers.why_nowhere(stage).filter(|_| settled)?;
+            // No worker could ever run it: every instance of this stage fails the same way.
+            let reason = format!("no worker can run stage {}: {why}", stage.name);
+            warn!(run = %ready.run, instance = ready.instance, %reason, "stage refused");
+            queue.pop_front();
+            let event = Event::Refused {
+                instance: ready.instance,
+                reason,
+            };
+            let _ = self.apply(&ready.run, event, now);
         }
     }
 

@@ -388,3 +388,54 @@ name: nightly
 stages:
   - {name: retrain, image: busybox, command: [true]}
 ";
+
+#[tokio::test]
+async fn a_stage_that_fits_an_idle_worker_is_not_held_back_by_a_long_queue_for_a_busy_one() {
+    let f = engine_with_lease(Duration::from_secs(30)).await;
+    let items: Vec<String> = (0..400).map(|i| i.to_string()).collect();
+    let yaml = format!(
+        "
+name: mixed
+params:
+  shards: [{}]
+stages:
+  - {{name: gpu, image: busybox, command: [true], worker: {{pool: gpu}}, for_each: '{{{{ params.shards }}}}'}}
+  - {{name: cpu, image: busybox, command: [true], worker: {{pool: cpu}}}}
+",
+        items.join(", ")
+    );
+    let dag = Arc::new(parse_dag(&yaml, "mixed.yaml").unwrap());
+    f.engine
+        .submit(dag, "mixed.yaml".into(), yaml.clone(), DagFiles::default())
+        .await
+        .unwrap();
+    let labelled = |name: &str, pool: &str| WorkerRegistration {
+        name: name.into(),
+        slots: 1,
+        labels: [("pool".to_owned(), pool.to_owned())].into(),
+        allow_process: false,
+        running: Vec::new(),
+        cpus: 4.0,
+        memory_bytes: 8 << 30,
+        gpus: Vec::new(),
+        draining: false,
+    };
+    let gpu = f.engine.register(labelled("g1", "gpu")).await.unwrap();
+    let (tx, mut g1) = mpsc::unbounded_channel();
+    f.engine.attach_inbox(gpu.worker, tx).await.unwrap();
+    let beat_g = keep_alive(&f.engine, "g1");
+    f.engine
+        .trigger("mixed".into(), Default::default())
+        .await
+        .unwrap();
+    // The GPU worker takes one shard and keeps it: 399 shards wait in line ahead of `cpu`.
+    assert!(next_task(&mut g1).await.stage.starts_with("gpu["));
+    let cpu = f.engine.register(labelled("c1", "cpu")).await.unwrap();
+    let (tx, mut c1) = mpsc::unbounded_channel();
+    f.engine.attach_inbox(cpu.worker, tx).await.unwrap();
+    let beat_c = keep_alive(&f.engine, "c1");
+    let task = next_task(&mut c1).await;
+    beat_g.abort();
+    beat_c.abort();
+    assert_eq!(task.stage, "cpu");
+}
