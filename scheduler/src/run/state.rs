@@ -257,7 +257,7 @@ pub struct AttemptRecord {
 }
 
 /// The persisted record of one stage instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageRecord {
     /// `stage` or `stage[item]`.
     pub instance: String,
@@ -272,6 +272,10 @@ pub struct StageRecord {
     pub infra_failures: u32,
     /// When the instance was first queued.
     pub queued_ms: Option<Millis>,
+    /// Numbers the stage reported in `/vishwa/out/metrics.json` on its successful attempt
+    /// (or that a cache hit carried over); used by `when:` conditions and `vishwa compare`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
 }
 
 impl StageRecord {
@@ -285,6 +289,7 @@ impl StageRecord {
             failures: 0,
             infra_failures: 0,
             queued_ms: None,
+            metrics: BTreeMap::new(),
         }
     }
 }

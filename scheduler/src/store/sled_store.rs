@@ -19,6 +19,9 @@ use super::{
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
 
+/// How long [`SledStore::open`] waits for a lock held by a handle that is going away.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A [`Store`] on sled, in a directory of its own.
 #[derive(Clone)]
 pub struct SledStore {
@@ -29,13 +32,42 @@ pub struct SledStore {
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
+    ///
+    /// sled holds an exclusive file lock while a `Db` lives, and its background flusher
+    /// lets go of it a moment after the last handle drops. A restart in the same process
+    /// (tests, `vishwa dev`) can get there first, so a held lock is retried for a few
+    /// seconds before it is reported as another process using the directory.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(Some(200))
-            .open()
-            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", dir.display())))?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput)
+                .flush_every_ms(Some(200))
+                .open()
+            {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(StoreError::Backend(format!(
+                        "opening {}: the store is locked by another process (is another \
+                         scheduler running on this data dir?)",
+                        dir.display()
+                    )));
+                }
+                Err(e) => {
+                    return Err(StoreError::Backend(format!(
+                        "opening {}: {e}",
+                        dir.display()
+                    )));
+                }
+            }
+        };
         let state = db.open_tree("state")?;
         let logs = db.open_tree("logs")?;
         Ok(SledStore { db, state, logs })
