@@ -261,6 +261,9 @@ fn metrics_since(before: &DispatchMetrics, after: &DispatchMetrics) -> DispatchM
     DispatchMetrics {
         ready_to_dispatch_us: after.ready_to_dispatch_us[before.ready_to_dispatch_us.len()..]
             .to_vec(),
+        eligible_to_dispatch_us: after.eligible_to_dispatch_us
+            [before.eligible_to_dispatch_us.len()..]
+            .to_vec(),
         dispatched: after.dispatched - before.dispatched,
         commits: after.commits - before.commits,
     }

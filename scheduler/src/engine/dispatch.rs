@@ -205,7 +205,11 @@ impl Engine {
             warn!(run = %id, instance = i, error = %e, "dispatch refused");
             return false;
         }
-        self.metrics.record(since.elapsed().as_micros() as u64);
+        let freed = self.workers.assign(&worker, attempt.clone(), claim);
+        // A stage that became ready while every fitting slot was busy could not go before one
+        // was freed: from then on, the wait is the engine's.
+        let eligible = freed.map_or(since, |freed| freed.max(since));
+        self.metrics.record(since.elapsed(), eligible.elapsed());
         self.attempts.insert(
             attempt.clone(),
             AttemptRoute {
@@ -214,7 +218,6 @@ impl Engine {
                 worker: worker.clone(),
             },
         );
-        self.workers.assign(&worker, attempt.clone(), claim);
         match task {
             Ok(task) => {
                 self.effects
