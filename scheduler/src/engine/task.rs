@@ -7,6 +7,34 @@ use super::{DagFiles, TaskAssignment};
 use crate::dag::{Command, EnvValue, TemplateContext, param_text, render_template};
 use crate::ids::AttemptId;
 use crate::run::Run;
+use crate::secrets::SecretBox;
+use crate::store::Store;
+
+/// Where a task's secret values come from: the store's sealed records and the key.
+pub(crate) struct SecretSource<'a> {
+    pub(crate) key: Option<&'a SecretBox>,
+    pub(crate) store: &'a dyn Store,
+}
+
+impl SecretSource<'_> {
+    /// The value of secret `name`, which env var `var` asks for, or why it cannot be had.
+    fn value(&self, var: &str, name: &str) -> Result<String, String> {
+        let record = self
+            .store
+            .get_secret(name)
+            .map_err(|e| format!("env.{var}: reading secret `{name}`: {e}"))?
+            .ok_or_else(|| {
+                format!(
+                    "env.{var} needs secret `{name}`, which is not set; set it with \
+                     `vishwa secret set {name}` (value on stdin) and retry the run"
+                )
+            })?;
+        let key = self.key.ok_or_else(|| {
+            format!("env.{var} needs secret `{name}`, but this scheduler has no secret key")
+        })?;
+        key.open(&record).map_err(|e| format!("env.{var}: {e}"))
+    }
+}
 
 /// Renders instance `i` of `run` as attempt `attempt`, or says why it cannot run.
 pub(crate) fn build_task(
@@ -15,6 +43,7 @@ pub(crate) fn build_task(
     attempt: &AttemptId,
     attempt_number: u32,
     files: &DagFiles,
+    secrets: &SecretSource<'_>,
 ) -> Result<TaskAssignment, String> {
     let node = &run.plan.nodes[i];
     let stage = &run.plan.dag.stages[node.stage];
@@ -41,16 +70,15 @@ pub(crate) fn build_task(
         )),
     };
     let mut env = BTreeMap::new();
+    let mut secret_env = Vec::new();
     for (name, value) in &stage.env {
         match value {
             EnvValue::Literal(text) => {
                 env.insert(name.clone(), render(&format!("env.{name}"), text)?);
             }
             EnvValue::Secret(secret) => {
-                return Err(format!(
-                    "env.{name} asks for secret `{secret}`, but this scheduler has no secret \
-                     store yet; pass the value as a param instead"
-                ));
+                env.insert(name.clone(), secrets.value(name, secret)?);
+                secret_env.push(name.clone());
             }
         }
     }
@@ -83,6 +111,7 @@ pub(crate) fn build_task(
         timeout: stage.timeout,
         mounts: stage.mounts.clone(),
         resources: stage.resources,
+        secret_env,
     })
 }
 
@@ -108,6 +137,7 @@ mod tests {
     use crate::dag::parse_dag;
     use crate::ids::RunId;
     use crate::run::{RunPlan, RunRecord, RunState, TriggerKind};
+    use crate::store::MemoryStore;
 
     const FAN_OUT: &str = "name: fan\n\
         params:\n  rows: 500\n  flavours: [chocolate, vanilla]\n\
@@ -146,8 +176,20 @@ mod tests {
             .plan
             .instance("train[vanilla]")
             .expect("instance exists");
-        let task = build_task(&run, vanilla, &AttemptId::random(), 1, &DagFiles::default())
-            .expect("renders");
+        let store = MemoryStore::new();
+        let secrets = SecretSource {
+            key: None,
+            store: &store,
+        };
+        let task = build_task(
+            &run,
+            vanilla,
+            &AttemptId::random(),
+            1,
+            &DagFiles::default(),
+            &secrets,
+        )
+        .expect("renders");
         assert_eq!(
             task.command,
             Some(Command::Exec(vec![
