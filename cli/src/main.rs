@@ -56,7 +56,7 @@ pub(crate) struct Global {
     /// Bearer token sent with every call.
     #[arg(long, global = true, env = "VISHWA_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// CA certificate (PEM) to trust for an https:// scheduler, besides the system's roots.
+    /// CA certificate (PEM) to trust for an https:// scheduler [default: the system's roots].
     #[arg(long, global = true, env = "VISHWA_TLS_CA", value_name = "PEM")]
     tls_ca: Option<PathBuf>,
     /// Output: tables for people, JSON for scripts.

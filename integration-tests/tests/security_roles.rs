@@ -325,7 +325,7 @@ async fn mutating_calls_are_audited_with_their_caller_and_outcome() {
         .run
         .unwrap();
     ops.cancel_run(pb::CancelRunRequest {
-        run_id: run.id.clone(),
+        run_id: run.run_id.clone(),
     })
     .await
     .unwrap();
@@ -366,7 +366,7 @@ async fn mutating_calls_are_audited_with_their_caller_and_outcome() {
         [
             ("root", "SubmitDag", "audited.yaml", true),
             ("ops", "TriggerRun", "audited", true),
-            ("ops", "CancelRun", run.id.as_str(), true),
+            ("ops", "CancelRun", run.run_id.as_str(), true),
             ("ops", "PauseDag", "missing", false),
             ("root", "SetSecret", "db-password", true),
         ]

@@ -56,7 +56,7 @@ pub struct WorkerConfig {
     pub capacity: Capacity,
     /// Bearer token (role `worker`) sent with every call.
     pub token: Option<String>,
-    /// CA certificate (PEM) to trust for an `https://` scheduler, besides the system's roots.
+    /// CA certificate (PEM) to trust for an `https://` scheduler instead of the system's roots.
     pub tls_ca: Option<PathBuf>,
 }
 

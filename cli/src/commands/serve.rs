@@ -30,7 +30,7 @@ pub(crate) struct SchedulerArgs {
     /// Directory of the store [default: vishwa-data].
     #[arg(long, env = "VISHWA_DATA")]
     data: Option<PathBuf>,
-    /// YAML config file (fields: listen, data_dir, heartbeat_interval, lease, schedules).
+    /// YAML config file (fields: listen, data_dir, heartbeat_interval, lease, schedules, tokens, tls_cert, tls_key, secret_key_file).
     #[arg(long)]
     config: Option<PathBuf>,
     /// How often workers heartbeat [default: 5s].
@@ -103,7 +103,7 @@ pub(crate) struct WorkerArgs {
     /// Bearer token with the worker role, sent with every call.
     #[arg(long, env = "VISHWA_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// CA certificate (PEM) to trust for an https:// scheduler, besides the system's roots.
+    /// CA certificate (PEM) to trust for an https:// scheduler [default: the system's roots].
     #[arg(long, env = "VISHWA_TLS_CA", value_name = "PEM")]
     tls_ca: Option<PathBuf>,
 }
@@ -182,7 +182,7 @@ fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config {}", path.display()))?;
             serde_saphyr::from_str::<SchedulerConfig>(&text).map_err(|e| {
-                Invalid(format!("{}: error: {e}\n  help: the config file takes listen, data_dir, heartbeat_interval, lease and schedules", path.display()))
+                Invalid(format!("{}: error: {e}\n  help: the config file takes listen, data_dir, heartbeat_interval, lease, schedules, max_bundle_bytes, max_parallel_stages, tokens, tls_cert, tls_key and secret_key_file", path.display()))
             })?
         }
         None => SchedulerConfig::default(),
