@@ -364,7 +364,7 @@ async fn mutating_calls_are_audited_with_their_caller_and_outcome() {
     assert_eq!(
         seen,
         [
-            ("root", "SubmitDag", "audited.yaml", true),
+            ("root", "SubmitDag", "audited", true),
             ("ops", "TriggerRun", "audited", true),
             ("ops", "CancelRun", run.run_id.as_str(), true),
             ("ops", "PauseDag", "missing", false),

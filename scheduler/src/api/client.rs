@@ -188,6 +188,15 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             }))
         }
         .await;
+        // The DAG's name once it parsed; the file's name if it did not.
+        let target = match &result {
+            Ok(response) => response
+                .get_ref()
+                .dag
+                .as_ref()
+                .map_or(target, |d| d.name.clone()),
+            Err(_) => target,
+        };
         self.audited(&caller, "SubmitDag", &target, result).await
     }
 
