@@ -52,8 +52,8 @@ impl Client {
         let channel = endpoint.connect().await.map_err(|e| {
             let cause = source_message(&e);
             anyhow!(
-                "cannot reach the scheduler at {server} ({cause}){}; start one with `vishwa scheduler` or `vishwa dev`, or set --server",
-                tls_hint(server, &cause)
+                "cannot reach the scheduler at {server} ({cause}){}",
+                hint(server, &cause)
             )
         })?;
         let inner = pb::vishwa_client::VishwaClient::new(channel)
@@ -78,7 +78,7 @@ impl Client {
 
     fn fail(&self, status: Status) -> anyhow::Error {
         match status.code() {
-            Code::Unavailable | Code::Unknown | Code::Internal => {
+            Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled => {
                 let cause = status
                     .source()
                     .map(source_message)
@@ -87,7 +87,7 @@ impl Client {
                     "the scheduler at {} is unavailable: {}{}",
                     self.server,
                     status.message(),
-                    tls_hint(&self.server, &format!("{} {cause}", status.message()))
+                    hint(&self.server, &format!("{} {cause}", status.message()))
                 )
             }
             _ => anyhow!("{}", status.message()),
@@ -352,21 +352,27 @@ impl Client {
     }
 }
 
-/// What to try when a connection failed in a way TLS explains: a plain URL to a TLS
-/// server, or a certificate the client does not trust.
-fn tls_hint(server: &str, cause: &str) -> &'static str {
+/// What to try when the scheduler could not be reached: start one, or fix what TLS
+/// explains (a plain URL to a TLS port, a certificate the client does not trust).
+fn hint(server: &str, cause: &str) -> &'static str {
     let lower = cause.to_ascii_lowercase();
     if lower.contains("expired") {
-        " — the scheduler's TLS certificate has expired; it needs a new one"
+        "; the scheduler's TLS certificate has expired and needs renewing"
     } else if lower.contains("unknownissuer")
         || lower.contains("unknown issuer")
         || lower.contains("certificate")
     {
-        " — the scheduler's TLS certificate is not trusted; pass the CA that signed it with --tls-ca or VISHWA_TLS_CA"
+        "; the scheduler's TLS certificate is not trusted: pass the CA that signed it with --tls-ca or VISHWA_TLS_CA"
+    } else if lower.contains("refused")
+        || lower.contains("lookup")
+        || lower.contains("dns")
+        || lower.contains("timed out")
+    {
+        "; start one with `vishwa scheduler` or `vishwa dev`, or set --server"
     } else if server.starts_with("https://") {
-        " — if the scheduler does not serve TLS, use an http:// URL"
+        "; if the scheduler does not serve TLS, use an http:// URL"
     } else {
-        " — if the scheduler serves TLS, use an https:// URL (and --tls-ca for a private CA)"
+        "; if the scheduler serves TLS, use an https:// URL (and --tls-ca for a private CA)"
     }
 }
 
