@@ -137,7 +137,7 @@ mod tests {
     use crate::dag::parse_dag;
     use crate::ids::RunId;
     use crate::run::{RunPlan, RunRecord, RunState, TriggerKind};
-    use crate::store::MemoryStore;
+    use crate::store::{MemoryStore, Store};
 
     const FAN_OUT: &str = "name: fan\n\
         params:\n  rows: 500\n  flavours: [chocolate, vanilla]\n\
@@ -222,6 +222,74 @@ mod tests {
             names,
             ["rows"],
             "the 5,000-item list stays out of the environment"
+        );
+    }
+
+    const WITH_SECRET: &str = "name: s\nstages:\n  - name: publish\n    image: i\n    \
+        env:\n      TOKEN: {secret: registry-token}\n      PLAIN: x\n    command: [echo]\n";
+
+    fn one_stage_run(yaml: &str) -> Run {
+        let dag = Arc::new(parse_dag(yaml, "s.yaml").expect("valid DAG"));
+        let params = dag.resolve_params(&BTreeMap::new()).expect("no params");
+        let plan = Arc::new(RunPlan::build(dag, &params).expect("plan builds"));
+        let mut record = fan_out_run().record;
+        record.dag = "s".into();
+        record.params = params;
+        Run::new(record, plan)
+    }
+
+    #[tokio::test]
+    async fn a_stored_secret_reaches_the_task_env_marked_for_masking() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::secrets::SecretBox::load_or_create(&dir.path().join("key")).unwrap();
+        let store = MemoryStore::new();
+        store
+            .put_secret(&key.seal("registry-token", b"tok-123", 1))
+            .await
+            .unwrap();
+        let secrets = SecretSource {
+            key: Some(&key),
+            store: &store,
+        };
+        let run = one_stage_run(WITH_SECRET);
+        let task = build_task(
+            &run,
+            0,
+            &AttemptId::random(),
+            1,
+            &DagFiles::default(),
+            &secrets,
+        )
+        .expect("the secret is set");
+        assert_eq!(task.env["TOKEN"], "tok-123");
+        assert_eq!(task.env["PLAIN"], "x");
+        assert_eq!(task.secret_env, ["TOKEN"]);
+    }
+
+    #[test]
+    fn a_missing_secret_fails_the_task_naming_it_and_the_fix() {
+        let store = MemoryStore::new();
+        let secrets = SecretSource {
+            key: None,
+            store: &store,
+        };
+        let run = one_stage_run(WITH_SECRET);
+        let error = build_task(
+            &run,
+            0,
+            &AttemptId::random(),
+            1,
+            &DagFiles::default(),
+            &secrets,
+        )
+        .expect_err("no such secret");
+        assert!(
+            error.contains("env.TOKEN needs secret `registry-token`"),
+            "{error}"
+        );
+        assert!(
+            error.contains("vishwa secret set registry-token"),
+            "{error}"
         );
     }
 
