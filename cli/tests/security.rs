@@ -432,3 +432,72 @@ fn a_cli_without_a_token_is_told_how_to_pass_one() {
     ]);
     assert!(ok, "{out}");
 }
+
+/// Runs `vishwa ARGS...` for at most `limit` (killed after it): whether it exited, and how,
+/// and what it printed.
+fn vishwa_within(args: &[&str], limit: Duration) -> (Option<bool>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out");
+    let err_path = dir.path().join("err");
+    let mut child = Command::new(VISHWA)
+        .args(args)
+        .env_remove("VISHWA_TOKEN")
+        .env_remove("VISHWA_TLS_CA")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("cannot run vishwa");
+    let mut status = None;
+    wait_until(limit, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let text = std::fs::read_to_string(&out_path).unwrap_or_default()
+        + &std::fs::read_to_string(&err_path).unwrap_or_default();
+    (status.map(|s| s.success()), text)
+}
+
+#[test]
+fn a_worker_with_a_wrong_or_missing_token_stops_and_says_why() {
+    let cluster = Cluster::with_config(ClusterConfig {
+        tokens: true,
+        ..ClusterConfig::default()
+    });
+    cluster.start_scheduler();
+    for token in [Some("not-the-worker-token-at-all"), None] {
+        let name = cluster.name("refused");
+        let mut args = vec!["worker", "--scheduler", &cluster.url, "--name", &name];
+        if let Some(token) = token {
+            args.extend(["--token", token]);
+        }
+        let (exited, out) = vishwa_within(&args, Duration::from_secs(30));
+        assert_eq!(exited, Some(false), "worker with token {token:?}: {out}");
+        assert!(out.contains("refused this worker"), "{out}");
+        assert!(out.contains("VISHWA_TOKEN"), "{out}");
+    }
+}
+
+#[test]
+fn an_open_scheduler_says_it_serves_local_users_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let addr = free_port().to_string();
+    let (exited, out) = vishwa_within(
+        &[
+            "scheduler",
+            "--listen",
+            &addr,
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        Duration::from_secs(3),
+    );
+    assert_eq!(exited, None, "the open scheduler exited: {out}");
+    assert!(out.contains("open to local users only (loopback)"), "{out}");
+}

@@ -78,6 +78,11 @@ pub struct Executors {
 pub enum WorkerError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error(
+        "the scheduler at {url} refused this worker: {reason} (workers pass a token with the \
+         worker role: --token or VISHWA_TOKEN)"
+    )]
+    Refused { url: String, reason: String },
     #[error("cannot use {dir} for bundles: {reason}")]
     Cache { dir: PathBuf, reason: String },
 }
@@ -184,6 +189,19 @@ pub async fn run_worker(
                 }
                 if shutdown.is_cancelled() && shared.running().is_empty() {
                     break;
+                }
+                let refused = matches!(
+                    status.code(),
+                    Code::Unauthenticated | Code::PermissionDenied
+                );
+                // A wrong token does not fix itself; with nothing to report, stop and say so.
+                if refused && shared.running().is_empty() {
+                    tracker.close();
+                    tracker.wait().await;
+                    return Err(WorkerError::Refused {
+                        url: config.scheduler.clone(),
+                        reason: status.message().to_owned(),
+                    });
                 }
                 warn!(scheduler = %config.scheduler, error = %status.message(), "lost the scheduler; reconnecting");
                 tokio::select! {
