@@ -130,6 +130,8 @@ impl Cluster {
                     grace: std::time::Duration::ZERO,
                     cache_dir: data.path().join(format!("cache-{i}")),
                     capacity: vishwa_worker::Capacity::detect(),
+                    token: None,
+                    tls_ca: None,
                 };
                 let executors = Executors {
                     docker: Some(executor.clone()),

@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::WorkerMessage;
 use super::core::{AttemptRoute, Effect, Engine};
-use super::task::build_task;
+use super::task::{SecretSource, build_task};
 use super::workers::Claim;
 use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
 use crate::run::{AttemptOutcome, Event};
@@ -191,7 +191,11 @@ impl Engine {
         let number = run.stages[i].attempts.len() as u32 + 1;
         let key = (run.record.dag.clone(), run.record.dag_version.clone());
         let files = self.files.get(&key).cloned().unwrap_or_default();
-        let task = build_task(run, i, &attempt, number, &files).map(|mut task| {
+        let secrets = SecretSource {
+            key: self.config.secrets.as_deref(),
+            store: self.store.as_ref(),
+        };
+        let task = build_task(run, i, &attempt, number, &files, &secrets).map(|mut task| {
             task.gpus = claim.gpus.clone();
             task
         });
