@@ -237,10 +237,7 @@ impl Cluster {
         assert!(slot.is_none(), "the scheduler is already running");
         let log = self.log_file("scheduler");
         let child = Command::new(VISHWA)
-            .args(["scheduler", "--listen", &self.addr.to_string(), "--data"])
-            .arg(&self.data)
-            .args(["--heartbeat", &humantime(self.config.heartbeat)])
-            .args(["--lease", &humantime(self.config.lease)])
+            .args(self.scheduler_args())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -248,6 +245,22 @@ impl Cluster {
             .spawn()
             .expect("cannot start vishwa scheduler");
         *slot = Some(child);
+    }
+
+    /// The arguments every scheduler of a cluster starts with: its address, store and
+    /// timings. The one place to add what a scheduler needs to listen beyond loopback.
+    pub fn scheduler_args(&self) -> Vec<String> {
+        vec![
+            "scheduler".to_owned(),
+            "--listen".to_owned(),
+            self.addr.to_string(),
+            "--data".to_owned(),
+            self.data.display().to_string(),
+            "--heartbeat".to_owned(),
+            humantime(self.config.heartbeat),
+            "--lease".to_owned(),
+            humantime(self.config.lease),
+        ]
     }
 
     /// Waits until the scheduler answers a client call.
