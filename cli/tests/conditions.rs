@@ -28,7 +28,7 @@ stages:
     command: echo "reporting to {{{{ params.target }}}}"
   - name: after-deploy
     needs: [deploy]
-    command: echo "never runs: deploy was skipped"
+    command: echo "never runs, deploy was skipped"
   - name: cleanup
     needs: [deploy]
     trigger: none_failed
@@ -36,7 +36,7 @@ stages:
   - name: gate
     needs: [report]
     when: stages.report.metrics.accuracy > 0.5
-    command: echo "never runs: report has no metrics"
+    command: echo "never runs, report has no metrics"
 "#
     )
 }
@@ -69,7 +69,12 @@ fn conditions_skip_or_run_stages_and_get_shows_why() {
 
     let json = servers.vishwa_ok(&["-o", "json", "get", &run_id]);
     let run: Value = serde_json::from_str(&json.stdout).unwrap();
-    let state = |s: &str| stage(&run, s)["state"].as_str().unwrap_or_default().to_owned();
+    let state = |s: &str| {
+        stage(&run, s)["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
     assert_eq!(state("check"), "succeeded", "{json}");
     assert_eq!(state("deploy"), "skipped", "{json}");
     assert_eq!(
@@ -91,22 +96,30 @@ fn conditions_skip_or_run_stages_and_get_shows_why() {
     assert_eq!(state("gate"), "failed", "{json}");
     let gate_error = stage(&run, "gate")["message"].as_str().unwrap_or_default();
     assert!(
-        gate_error.starts_with(
-            "when `stages.report.metrics.accuracy > 0.5` could not be evaluated:"
-        ) && gate_error.contains("accuracy"),
+        gate_error
+            .starts_with("when `stages.report.metrics.accuracy > 0.5` could not be evaluated:")
+            && gate_error.contains("accuracy"),
         "{json}"
     );
 
     // The table says the same to a person.
     let get = servers.vishwa_ok(&["get", &run_id]);
-    assert!(get.stdout.contains("when `params.deploy` was false"), "{get}");
+    assert!(
+        get.stdout.contains("when `params.deploy` was false"),
+        "{get}"
+    );
     let logs = servers.vishwa_ok(&["logs", &run_id, "report"]);
     assert_eq!(logs.stdout, "reporting to staging\n", "{logs}");
 
     // With the defaults, report's condition is false and deploy's too: nothing fails.
     let defaults = servers.vishwa(&["trigger", &name, "--watch"]);
     assert_eq!(defaults.code(), 0, "{defaults}\n{}", servers.logs());
-    let run_id = defaults.stdout.split_whitespace().nth(1).unwrap().to_owned();
+    let run_id = defaults
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
     let json = servers.vishwa_ok(&["-o", "json", "get", &run_id]);
     let run: Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(stage(&run, "report")["state"], "skipped", "{json}");
@@ -127,10 +140,18 @@ fn a_condition_with_a_mistake_is_refused_at_submit_with_its_place() {
     let refused = servers.vishwa(&["submit", &path]);
     assert_ne!(refused.code(), 0, "{refused}");
     assert!(
-        refused.stderr.contains("dag.yaml:12:27: error: syntax error in `when` of stage `deploy`"),
+        refused
+            .stderr
+            .contains("dag.yaml:12:27: error: syntax error in `when` of stage `deploy`"),
         "{refused}"
     );
-    assert!(refused.stderr.contains("help: write a CEL expression"), "{refused}");
+    assert!(
+        refused.stderr.contains("help: write a CEL expression"),
+        "{refused}"
+    );
     let dags = servers.vishwa_ok(&["dags"]);
-    assert!(!dags.stdout.contains(&name), "nothing was registered: {dags}");
+    assert!(
+        !dags.stdout.contains(&name),
+        "nothing was registered: {dags}"
+    );
 }

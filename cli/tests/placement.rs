@@ -204,7 +204,11 @@ fn placement_dag(name: &str) -> String {
             ask.memory_bytes / MIB
         ));
         if !ask.selector.is_empty() {
-            let labels: Vec<String> = ask.selector.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let labels: Vec<String> = ask
+                .selector
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
             yaml.push_str(&format!("    worker: {{{}}}\n", labels.join(", ")));
         }
         if ask.stage == "serve" {
@@ -283,7 +287,11 @@ fn stages_run_on_workers_that_fit_their_labels_and_resources_with_the_bundle_pre
     for name in site.workers.values() {
         let cache = worker_dir(cluster, name);
         let fetched = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
-        assert!(fetched > 0, "worker {name} cached no bundle in {}", cache.display());
+        assert!(
+            fetched > 0,
+            "worker {name} cached no bundle in {}",
+            cache.display()
+        );
     }
 }
 
@@ -334,7 +342,10 @@ fn a_stage_no_worker_fits_fails_clearly_and_a_stage_waits_for_a_busy_worker() {
     // The edge worker has one slot: while one pinned stage runs there, the other waits.
     let pinned = ["first-on-edge", "second-on-edge"];
     cluster.wait_run(&run, RUN_LIMIT, "one edge stage running, one queued", |v| {
-        let queued = pinned.iter().filter(|s| v.stage(s).state == "queued").count();
+        let queued = pinned
+            .iter()
+            .filter(|s| v.stage(s).state == "queued")
+            .count();
         v.running_on(edge).len() == 1 && queued == 1
     });
 
@@ -343,14 +354,21 @@ fn a_stage_no_worker_fits_fails_clearly_and_a_stage_waits_for_a_busy_worker() {
     for stage in ["huge", "nowhere"] {
         let s = view.stage(stage);
         assert_eq!(s.state, "failed", "{}", view.summary());
-        assert!(s.attempts.is_empty(), "{stage} never started: {}", view.summary());
+        assert!(
+            s.attempts.is_empty(),
+            "{stage} never started: {}",
+            view.summary()
+        );
         let message = s.message.clone().unwrap_or_default();
         assert!(
             message.starts_with(&format!("no worker can run stage {stage}: ")),
             "{message}"
         );
         for worker in site.workers.values() {
-            assert!(message.contains(worker.as_str()), "names {worker}: {message}");
+            assert!(
+                message.contains(worker.as_str()),
+                "names {worker}: {message}"
+            );
         }
     }
     let get = cluster.vishwa(&["get", &run]);
@@ -361,10 +379,7 @@ fn a_stage_no_worker_fits_fails_clearly_and_a_stage_waits_for_a_busy_worker() {
     );
 
     // Both edge stages succeeded on the edge worker, one after the other.
-    let mut spans = [
-        span(&view, "first-on-edge"),
-        span(&view, "second-on-edge"),
-    ];
+    let mut spans = [span(&view, "first-on-edge"), span(&view, "second-on-edge")];
     for stage in pinned {
         assert_eq!(&view.stage(stage).attempts[0].worker, edge);
     }
