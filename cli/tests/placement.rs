@@ -30,21 +30,21 @@ const MACHINES: [Machine; 3] = [
     Machine {
         pool: "cpu",
         slots: 2,
-        cpus: "4",
+        cpus: "2",
         memory: "4Gi",
         gpus: "none",
     },
     Machine {
         pool: "gpu",
         slots: 2,
-        cpus: "2",
+        cpus: "1.5",
         memory: "8Gi",
         gpus: "0,1",
     },
     Machine {
         pool: "edge",
         slots: 1,
-        cpus: "1",
+        cpus: "0.5",
         memory: "512Mi",
         gpus: "none",
     },
@@ -167,13 +167,13 @@ const ASKS: [Ask; 5] = [
     Ask {
         stage: "train",
         selector: &[("pool", "gpu")],
-        cpus: 2.0,
+        cpus: 1.0,
         memory_bytes: 2048 * MIB,
     },
     Ask {
         stage: "serve",
         selector: &[("pool", "edge")],
-        cpus: 0.5,
+        cpus: 0.25,
         memory_bytes: 128 * MIB,
     },
     // Only the gpu worker has 6Gi of memory.
@@ -183,11 +183,11 @@ const ASKS: [Ask; 5] = [
         cpus: 0.5,
         memory_bytes: 6144 * MIB,
     },
-    // Only the cpu worker has 3 cpus.
+    // Only the cpu worker has 1.8 cpus (Docker refuses more cpus than the host has, 2 here).
     Ask {
         stage: "many-cpus",
         selector: &[],
-        cpus: 3.0,
+        cpus: 1.8,
         memory_bytes: 64 * MIB,
     },
 ];
