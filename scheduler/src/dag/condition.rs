@@ -26,6 +26,16 @@ use thiserror::Error;
 
 use crate::dag::model::ParamValue;
 
+/// Longest condition accepted, in characters. The CEL parser and evaluator recurse once per
+/// level of the expression; within this length every shape of expression stays far inside
+/// [`CEL_STACK_BYTES`]. Real conditions are a line or two.
+pub const MAX_CONDITION_CHARS: usize = 2_000;
+
+/// Stack of the thread that parses and evaluates conditions: the CEL parser needs tens of
+/// kilobytes per level of nesting in a debug build, more than a tokio worker's 2 MiB holds
+/// for a dozen parentheses. Only touched pages are ever allocated.
+const CEL_STACK_BYTES: usize = 256 << 20;
+
 /// The fields every entry of `stages` has.
 pub const STAGE_FIELDS: [&str; 3] = ["state", "metrics", "instances"];
 
@@ -106,6 +116,11 @@ pub(crate) enum ConditionProblem {
         field: String,
     },
     UnknownVariable(String),
+    TooLong {
+        chars: usize,
+    },
+    /// The checker could not run (no thread could be started).
+    Unchecked(String),
 }
 
 /// Why a condition could not decide whether its stage runs.
@@ -149,6 +164,18 @@ pub struct InstanceView {
 impl Condition {
     /// Compiles `source` and checks what it refers to against `scope`.
     pub(crate) fn compile(
+        source: &str,
+        scope: &ConditionScope<'_>,
+    ) -> Result<Condition, Vec<ConditionProblem>> {
+        let chars = source.chars().count();
+        if chars > MAX_CONDITION_CHARS {
+            return Err(vec![ConditionProblem::TooLong { chars }]);
+        }
+        on_cel_stack(|| Condition::compile_here(source, scope))
+            .unwrap_or_else(|e| Err(vec![ConditionProblem::Unchecked(e)]))
+    }
+
+    fn compile_here(
         source: &str,
         scope: &ConditionScope<'_>,
     ) -> Result<Condition, Vec<ConditionProblem>> {
@@ -214,35 +241,46 @@ impl Condition {
         input: &ConditionInput<'_>,
         stages: &BTreeMap<String, StageView>,
     ) -> Result<bool, ConditionError> {
-        let params: Vec<(Key, Value)> = input
-            .params
-            .iter()
-            .filter(|(name, _)| self.params.includes(name))
-            .map(|(name, value)| (Key::from(name.clone()), json_value(value)))
-            .collect();
-        let stages: Vec<(Key, Value)> = stages
-            .iter()
-            .filter(|(name, _)| self.stages.binary_search(name).is_ok())
-            .map(|(name, view)| (Key::from(name.clone()), stage_value(view)))
-            .collect();
-        let mut context = Context::default();
-        context.add_variable_from_value("params", map_value(params));
-        context.add_variable_from_value("stages", map_value(stages));
-        if let Some(item) = input.item {
-            context.add_variable_from_value("item", json_value(item));
-        }
-        match self.program.execute(&context) {
-            Ok(Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(ConditionError::NotBool {
-                expression: self.source.clone(),
-                found: describe(&other),
-            }),
-            Err(e) => Err(ConditionError::Evaluation {
-                expression: self.source.clone(),
-                cause: e.to_string(),
-            }),
+        let outcome = on_cel_stack(|| {
+            let params: Vec<(Key, Value)> = input
+                .params
+                .iter()
+                .filter(|(name, _)| self.params.includes(name))
+                .map(|(name, value)| (Key::from(name.clone()), json_value(value)))
+                .collect();
+            let stages: Vec<(Key, Value)> = stages
+                .iter()
+                .filter(|(name, _)| self.stages.binary_search(name).is_ok())
+                .map(|(name, view)| (Key::from(name.clone()), stage_value(view)))
+                .collect();
+            let mut context = Context::default();
+            context.add_variable_from_value("params", map_value(params));
+            context.add_variable_from_value("stages", map_value(stages));
+            if let Some(item) = input.item {
+                context.add_variable_from_value("item", json_value(item));
+            }
+            match self.program.execute(&context) {
+                Ok(Value::Bool(b)) => Outcome::Decided(b),
+                Ok(other) => Outcome::NotBool(describe(&other)),
+                Err(e) => Outcome::Failed(e.to_string()),
+            }
+        });
+        let expression = self.source.clone();
+        match outcome {
+            Ok(Outcome::Decided(b)) => Ok(b),
+            Ok(Outcome::NotBool(found)) => Err(ConditionError::NotBool { expression, found }),
+            Ok(Outcome::Failed(cause)) | Err(cause) => {
+                Err(ConditionError::Evaluation { expression, cause })
+            }
         }
     }
+}
+
+/// What evaluating an expression gave, carried back from the CEL thread.
+enum Outcome {
+    Decided(bool),
+    NotBool(String),
+    Failed(String),
 }
 
 /// A fresh pending walk over an expression, collecting what it reads and what is wrong.
@@ -424,6 +462,21 @@ impl Walk<'_, '_> {
                 .push(ConditionProblem::UnknownVariable(name.to_owned())),
         }
     }
+}
+
+/// Runs `work` on a thread with [`CEL_STACK_BYTES`] of stack and waits for it. An error
+/// says why it could not run.
+fn on_cel_stack<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("cel".to_owned())
+            .stack_size(CEL_STACK_BYTES)
+            .spawn_scoped(scope, work)
+            .map_err(|e| format!("cannot start a thread for the expression: {e}"))?;
+        handle
+            .join()
+            .map_err(|_| "the expression evaluator failed unexpectedly".to_owned())
+    })
 }
 
 fn map_value(entries: Vec<(Key, Value)>) -> Value {

@@ -223,3 +223,34 @@ fn fan_out_items_are_visible_as_item() {
     assert_eq!(run(json!("chocolate")), Ok(true));
     assert_eq!(run(json!("vanilla")), Ok(false));
 }
+
+#[test]
+fn hostile_expressions_are_refused_or_handled_without_overflowing_the_stack() {
+    let f = fixture();
+    let input = ConditionInput {
+        params: &f.params,
+        item: None,
+    };
+    // Each about as deep as the length limit allows; the CEL parser recurses on every level.
+    let deep = [
+        format!("{}params.rows > 1", "!".repeat(1980)),
+        format!("{}params.rows", "-".repeat(1980)),
+        format!("{}1 == params.rows", "1+".repeat(990)),
+        format!("{}true{}", "(".repeat(990), ")".repeat(990)),
+        format!("{}params.rows{} > 0", "[".repeat(990), "]".repeat(990)),
+        format!("{}true", "params.rows > 0 && ".repeat(100)),
+    ];
+    for text in deep {
+        assert!(text.chars().count() <= MAX_CONDITION_CHARS);
+        if let Ok(condition) = compile(&text) {
+            let _ = condition.evaluate(&input, &BTreeMap::new());
+        }
+    }
+    let long = format!("{}true", "true && ".repeat(300));
+    assert_eq!(
+        compile(&long).unwrap_err(),
+        [ConditionProblem::TooLong {
+            chars: long.chars().count()
+        }]
+    );
+}

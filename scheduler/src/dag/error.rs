@@ -344,6 +344,19 @@ pub enum DagError {
         name: String,
         at: Location,
     },
+    #[error("`when` of stage `{stage}` is {chars} characters long, more than the limit of {limit}")]
+    WhenTooLong {
+        stage: StageName,
+        chars: usize,
+        limit: usize,
+        at: Location,
+    },
+    #[error("`when` of stage `{stage}` could not be checked: {reason}")]
+    WhenUnchecked {
+        stage: StageName,
+        reason: String,
+        at: Location,
+    },
 }
 
 impl DagError {
@@ -405,7 +418,9 @@ impl DagError {
             | WhenUnknownStage { at, .. }
             | WhenStageNotUpstream { at, .. }
             | WhenUnknownStageField { at, .. }
-            | WhenUnknownVariable { at, .. } => *at,
+            | WhenUnknownVariable { at, .. }
+            | WhenTooLong { at, .. }
+            | WhenUnchecked { at, .. } => *at,
         }
     }
 }

@@ -204,6 +204,14 @@ impl DagError {
                  `instances`"
                     .to_owned()
             }
+            WhenTooLong { .. } => {
+                "shorten the condition; compute what it needs in an upstream stage and report \
+                 it as a metric"
+                    .to_owned()
+            }
+            WhenUnchecked { .. } => {
+                "the scheduler is short of resources (threads); try again".to_owned()
+            }
             WhenUnknownVariable { name, .. } => format!(
                 "a condition can use `params`, `stages` and, in a stage with `for_each`, \
                  `item`, not `{name}`; a stage name with `-` is written `stages[\"a-b\"]` \

@@ -24,7 +24,8 @@ mod validate;
 mod values;
 
 pub use condition::{
-    Condition, ConditionError, ConditionInput, InstanceView, STAGE_FIELDS, StageView,
+    Condition, ConditionError, ConditionInput, InstanceView, MAX_CONDITION_CHARS, STAGE_FIELDS,
+    StageView,
 };
 pub use error::{DagError, DagErrors, MountProblem, OutputProblem, Scope};
 pub use load::MAX_DAG_FILE_BYTES;

@@ -10,7 +10,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde_saphyr::Spanned;
 
 use crate::cron::CronExpr;
-use crate::dag::condition::{Condition, ConditionProblem, ConditionScope};
+use crate::dag::condition::{Condition, ConditionProblem, ConditionScope, MAX_CONDITION_CHARS};
 use crate::dag::error::{DagError, Scope};
 use crate::dag::fields::Fields;
 use crate::dag::graph::{build_graph, find_cycles, topological_order};
@@ -620,6 +620,13 @@ impl Validator<'_> {
             ConditionProblem::UnknownVariable(name) => {
                 DagError::WhenUnknownVariable { stage, name, at }
             }
+            ConditionProblem::TooLong { chars } => DagError::WhenTooLong {
+                stage,
+                chars,
+                limit: MAX_CONDITION_CHARS,
+                at,
+            },
+            ConditionProblem::Unchecked(reason) => DagError::WhenUnchecked { stage, reason, at },
         }
     }
 }
