@@ -241,8 +241,17 @@ fn stages_run_on_workers_that_fit_their_labels_and_resources_with_the_bundle_pre
     assert_eq!(view.state, "succeeded", "{}", view.summary());
 
     let workers = registered_workers(cluster);
-    for name in site.workers.values() {
-        assert!(workers.contains_key(name), "worker {name} is not listed");
+    for (pool, name) in &site.workers {
+        let worker = workers
+            .get(name)
+            .unwrap_or_else(|| panic!("worker {name} is not listed"));
+        assert_eq!(worker["labels"]["pool"], *pool, "{worker}");
+        let gpus = if *pool == "gpu" {
+            vec!["0", "1"]
+        } else {
+            vec![]
+        };
+        assert_eq!(worker["gpus"], serde_json::json!(gpus), "{worker}");
     }
     let expected = BTreeMap::from([
         ("prepare", "cpu"),
