@@ -87,14 +87,18 @@ impl PartialEq for Condition {
 }
 
 /// What a condition may refer to, known when the DAG file is read.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub(crate) struct ConditionScope<'a> {
     /// Declared params.
     pub(crate) params: &'a BTreeMap<String, ParamValue>,
     /// Every stage in the file.
     pub(crate) all_stages: &'a BTreeSet<String>,
-    /// The stages the conditioned stage needs, directly or through others.
-    pub(crate) upstream: &'a BTreeSet<String>,
+    /// Whether the conditioned stage needs this stage, directly or through others. Asked
+    /// only for the stages an expression names, so a long chain is not walked per stage.
+    pub(crate) is_upstream: &'a (dyn Fn(&str) -> bool + Sync),
+    /// Every stage the conditioned stage needs, directly or through others, sorted; asked
+    /// only when an expression reads `stages` as a whole.
+    pub(crate) upstream: &'a (dyn Fn() -> Vec<String> + Sync),
     /// Whether the stage has `for_each` (and so an `item`).
     pub(crate) fan_out: bool,
 }
@@ -163,22 +167,22 @@ pub struct InstanceView {
 
 impl Condition {
     /// Compiles `source` and checks what it refers to against `scope`.
+    #[cfg(test)]
     pub(crate) fn compile(
         source: &str,
         scope: &ConditionScope<'_>,
     ) -> Result<Condition, Vec<ConditionProblem>> {
+        on_cel_stack(|| Condition::check(source, Condition::parse(source)?, scope))
+            .unwrap_or_else(|e| Err(vec![ConditionProblem::Unchecked(e)]))
+    }
+
+    /// Parses `source`. Call it on the CEL stack ([`on_cel_stack`]); the program may be
+    /// checked against several scopes (a `when` in `defaults:` applies to every stage).
+    pub(crate) fn parse(source: &str) -> Result<Arc<Program>, Vec<ConditionProblem>> {
         let chars = source.chars().count();
         if chars > MAX_CONDITION_CHARS {
             return Err(vec![ConditionProblem::TooLong { chars }]);
         }
-        on_cel_stack(|| Condition::compile_here(source, scope))
-            .unwrap_or_else(|e| Err(vec![ConditionProblem::Unchecked(e)]))
-    }
-
-    fn compile_here(
-        source: &str,
-        scope: &ConditionScope<'_>,
-    ) -> Result<Condition, Vec<ConditionProblem>> {
         let program = Program::compile(source).map_err(|errors| {
             errors
                 .errors
@@ -190,6 +194,16 @@ impl Condition {
                 })
                 .collect::<Vec<_>>()
         })?;
+        Ok(Arc::new(program))
+    }
+
+    /// Checks what a parsed `program` refers to against `scope`. Call it on the CEL stack:
+    /// it walks the expression recursively.
+    pub(crate) fn check(
+        source: &str,
+        program: Arc<Program>,
+        scope: &ConditionScope<'_>,
+    ) -> Result<Condition, Vec<ConditionProblem>> {
         let mut walk = Walk {
             scope,
             bound: Vec::new(),
@@ -206,11 +220,11 @@ impl Condition {
         }
         let stages = match walk.stages {
             Reads::Names(names) => names.into_iter().collect(),
-            Reads::All => scope.upstream.iter().cloned().collect(),
+            Reads::All => (scope.upstream)(),
         };
         Ok(Condition {
             source: source.to_owned(),
-            program: Arc::new(program),
+            program,
             params: walk.params,
             stages,
             reads_instances: walk.reads_instances,
@@ -331,7 +345,7 @@ impl Walk<'_, '_> {
     }
 
     fn stage(&mut self, name: &str) -> bool {
-        let problem = if self.scope.upstream.contains(name) {
+        let problem = if (self.scope.is_upstream)(name) {
             None
         } else if self.scope.all_stages.contains(name) {
             Some(ConditionProblem::NotUpstream(name.to_owned()))
@@ -466,7 +480,7 @@ impl Walk<'_, '_> {
 
 /// Runs `work` on a thread with [`CEL_STACK_BYTES`] of stack and waits for it. An error
 /// says why it could not run.
-fn on_cel_stack<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T, String> {
+pub(crate) fn on_cel_stack<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T, String> {
     std::thread::scope(|scope| {
         let handle = std::thread::Builder::new()
             .name("cel".to_owned())

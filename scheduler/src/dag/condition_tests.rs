@@ -33,12 +33,15 @@ fn compile(source: &str) -> Result<Condition, Vec<ConditionProblem>> {
 
 fn compile_in(source: &str, fan_out: bool) -> Result<Condition, Vec<ConditionProblem>> {
     let f = fixture();
+    let is_upstream = |name: &str| f.upstream.contains(name);
+    let upstream = || f.upstream.iter().cloned().collect();
     Condition::compile(
         source,
         &ConditionScope {
             params: &f.params,
             all_stages: &f.all,
-            upstream: &f.upstream,
+            is_upstream: &is_upstream,
+            upstream: &upstream,
             fan_out,
         },
     )

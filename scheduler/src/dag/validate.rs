@@ -4,13 +4,18 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 
+use cel::Program;
 use petgraph::Direction;
+use petgraph::algo::has_path_connecting;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_saphyr::Spanned;
 
 use crate::cron::CronExpr;
-use crate::dag::condition::{Condition, ConditionProblem, ConditionScope, MAX_CONDITION_CHARS};
+use crate::dag::condition::{
+    Condition, ConditionProblem, ConditionScope, MAX_CONDITION_CHARS, on_cel_stack,
+};
 use crate::dag::error::{DagError, Scope};
 use crate::dag::fields::Fields;
 use crate::dag::graph::{build_graph, find_cycles, topological_order};
@@ -529,7 +534,8 @@ fn suggest_timezone(name: &str) -> Option<String> {
 
 impl Validator<'_> {
     /// Compiles each stage's `when` against the params and the stages it needs, directly or
-    /// through others, and stores it on the stage.
+    /// through others, and stores it on the stage. All of it runs on one thread with the
+    /// stack CEL needs; each distinct text is parsed once.
     fn check_conditions(
         &mut self,
         stages: &mut [Stage],
@@ -537,23 +543,70 @@ impl Validator<'_> {
         graph: &DiGraph<usize, ()>,
         nodes: &[NodeIndex],
     ) {
+        let first = whens
+            .iter()
+            .enumerate()
+            .find_map(|(i, w)| w.as_ref().map(|(_, at)| (stages[i].name.clone(), *at)));
+        let Some((first_stage, first_at)) = first else {
+            return;
+        };
+        let checked = on_cel_stack(|| self.check_conditions_here(stages, whens, graph, nodes));
+        if let Err(reason) = checked {
+            self.push(DagError::WhenUnchecked {
+                stage: first_stage,
+                reason,
+                at: first_at,
+            });
+        }
+    }
+
+    fn check_conditions_here(
+        &mut self,
+        stages: &mut [Stage],
+        whens: Vec<PlacedWhen>,
+        graph: &DiGraph<usize, ()>,
+        nodes: &[NodeIndex],
+    ) {
         let all_stages: BTreeSet<String> = stages.iter().map(|s| s.name.0.clone()).collect();
+        let index_of: HashMap<String, usize> = stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.0.clone(), i))
+            .collect();
+        let mut parsed: HashMap<String, Result<Arc<Program>, Vec<ConditionProblem>>> =
+            HashMap::new();
         for (index, when) in whens.into_iter().enumerate() {
             let Some((text, at)) = when else { continue };
-            let upstream: BTreeSet<String> = ancestors(graph, nodes[index])
-                .into_iter()
-                .map(|i| stages[i].name.0.clone())
-                .collect();
+            let program = parsed
+                .entry(text.clone())
+                .or_insert_with(|| Condition::parse(&text))
+                .clone();
+            let is_upstream = |name: &str| {
+                index_of.get(name).is_some_and(|&up| {
+                    up != index && has_path_connecting(graph, nodes[up], nodes[index], None)
+                })
+            };
+            let upstream = || {
+                let mut names: Vec<String> = ancestors(graph, nodes[index])
+                    .into_iter()
+                    .map(|i| stages[i].name.0.clone())
+                    .collect();
+                names.sort();
+                names
+            };
             let scope = ConditionScope {
                 params: &self.params,
                 all_stages: &all_stages,
+                is_upstream: &is_upstream,
                 upstream: &upstream,
                 fan_out: stages[index].for_each.is_some(),
             };
-            match Condition::compile(&text, &scope) {
+            let checked = program.and_then(|program| Condition::check(&text, program, &scope));
+            match checked {
                 Ok(condition) => stages[index].when = Some(condition),
                 Err(problems) => {
                     let stage = stages[index].name.clone();
+                    let upstream = upstream();
                     for problem in problems {
                         let error = self.condition_error(&stage, &text, at, problem, &upstream);
                         self.push(error);
@@ -569,7 +622,7 @@ impl Validator<'_> {
         text: &str,
         at: Location,
         problem: ConditionProblem,
-        upstream: &BTreeSet<String>,
+        upstream: &[String],
     ) -> DagError {
         let stage = stage.clone();
         match problem {
@@ -599,7 +652,7 @@ impl Validator<'_> {
                 DagError::WhenUnknownStage {
                     stage,
                     reference,
-                    upstream: upstream.iter().cloned().collect(),
+                    upstream: upstream.to_vec(),
                     suggestion,
                     at,
                 }
