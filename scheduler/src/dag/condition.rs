@@ -123,8 +123,6 @@ pub(crate) enum ConditionProblem {
     TooLong {
         chars: usize,
     },
-    /// The checker could not run (no thread could be started).
-    Unchecked(String),
 }
 
 /// Why a condition could not decide whether its stage runs.
@@ -173,7 +171,7 @@ impl Condition {
         scope: &ConditionScope<'_>,
     ) -> Result<Condition, Vec<ConditionProblem>> {
         on_cel_stack(|| Condition::check(source, Condition::parse(source)?, scope))
-            .unwrap_or_else(|e| Err(vec![ConditionProblem::Unchecked(e)]))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Parses `source`. Call it on the CEL stack ([`on_cel_stack`]); the program may be

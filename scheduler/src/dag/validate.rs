@@ -679,7 +679,6 @@ impl Validator<'_> {
                 limit: MAX_CONDITION_CHARS,
                 at,
             },
-            ConditionProblem::Unchecked(reason) => DagError::WhenUnchecked { stage, reason, at },
         }
     }
 }
