@@ -8,6 +8,8 @@ mod cluster;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use cluster::netns::NetNs;
@@ -60,10 +62,18 @@ struct Site {
 }
 
 fn site() -> Site {
-    let seed = std::process::id() ^ (now_ms() as u32).rotate_left(7);
+    // Each namespace gets its own /30: tests of this process draw consecutive seeds from
+    // one base (two sites built in the same millisecond must not share a link).
+    static BASE: OnceLock<u32> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = *BASE.get_or_init(|| std::process::id() ^ (now_ms() as u32).rotate_left(7));
+    let seed = base.wrapping_add(NEXT.fetch_add(3, Ordering::Relaxed));
     let namespaces: Vec<NetNs> = (0..3)
         .map(|i| {
-            let ns = NetNs::create(&format!("{}p{i}", cluster::unique_suffix()), seed + i);
+            let ns = NetNs::create(
+                &format!("{}p{i}", cluster::unique_suffix()),
+                seed.wrapping_add(i),
+            );
             ns.route_via_host();
             ns
         })
