@@ -276,20 +276,8 @@ impl Cluster {
         let mut slot = lock(&self.scheduler);
         assert!(slot.is_none(), "the scheduler is already running");
         let log = self.log_file("scheduler");
-        let mut command = Command::new(VISHWA);
-        command
-            .args(["scheduler", "--listen", &self.addr.to_string(), "--data"])
-            .arg(&self.data)
-            .args(["--heartbeat", &humantime(self.config.heartbeat)])
-            .args(["--lease", &humantime(self.config.lease)]);
-        if self.config.tokens {
-            command.arg("--tokens").arg(self.dir().join("tokens.yaml"));
-        }
-        if let Some(tls) = &self.config.tls {
-            command.arg("--tls-cert").arg(&tls.cert);
-            command.arg("--tls-key").arg(&tls.key);
-        }
-        let child = command
+        let child = Command::new(VISHWA)
+            .args(self.scheduler_args())
             .env_remove("VISHWA_TOKENS")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -298,6 +286,33 @@ impl Cluster {
             .spawn()
             .expect("cannot start vishwa scheduler");
         *slot = Some(child);
+    }
+
+    /// The arguments every scheduler of a cluster starts with: its address, store and
+    /// timings. The one place to add what a scheduler needs to listen beyond loopback.
+    pub fn scheduler_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "scheduler".to_owned(),
+            "--listen".to_owned(),
+            self.addr.to_string(),
+            "--data".to_owned(),
+            self.data.display().to_string(),
+            "--heartbeat".to_owned(),
+            humantime(self.config.heartbeat),
+            "--lease".to_owned(),
+            humantime(self.config.lease),
+        ];
+        if self.config.tokens {
+            args.push("--tokens".to_owned());
+            args.push(self.dir().join("tokens.yaml").display().to_string());
+        }
+        if let Some(tls) = &self.config.tls {
+            args.push("--tls-cert".to_owned());
+            args.push(tls.cert.display().to_string());
+            args.push("--tls-key".to_owned());
+            args.push(tls.key.display().to_string());
+        }
+        args
     }
 
     /// Waits until the scheduler answers a client call.

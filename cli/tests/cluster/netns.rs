@@ -55,6 +55,22 @@ impl NetNs {
         ns
     }
 
+    /// Sends everything the namespace does not reach on its own link to the host, so a
+    /// process inside reaches every address the host holds (a scheduler listening on another
+    /// namespace's host end, for one). The host needs no forwarding for that: those
+    /// addresses are its own.
+    pub fn route_via_host(&self) {
+        ip(&[
+            "-n",
+            &self.name,
+            "route",
+            "add",
+            "default",
+            "via",
+            &self.host_ip.to_string(),
+        ]);
+    }
+
     /// Takes the host side of the link down: nothing passes either way.
     pub fn link_down(&self) {
         ip(&["link", "set", &self.host_if, "down"]);

@@ -302,6 +302,61 @@ pub enum DagError {
     },
     #[error("`{field}` is not allowed in `defaults`")]
     NotAllowedInDefaults { field: &'static str, at: Location },
+    #[error("syntax error in `when` of stage `{stage}`: {detail}")]
+    WhenSyntax {
+        stage: StageName,
+        expression: String,
+        detail: String,
+        at: Location,
+    },
+    #[error("`when` of stage `{stage}` uses unknown param `{param}`")]
+    WhenUnknownParam {
+        stage: StageName,
+        param: String,
+        declared: Vec<String>,
+        suggestion: Option<String>,
+        at: Location,
+    },
+    #[error("`when` of stage `{stage}` reads unknown stage `{reference}`")]
+    WhenUnknownStage {
+        stage: StageName,
+        reference: String,
+        upstream: Vec<String>,
+        suggestion: Option<String>,
+        at: Location,
+    },
+    #[error("`when` of stage `{stage}` reads stage `{reference}`, which it does not need")]
+    WhenStageNotUpstream {
+        stage: StageName,
+        reference: String,
+        at: Location,
+    },
+    #[error("`when` of stage `{stage}` reads unknown field `{field}` of stage `{reference}`")]
+    WhenUnknownStageField {
+        stage: StageName,
+        reference: String,
+        field: String,
+        at: Location,
+    },
+    #[error("`when` of stage `{stage}` uses unknown name `{name}`")]
+    WhenUnknownVariable {
+        stage: StageName,
+        name: String,
+        at: Location,
+    },
+    #[error("`when` of stage `{stage}` is {chars} characters long, more than the limit of {limit}")]
+    WhenTooLong {
+        stage: StageName,
+        chars: usize,
+        limit: usize,
+        at: Location,
+    },
+    #[error("`when` of stage `{stage}` could not be checked: {reason}")]
+    WhenUnchecked {
+        stage: StageName,
+        reason: String,
+        at: Location,
+    },
 }
 
 impl DagError {
@@ -357,7 +412,15 @@ impl DagError {
             | MaxActiveRunsZero { at }
             | InvalidParamName { at, .. }
             | InvalidParamValue { at, .. }
-            | NotAllowedInDefaults { at, .. } => *at,
+            | NotAllowedInDefaults { at, .. }
+            | WhenSyntax { at, .. }
+            | WhenUnknownParam { at, .. }
+            | WhenUnknownStage { at, .. }
+            | WhenStageNotUpstream { at, .. }
+            | WhenUnknownStageField { at, .. }
+            | WhenUnknownVariable { at, .. }
+            | WhenTooLong { at, .. }
+            | WhenUnchecked { at, .. } => *at,
         }
     }
 }

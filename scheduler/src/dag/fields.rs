@@ -48,7 +48,8 @@ pub(crate) struct Fields {
     pub(crate) worker: BTreeMap<String, String>,
     pub(crate) outputs: Option<Vec<String>>,
     pub(crate) cache: Option<bool>,
-    pub(crate) when: Option<String>,
+    /// The expression and the place of its value.
+    pub(crate) when: Option<(String, Location)>,
     pub(crate) trigger: Option<TriggerRule>,
     pub(crate) mounts: Option<Vec<Mount>>,
 }
@@ -147,7 +148,7 @@ impl Validator<'_> {
                     at: loc(&when.referenced),
                 });
             }
-            fields.when = Some(when.value);
+            fields.when = Some((when.value, loc(&when.referenced)));
         }
         if let Some(mounts) = raw.mounts {
             let mut checked = Vec::with_capacity(mounts.len());

@@ -171,6 +171,52 @@ impl DagError {
             NotAllowedInDefaults { field, .. } => {
                 format!("set `{field}` on each stage instead")
             }
+            WhenSyntax { .. } => "write a CEL expression that gives true or false, e.g. \
+                 `params.min_accuracy <= stages.train.metrics.accuracy` or \
+                 `stages.validate.state == \"succeeded\"`"
+                .to_owned(),
+            WhenUnknownParam {
+                declared,
+                suggestion,
+                ..
+            } => format!(
+                "{}declare it under `params:`; declared params: {}",
+                did_you_mean(suggestion),
+                list(declared)
+            ),
+            WhenUnknownStage {
+                reference,
+                upstream,
+                suggestion,
+                ..
+            } => format!(
+                "{}`stages` holds the stages this one needs, directly or through others: {}; \
+                 `{reference}` is not defined in this file",
+                did_you_mean(suggestion),
+                list(upstream)
+            ),
+            WhenStageNotUpstream { reference, .. } => format!(
+                "a condition reads only stages that finish before it is decided; add \
+                 `{reference}` to `needs` (or to the `needs` of a stage this one needs)"
+            ),
+            WhenUnknownStageField { .. } => {
+                "a stage has `state`, `metrics` (e.g. `stages.train.metrics.accuracy`) and \
+                 `instances`"
+                    .to_owned()
+            }
+            WhenTooLong { .. } => {
+                "shorten the condition; compute what it needs in an upstream stage and report \
+                 it as a metric"
+                    .to_owned()
+            }
+            WhenUnchecked { .. } => {
+                "the scheduler is short of resources (threads); try again".to_owned()
+            }
+            WhenUnknownVariable { name, .. } => format!(
+                "a condition can use `params`, `stages` and, in a stage with `for_each`, \
+                 `item`, not `{name}`; a stage name with `-` is written `stages[\"a-b\"]` \
+                 (`stages.a-b` would subtract `b`)"
+            ),
         }
     }
 }

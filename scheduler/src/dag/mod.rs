@@ -9,6 +9,7 @@
 //! value on the stage wins. `env:`, `worker:` and `resources:` merge key by key (the stage's
 //! keys win); `outputs`, `mounts` and `retries` given on a stage replace the defaults whole.
 
+mod condition;
 mod error;
 mod fields;
 mod graph;
@@ -22,6 +23,10 @@ mod template;
 mod validate;
 mod values;
 
+pub use condition::{
+    Condition, ConditionError, ConditionInput, InstanceView, MAX_CONDITION_CHARS, STAGE_FIELDS,
+    StageView,
+};
 pub use error::{DagError, DagErrors, MountProblem, OutputProblem, Scope};
 pub use load::MAX_DAG_FILE_BYTES;
 pub use model::*;

@@ -11,6 +11,8 @@ use std::time::Duration;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 
+use crate::dag::condition::Condition;
+
 /// Name of a DAG: `[a-z][a-z0-9-]*`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -197,8 +199,8 @@ pub struct Stage {
     /// Output file names under `/vishwa/out` (plain names, no path separators).
     pub outputs: Vec<String>,
     pub cache: bool,
-    /// Condition expression, evaluated when the stage becomes ready.
-    pub when: Option<String>,
+    /// Condition (CEL), evaluated when the trigger rule would let the stage run.
+    pub when: Option<Condition>,
     pub trigger: TriggerRule,
     pub for_each: Option<ForEach>,
     pub max_parallel: Option<u32>,

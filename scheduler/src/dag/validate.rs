@@ -2,12 +2,20 @@
 //! `defaults:` merged in, templates, dependencies and cycles. Every mistake found is
 //! recorded; the file is refused if there is any.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 
+use cel::Program;
+use petgraph::Direction;
+use petgraph::algo::has_path_connecting;
+use petgraph::graph::{DiGraph, NodeIndex};
 use serde_saphyr::Spanned;
 
 use crate::cron::CronExpr;
+use crate::dag::condition::{
+    Condition, ConditionProblem, ConditionScope, MAX_CONDITION_CHARS, on_cel_stack,
+};
 use crate::dag::error::{DagError, Scope};
 use crate::dag::fields::Fields;
 use crate::dag::graph::{build_graph, find_cycles, topological_order};
@@ -23,6 +31,9 @@ use crate::dag::values::{closest, is_dag_name, is_identifier, is_stage_name, loc
 /// A dependency edge (upstream, downstream) by stage index, with the place of the `needs`
 /// entry behind it.
 type PlacedEdge = ((usize, usize), Location);
+
+/// A stage's `when` text with the place of its value, checked once the graph is known.
+type PlacedWhen = Option<(String, Location)>;
 
 /// Suggestions cost an edit distance against every candidate; once this many candidates
 /// have been compared, a file full of mistakes gets its errors without suggestions.
@@ -98,7 +109,7 @@ pub(crate) fn validate(raw: RawDag, source: &str) -> Result<Dag, Vec<DagError>> 
         .defaults
         .map(|d| v.check_defaults(d.value))
         .unwrap_or_default();
-    let (stages, edges) = v.check_stages(raw.stages, &defaults);
+    let (mut stages, edges, whens) = v.check_stages(raw.stages, &defaults);
 
     let (graph, nodes) = build_graph(stages.len(), &edges.iter().map(|e| e.0).collect::<Vec<_>>());
     let edge_places: HashMap<(usize, usize), Location> = edges.into_iter().collect();
@@ -117,6 +128,8 @@ pub(crate) fn validate(raw: RawDag, source: &str) -> Result<Dag, Vec<DagError>> 
             path: cycle.iter().map(|&i| stages[i].name.clone()).collect(),
         });
     }
+
+    v.check_conditions(&mut stages, whens, &graph, &nodes);
 
     if !v.errors.is_empty() {
         return Err(sorted_unique(v.errors));
@@ -237,13 +250,14 @@ impl Validator<'_> {
         self.check_fields(raw.take_common(), &Scope::Defaults)
     }
 
-    /// Checks every stage; returns them with the dependency edges (upstream, downstream)
-    /// and the place of the `needs` entry behind each edge.
+    /// Checks every stage; returns them with the dependency edges (upstream, downstream),
+    /// the place of the `needs` entry behind each edge, and each stage's `when` text with
+    /// its place, checked once the graph is known.
     fn check_stages(
         &mut self,
         raw: Spanned<Vec<Spanned<RawStage>>>,
         defaults: &Fields,
-    ) -> (Vec<Stage>, Vec<PlacedEdge>) {
+    ) -> (Vec<Stage>, Vec<PlacedEdge>, Vec<PlacedWhen>) {
         if raw.value.is_empty() {
             self.push(DagError::NoStages {
                 at: loc(&raw.referenced),
@@ -252,6 +266,7 @@ impl Validator<'_> {
         let mut first_seen: HashMap<String, (usize, usize)> = HashMap::new();
         let mut stages = Vec::with_capacity(raw.value.len());
         let mut all_needs = Vec::with_capacity(raw.value.len());
+        let mut whens = Vec::with_capacity(raw.value.len());
         for (index, stage) in raw.value.into_iter().enumerate() {
             let at = loc(&stage.referenced);
             let mut stage = stage.value;
@@ -273,7 +288,9 @@ impl Validator<'_> {
                 first_seen.insert(name.clone(), (index, name_at.line));
             }
             all_needs.push(stage.needs.take().unwrap_or_default());
-            stages.push(self.check_stage(stage, at, defaults));
+            let (checked, when) = self.check_stage(stage, at, defaults);
+            stages.push(checked);
+            whens.push(when);
         }
         let mut edges = Vec::new();
         for (index, needs) in all_needs.into_iter().enumerate() {
@@ -307,10 +324,15 @@ impl Validator<'_> {
                 }
             }
         }
-        (stages, edges)
+        (stages, edges, whens)
     }
 
-    fn check_stage(&mut self, mut raw: RawStage, at: Location, defaults: &Fields) -> Stage {
+    fn check_stage(
+        &mut self,
+        mut raw: RawStage,
+        at: Location,
+        defaults: &Fields,
+    ) -> (Stage, PlacedWhen) {
         let name = StageName(raw.name.value.clone());
         let scope = Scope::Stage(name.clone());
         let fields = self
@@ -362,7 +384,7 @@ impl Validator<'_> {
                 self.check_template(text, *at, &scope, fan_out);
             }
         }
-        Stage {
+        let stage = Stage {
             name,
             description: fields.description,
             needs: Vec::new(),
@@ -380,13 +402,15 @@ impl Validator<'_> {
             worker: fields.worker,
             outputs: fields.outputs.unwrap_or_default(),
             cache: fields.cache.unwrap_or(false),
-            when: fields.when,
+            when: None,
             trigger: fields.trigger.unwrap_or_default(),
             for_each,
             max_parallel: raw.max_parallel.map(|m| m.value),
             mounts: fields.mounts.unwrap_or_default(),
             location: at,
-        }
+        };
+        let when = fields.when.filter(|(text, _)| !text.trim().is_empty());
+        (stage, when)
     }
 
     fn check_for_each(&mut self, stage: &StageName, raw: &Spanned<RawForEach>) -> Option<ForEach> {
@@ -506,4 +530,197 @@ fn suggest_timezone(name: &str) -> Option<String> {
         return Some(city.to_owned());
     }
     closest(name, names)
+}
+
+impl Validator<'_> {
+    /// Compiles each stage's `when` against the params and the stages it needs, directly or
+    /// through others, and stores it on the stage. All of it runs on one thread with the
+    /// stack CEL needs; each distinct text is parsed once.
+    fn check_conditions(
+        &mut self,
+        stages: &mut [Stage],
+        whens: Vec<PlacedWhen>,
+        graph: &DiGraph<usize, ()>,
+        nodes: &[NodeIndex],
+    ) {
+        let first = whens
+            .iter()
+            .enumerate()
+            .find_map(|(i, w)| w.as_ref().map(|(_, at)| (stages[i].name.clone(), *at)));
+        let Some((first_stage, first_at)) = first else {
+            return;
+        };
+        let checked = on_cel_stack(|| self.check_conditions_here(stages, whens, graph, nodes));
+        if let Err(reason) = checked {
+            self.push(DagError::WhenUnchecked {
+                stage: first_stage,
+                reason,
+                at: first_at,
+            });
+        }
+    }
+
+    fn check_conditions_here(
+        &mut self,
+        stages: &mut [Stage],
+        whens: Vec<PlacedWhen>,
+        graph: &DiGraph<usize, ()>,
+        nodes: &[NodeIndex],
+    ) {
+        let all_stages: BTreeSet<String> = stages.iter().map(|s| s.name.0.clone()).collect();
+        let index_of: HashMap<String, usize> = stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.0.clone(), i))
+            .collect();
+        let mut parsed: HashMap<String, Result<Arc<Program>, Vec<ConditionProblem>>> =
+            HashMap::new();
+        for (index, when) in whens.into_iter().enumerate() {
+            let Some((text, at)) = when else { continue };
+            let program = parsed
+                .entry(text.clone())
+                .or_insert_with(|| Condition::parse(&text))
+                .clone();
+            let is_upstream = |name: &str| {
+                index_of.get(name).is_some_and(|&up| {
+                    up != index && has_path_connecting(graph, nodes[up], nodes[index], None)
+                })
+            };
+            let upstream = || {
+                let mut names: Vec<String> = ancestors(graph, nodes[index])
+                    .into_iter()
+                    .map(|i| stages[i].name.0.clone())
+                    .collect();
+                names.sort();
+                names
+            };
+            let scope = ConditionScope {
+                params: &self.params,
+                all_stages: &all_stages,
+                is_upstream: &is_upstream,
+                upstream: &upstream,
+                fan_out: stages[index].for_each.is_some(),
+            };
+            let checked = program.and_then(|program| Condition::check(&text, program, &scope));
+            match checked {
+                Ok(condition) => stages[index].when = Some(condition),
+                Err(problems) => {
+                    let stage = stages[index].name.clone();
+                    let upstream = upstream();
+                    for problem in problems {
+                        let error = self.condition_error(&stage, &text, at, problem, &upstream);
+                        self.push(error);
+                    }
+                }
+            }
+        }
+    }
+
+    fn condition_error(
+        &mut self,
+        stage: &StageName,
+        text: &str,
+        at: Location,
+        problem: ConditionProblem,
+        upstream: &[String],
+    ) -> DagError {
+        let stage = stage.clone();
+        match problem {
+            ConditionProblem::Syntax {
+                message,
+                line,
+                column,
+            } => DagError::WhenSyntax {
+                at: place_in_value(self.source, at, text, line, column),
+                stage,
+                expression: text.to_owned(),
+                detail: format!("{message} (expression line {line}, column {column})"),
+            },
+            ConditionProblem::UnknownParam(param) => {
+                let declared: Vec<String> = self.params.keys().cloned().collect();
+                let suggestion = self.suggest(&param, declared.iter().map(String::as_str));
+                DagError::WhenUnknownParam {
+                    stage,
+                    param,
+                    declared,
+                    suggestion,
+                    at,
+                }
+            }
+            ConditionProblem::UnknownStage(reference) => {
+                let suggestion = self.suggest(&reference, upstream.iter().map(String::as_str));
+                DagError::WhenUnknownStage {
+                    stage,
+                    reference,
+                    upstream: upstream.to_vec(),
+                    suggestion,
+                    at,
+                }
+            }
+            ConditionProblem::NotUpstream(reference) => DagError::WhenStageNotUpstream {
+                stage,
+                reference,
+                at,
+            },
+            ConditionProblem::UnknownStageField { stage: of, field } => {
+                DagError::WhenUnknownStageField {
+                    stage,
+                    reference: of,
+                    field,
+                    at,
+                }
+            }
+            ConditionProblem::UnknownVariable(name) => {
+                DagError::WhenUnknownVariable { stage, name, at }
+            }
+            ConditionProblem::TooLong { chars } => DagError::WhenTooLong {
+                stage,
+                chars,
+                limit: MAX_CONDITION_CHARS,
+                at,
+            },
+        }
+    }
+}
+
+/// Every stage `node` depends on, directly or through others (cycles allowed).
+fn ancestors(graph: &DiGraph<usize, ()>, node: NodeIndex) -> Vec<usize> {
+    let mut seen = HashSet::new();
+    let mut work = vec![node];
+    let mut found = Vec::new();
+    while let Some(n) = work.pop() {
+        for up in graph.neighbors_directed(n, Direction::Incoming) {
+            if up != node && seen.insert(up) {
+                found.push(graph[up]);
+                work.push(up);
+            }
+        }
+    }
+    found
+}
+
+/// The place in the file of `line:column` inside a `when` value that starts at `at`. Exact
+/// when the value is written on one line, plain or quoted, with no escape before that
+/// column; otherwise the start of the value.
+fn place_in_value(source: &str, at: Location, text: &str, line: usize, column: usize) -> Location {
+    if line != 1 || at.line == 0 || at.column == 0 {
+        return at;
+    }
+    let Some(file_line) = source.lines().nth(at.line - 1) else {
+        return at;
+    };
+    let rest: Vec<char> = file_line.chars().skip(at.column - 1).collect();
+    let expr: Vec<char> = text.chars().take(column.saturating_sub(1)).collect();
+    let skip = match rest.first() {
+        Some('"' | '\'') => 1,
+        _ => 0,
+    };
+    if rest.len() >= skip + expr.len() && rest[skip..skip + expr.len()] == expr[..] {
+        Location {
+            line: at.line,
+            column: at.column + skip + expr.len(),
+        }
+    } else {
+        at
+    }
 }

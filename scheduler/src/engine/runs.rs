@@ -178,18 +178,6 @@ impl Engine {
                 name: name.to_owned(),
             })?;
         let dag = self.load_dag(name, &current.version)?;
-        if let Some(stage) = dag.stages.iter().find(|s| s.when.is_some()) {
-            // Running the stage regardless of its condition would do what the DAG forbids.
-            return Err(ApiError::InvalidRequest {
-                field: "when",
-                reason: format!(
-                    "stage `{}` has a `when:` condition; conditions are checked but not yet \
-                     evaluated by this version of Vishwa, so the DAG cannot run safely; remove \
-                     the condition to run it",
-                    stage.name
-                ),
-            });
-        }
         let params = dag.resolve_params(overrides)?;
         let plan = Arc::new(RunPlan::build(dag.clone(), &params)?);
         let record = RunRecord {

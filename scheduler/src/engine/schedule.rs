@@ -316,7 +316,6 @@ impl Engine {
     ) -> Result<RunId, ApiError> {
         let current = self.current_dag(name)?;
         let dag = self.load_dag(name, &current.version)?;
-        refuse_unevaluated_conditions(&dag)?;
         let params = dag.resolve_params(&BTreeMap::new())?;
         let plan = Arc::new(RunPlan::build(dag.clone(), &params)?);
         let id = slot_run_id(name, slot);
@@ -400,22 +399,6 @@ pub(super) fn schedule_record(
         timezone: schedule.timezone.name().to_owned(),
         cursor_ms,
         last_slot_ms,
-    }
-}
-
-/// Scheduled and backfilled runs are refused for the same reason manual ones are.
-pub(super) fn refuse_unevaluated_conditions(dag: &Dag) -> Result<(), ApiError> {
-    match dag.stages.iter().find(|s| s.when.is_some()) {
-        Some(stage) => Err(ApiError::InvalidRequest {
-            field: "when",
-            reason: format!(
-                "stage `{}` has a `when:` condition; conditions are checked but not yet \
-                 evaluated by this version of Vishwa, so the DAG cannot run safely; remove the \
-                 condition to run it",
-                stage.name
-            ),
-        }),
-        None => Ok(()),
     }
 }
 

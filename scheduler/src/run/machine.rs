@@ -12,6 +12,7 @@ use super::state::{
     AttemptOutcome, AttemptRecord, RetryMode, RetryRecord, RunRecord, RunState, StageRecord,
     StageState,
 };
+use super::when::evaluate_condition;
 use crate::dag::TriggerRule;
 use crate::ids::{AttemptId, Millis, WorkerId};
 
@@ -105,6 +106,8 @@ enum Decision {
     Run,
     Skip(String),
     UpstreamFailed,
+    /// The trigger rule let it run but its `when` could not be evaluated.
+    ConditionFailed(String),
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -740,7 +743,10 @@ impl Run {
             if !matches!(self.stages[i].state, StageState::Pending) {
                 continue;
             }
-            let decision = self.decide(i);
+            let decision = match self.decide(i) {
+                Decision::Run if !self.plan.nodes[i].empty_fan_out => self.check_condition(i),
+                decision => decision,
+            };
             let state = match decision {
                 Decision::Wait => continue,
                 Decision::Run if self.plan.nodes[i].empty_fan_out => StageState::Skipped {
@@ -762,6 +768,10 @@ impl Run {
                     reason,
                 },
                 Decision::UpstreamFailed => StageState::UpstreamFailed { finished_ms: now },
+                Decision::ConditionFailed(error) => StageState::Failed {
+                    finished_ms: now,
+                    error,
+                },
             };
             self.stages[i].state = state;
             self.dirty.insert(i);
@@ -775,6 +785,19 @@ impl Run {
                     work.push(d);
                 }
             }
+        }
+    }
+
+    /// For an instance its trigger rule lets run: runs it, skips it or fails it by its
+    /// stage's `when`. Evaluated each time the instance is decided (again after a retry).
+    fn check_condition(&self, i: usize) -> Decision {
+        let Some(condition) = &self.plan.dag.stages[self.plan.nodes[i].stage].when else {
+            return Decision::Run;
+        };
+        match evaluate_condition(condition, &self.plan, &self.stages, &self.record.params, i) {
+            Ok(true) => Decision::Run,
+            Ok(false) => Decision::Skip(format!("when `{condition}` was false")),
+            Err(e) => Decision::ConditionFailed(e.to_string()),
         }
     }
 

@@ -4,6 +4,7 @@
 mod machine;
 mod plan;
 mod state;
+mod when;
 
 pub use machine::{
     Action, DEADLINE_GRACE_MS, Event, INFRA_BACKOFF_MS, INFRA_RETRY_LIMIT, Run, TransitionError,

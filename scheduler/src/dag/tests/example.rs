@@ -105,7 +105,7 @@ fn product_example_parses_with_defaults_merged() {
 
     let publish = &dag.stages[4];
     assert_eq!(
-        publish.when.as_deref(),
+        publish.when.as_ref().map(|w| w.as_str()),
         Some("stages.train.metrics.accuracy >= params.min_accuracy")
     );
     assert_eq!(publish.trigger, TriggerRule::AllSuccess);

@@ -237,3 +237,29 @@ fn ten_thousand_broken_stages_still_report_quickly() {
     assert_eq!(errors.len(), 30_000);
     assert!(took < HANG_GUARD, "took {took:?}");
 }
+
+#[test]
+fn a_condition_in_defaults_over_ten_thousand_stages_is_parsed_once_and_checked_fast() {
+    let mut yaml = String::from(
+        "name: wide\nparams: {go: true}\ndefaults: {image: i, when: params.go}\nstages:\n  - name: root\n",
+    );
+    let mut all = Vec::new();
+    for i in 0..10_000 {
+        yaml.push_str(&format!("  - name: w{i}\n    needs: [root]\n"));
+        all.push(format!("w{i}"));
+    }
+    yaml.push_str(&format!(
+        "  - name: join\n    needs: [{}]\n    when: \"stages.w9999.state == 'succeeded' && stages.root.state == 'succeeded'\"\n",
+        all.join(", ")
+    ));
+    let start = Instant::now();
+    let dag = parse_dag(&yaml, "wide.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let took = start.elapsed();
+    eprintln!("10,002 stages with conditions validated in {took:?}");
+    assert!(dag.stages.iter().all(|s| s.when.is_some()));
+    assert_eq!(
+        dag.stages[10_001].when.as_ref().unwrap().stages_read(),
+        ["root", "w9999"]
+    );
+    assert!(took < HANG_GUARD, "took {took:?}");
+}

@@ -208,10 +208,13 @@ fn graph_dot_is_quoted_graphviz() {
     assert_eq!(dot.matches(" -> ").count(), 5);
     assert!(dot.contains("\"train\" [label=\"train\\ndocker vishwa-examples/python-ml:1\\nfor each of {{ params.flavours }}, 2 at once\", shape=box3d];"), "{dot}");
     let quoted = parse_dag(
-        "name: t\ndefaults: {image: i}\nstages:\n  - name: a\n    when: 'params.x == \"y\\z\"'\n",
+        "name: t\nparams: {x: a}\ndefaults: {image: i}\nstages:\n  - name: a\n    when: 'params.x == \"y\\\\z\"'\n",
         "d",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let dot = render_graph_dot(&quoted);
-    assert!(dot.contains("when params.x == \\\"y\\\\z\\\"\"]"), "{dot}");
+    assert!(
+        dot.contains("when params.x == \\\"y\\\\\\\\z\\\"\"]"),
+        "{dot}"
+    );
 }

@@ -599,3 +599,100 @@ fn an_error_in_defaults_is_reported_once_not_per_stage() {
     let errors = refused(yaml);
     assert_eq!(errors.len(), 1, "{errors}");
 }
+
+/// Lines 1-6; the stage with the condition starts on line 7, its `when` is on line 9.
+fn conditioned(when: &str) -> String {
+    format!(
+        "name: t\nparams: {{min_accuracy: 0.8}}\ndefaults: {{image: i}}\nstages:\n  - {{name: train}}\n  - {{name: other}}\n  - name: publish\n    needs: [train]\n    when: {when}\n"
+    )
+}
+
+#[test]
+fn when_syntax_errors_point_into_the_expression() {
+    // Plain scalar starting at column 11: the parser stops at the end, column 11 + 37.
+    let e = assert_refused(
+        &conditioned("stages.train.metrics.x >= params.min_accuracy &&"),
+        9,
+        59,
+        |e| matches!(e, DagError::WhenSyntax { .. }),
+    );
+    let text = e.to_string();
+    assert!(
+        text.starts_with(
+            "syntax error in `when` of stage `publish`: Syntax error: mismatched input '<EOF>'"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("(expression line 1, column 49)"), "{text}");
+    assert!(e.help().contains("CEL expression"), "{}", e.help());
+    // Quoted: the quote shifts the place by one.
+    assert_refused(&conditioned("\"params.min_accuracy > > 1\""), 9, 34, |e| {
+        matches!(e, DagError::WhenSyntax { .. })
+    });
+    // A block scalar: the place where its text starts.
+    assert_refused(&conditioned("|\n      params.min_accuracy >"), 10, 7, |e| {
+        matches!(e, DagError::WhenSyntax { .. })
+    });
+}
+
+#[test]
+fn when_references_unknown_params_and_stages_are_refused() {
+    let e = assert_refused(
+        &conditioned("params.min_acuracy > 0.5"),
+        9,
+        11,
+        |e| matches!(e, DagError::WhenUnknownParam { param, .. } if param == "min_acuracy"),
+    );
+    assert!(
+        e.help().starts_with("did you mean `min_accuracy`?"),
+        "{}",
+        e.help()
+    );
+    let e = assert_refused(
+        &conditioned("stages.trian.state == 'succeeded'"),
+        9,
+        11,
+        |e| matches!(e, DagError::WhenUnknownStage { reference, .. } if reference == "trian"),
+    );
+    assert!(e.help().contains("did you mean `train`?"), "{}", e.help());
+    let e = assert_refused(
+        &conditioned("stages.other.state == 'succeeded'"),
+        9,
+        11,
+        |e| matches!(e, DagError::WhenStageNotUpstream { reference, .. } if reference == "other"),
+    );
+    assert!(e.help().contains("add `other` to `needs`"), "{}", e.help());
+    assert_refused(
+        &conditioned("stages.train.metric.x > 1.0"),
+        9,
+        11,
+        |e| matches!(e, DagError::WhenUnknownStageField { field, .. } if field == "metric"),
+    );
+    let e = assert_refused(
+        &conditioned("accuracy > 0.5"),
+        9,
+        11,
+        |e| matches!(e, DagError::WhenUnknownVariable { name, .. } if name == "accuracy"),
+    );
+    assert!(e.help().contains("`params`, `stages`"), "{}", e.help());
+}
+
+#[test]
+fn when_may_read_stages_needed_through_others_and_comes_from_defaults() {
+    let yaml = "name: t\nparams: {go: true}\ndefaults: {image: i, when: params.go}\nstages:\n  - {name: a}\n  - {name: b, needs: [a]}\n  - {name: c, needs: [b], when: \"stages.a.state == 'succeeded'\"}\n";
+    let dag = parse_dag(yaml, "d").unwrap_or_else(|e| panic!("{e}"));
+    let when: Vec<&str> = dag
+        .stages
+        .iter()
+        .map(|s| s.when.as_ref().map_or("", |w| w.as_str()))
+        .collect();
+    assert_eq!(
+        when,
+        ["params.go", "params.go", "stages.a.state == 'succeeded'"]
+    );
+    // A `defaults:` condition is checked for every stage, and reported once.
+    let bad =
+        "name: t\ndefaults: {image: i, when: params.nope}\nstages:\n  - {name: a}\n  - {name: b}\n";
+    let errors = refused(bad);
+    assert_eq!(errors.len(), 1, "{errors}");
+}

@@ -2,7 +2,7 @@
 
 use tracing::info;
 
-use super::{refuse_unevaluated_conditions, schedule_record};
+use super::schedule_record;
 use crate::api::ApiError;
 use crate::cron::{format_utc, slot_run_id, slots_between};
 use crate::engine::core::Engine;
@@ -99,9 +99,6 @@ impl Engine {
                 dag: name.to_owned(),
                 max: MAX_BACKFILL_SLOTS,
             });
-        }
-        if !request.dry_run {
-            refuse_unevaluated_conditions(&dag)?;
         }
         let mut answer = Vec::with_capacity(slots.len());
         let mut created = false;
