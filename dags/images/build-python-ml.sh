@@ -1,0 +1,84 @@
+#!/bin/sh
+# Builds vishwa-examples/python-ml:1, the image the example ML pipelines (dags/cake-popularity,
+# dags/student-intelligence) run their stages in: a minimal Debian bookworm made by debootstrap
+# with Debian's own python3, numpy, pandas, scikit-learn and xgboost, then `docker import`ed.
+# No registry is needed, only Debian's package mirror. Package, deploy and smoke stages talk to
+# the Docker Engine API over the mounted unix socket from Python's standard library, so the
+# image carries no docker CLI.
+#
+# Idempotent: does nothing when the image is already present.
+#
+# Usage: dags/images/build-python-ml.sh [--force]      (from any directory; needs root)
+#   IMAGE=name:tag  MIRROR=http://...  SUITE=bookworm  FORCE=1 (same as --force)
+set -eu
+
+IMAGE="${IMAGE:-vishwa-examples/python-ml:1}"
+SUITE="${SUITE:-bookworm}"
+MIRROR="${MIRROR:-http://deb.debian.org/debian}"
+PACKAGES="python3,python3-numpy,python3-pandas,python3-sklearn,python3-xgboost,ca-certificates"
+FORCE="${FORCE:-0}"
+
+for arg in "$@"; do
+    case "$arg" in
+        --force) FORCE=1 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        *) echo "error: unknown argument '$arg'; usage: $0 [--force]" >&2; exit 2 ;;
+    esac
+done
+
+if [ "$FORCE" != 1 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    echo "$IMAGE is already present"
+    exit 0
+fi
+
+if ! command -v debootstrap >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: debootstrap is needed; run: sudo apt-get install debootstrap" >&2
+        exit 1
+    fi
+    echo "installing debootstrap"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "error: debootstrap needs root; run: sudo $0" >&2
+    exit 1
+fi
+
+started="$(date +%s)"
+work="$(mktemp -d /var/tmp/vishwa-python-ml.XXXXXX)"
+trap 'rm -rf "$work"' EXIT INT TERM
+root="$work/root"
+
+echo "debootstrap $SUITE (minbase + $PACKAGES) from $MIRROR"
+if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$MIRROR" \
+    >"$work/debootstrap.log" 2>&1; then
+    tail -n 30 "$work/debootstrap.log" >&2
+    echo "error: debootstrap failed (full log above); check that $MIRROR is reachable" >&2
+    exit 1
+fi
+
+# A stage's image needs no package manager state, docs or translations.
+rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/var/log/* \
+    "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
+    "$root"/usr/share/locale/* "$root"/usr/share/lintian "$root"/usr/share/linda \
+    "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old "$root"/tmp/* "$root"/root/.cache
+find "$root/usr/lib/python3" "$root/usr/lib/python3.11" -name '__pycache__' -type d -prune \
+    -exec rm -rf {} + 2>/dev/null || true
+# Fail here, not in the first stage, if a library is missing.
+chroot "$root" python3 -c 'import numpy, pandas, sklearn, xgboost' || {
+    echo "error: the image's python3 cannot import numpy, pandas, sklearn and xgboost" >&2
+    exit 1
+}
+
+tar --numeric-owner -C "$root" -c . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change 'ENV PYTHONDONTWRITEBYTECODE=1' \
+    --change 'ENV PYTHONUNBUFFERED=1' \
+    --change 'LABEL vishwa.example-image=python-ml' \
+    --change 'CMD ["python3"]' \
+    - "$IMAGE" >/dev/null
+
+size="$(docker image inspect --format '{{.Size}}' "$IMAGE")"
+echo "built $IMAGE in $(( $(date +%s) - started ))s, $(( size / 1024 / 1024 )) MiB"
