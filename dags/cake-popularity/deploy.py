@@ -17,6 +17,7 @@ from dockerapi import Docker, DockerError
 from io_paths import fail, input_file, write_json, write_metrics
 
 PORT = "8080/tcp"
+SECOND = 1_000_000_000  # Docker API durations are in nanoseconds
 
 
 def main():
@@ -46,6 +47,11 @@ def main():
                 "vishwa.run": os.environ.get("VISHWA_RUN_ID", ""),
             },
             "ExposedPorts": {PORT: {}},
+            "Healthcheck": {
+                "Test": ["CMD", "python3", "/model/serve.py", "--check"],
+                "Interval": 2 * SECOND, "Timeout": 3 * SECOND, "StartPeriod": 60 * SECOND,
+                "Retries": 3,
+            },
             "HostConfig": {
                 "NetworkMode": args.network,
                 "PortBindings": {PORT: [{"HostIp": "127.0.0.1",

@@ -19,15 +19,12 @@ from io_paths import IN, fail, output_file, write_json, write_metrics
 
 BASE_IMAGE = "vishwa-examples/python-ml:1"
 
+# As few steps as possible: the classic builder commits a layer per instruction, which costs
+# seconds each on a busy host. The port and the healthcheck are set by deploy.py.
 DOCKERFILE = f"""FROM {BASE_IMAGE}
 COPY serve.py model.pkl metadata.json model_card.md /model/
-WORKDIR /model
-EXPOSE 8080
-HEALTHCHECK --interval=2s --timeout=3s --start-period=60s --retries=3 \\
-  CMD ["python3", "/model/serve.py", "--check"]
 CMD ["python3", "/model/serve.py", "--port", "8080"]
 """
-
 
 def version_tag():
     """The run id as a Docker tag ([a-z0-9_.-], at most 128), or a timestamp outside Vishwa."""

@@ -44,7 +44,7 @@ def generate(rows, seed, shift=0.0):
     portion = np.clip(rng.normal(150, 40, rows).round(), 50, 400).astype(int)
     flavour = rng.choice(FLAVOURS, size=rows, p=flavour_p)
 
-    logit = (
+    logit = 2.2 * (
         0.55 * (sweet - 5.5)
         + np.array([_CHOCOLATEY.get(f, -0.4) for f in flavour]) * 0.5 * (choc - 5.5)
         + np.array([_APPEAL[f] for f in flavour])

@@ -58,9 +58,9 @@ def run_checks(df, min_rows):
         if col not in df.columns:
             continue
         unknown = df[col].notna() & ~df[col].isin(allowed)
-        check(f"{col}: one of {allowed}", not unknown.any(),
-              f"{int(unknown.sum())} unknown ({sorted(set(df[col][unknown]))}), at lines "
-              f"{rows_of(unknown)}" if unknown.any() else "")
+        check(f"{col}: known values", not unknown.any(),
+              f"{int(unknown.sum())} unknown ({sorted(set(df[col][unknown]))}, expected one of "
+              f"{allowed}), at lines {rows_of(unknown)}" if unknown.any() else "")
 
     if "respondent_id" in df.columns:
         dup = df["respondent_id"].duplicated(keep=False) & df["respondent_id"].notna()
