@@ -62,9 +62,9 @@ def generate(students, seed, courses=None, shift=0.0):
             midterm = float(np.clip(rng.normal(62 + 8 * ability - 4 * (difficulty - 3), 12),
                                     0, 100))
             assignments = float(np.clip(rng.beta(6 + 2 * student.attendance, 2), 0, 1))
-            logit = (ability * 0.5 + w_hours * (student.study_hours - 12) + w_mid * (midterm - 60)
-                     + 2.0 * (assignments - 0.75) - 0.5 * student.part_time_job
-                     - 0.3 * (difficulty - 3) + 0.4)
+            logit = 2.0 * (ability * 0.5 + w_hours * (student.study_hours - 12)
+                           + w_mid * (midterm - 60) + 2.0 * (assignments - 0.75)
+                           - 0.5 * student.part_time_job - 0.3 * (difficulty - 3) + 0.4)
             passed = int(rng.random() < 1 / (1 + np.exp(-logit)))
             rows.append((student.student_id, course, round(midterm, 1), round(assignments, 3),
                          passed))
