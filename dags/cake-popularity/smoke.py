@@ -23,7 +23,7 @@ HATER = {"age": 30, "sweet_tooth": 1, "chocolate_love": 1, "price_inr": 550, "po
          "flavour": "lemon"}
 
 
-def call(url, body=None, timeout=5):
+def call(url, body=None, timeout=30):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data,
                                      headers={"Content-Type": "application/json"})

@@ -33,6 +33,9 @@ class Model:
             self.metadata = json.load(f)
         with open(os.path.join(directory, "model_card.md")) as f:
             self.card = f.read()
+        # Import pandas now rather than on the first request: the server only listens (and
+        # the healthcheck only passes) once a prediction is quick.
+        import pandas  # noqa: F401
 
     def predict(self, instances):
         import pandas as pd
