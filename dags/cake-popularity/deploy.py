@@ -43,8 +43,8 @@ def main():
             "Image": image["image"],
             "Labels": {
                 "vishwa.example-model": image["name"],
-                "vishwa.model-version": image["version"],
-                "vishwa.run": os.environ.get("VISHWA_RUN_ID", ""),
+                "vishwa.example-version": image["version"],
+                "vishwa.example-run": os.environ.get("VISHWA_RUN_ID", ""),
             },
             "ExposedPorts": {PORT: {}},
             "Healthcheck": {

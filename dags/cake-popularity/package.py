@@ -108,7 +108,7 @@ def main():
     try:
         image_id = docker.build(context, image, labels={
             "vishwa.example-model": args.name,
-            "vishwa.run": meta["run"],
+            "vishwa.example-run": meta["run"],
         })
     except DockerError as e:
         fail(f"{e}\n(is {BASE_IMAGE} built? run dags/images/build-python-ml.sh)")

@@ -8,7 +8,6 @@ a cake hater with sensible probabilities, and that a bad request gets a 400.
 """
 
 import json
-import socket
 import sys
 import time
 import urllib.error
@@ -49,13 +48,14 @@ def reachable_base(deployment, attempts=20):
 
 def main():
     deployment = json.loads(input_file("deploy", "deployment.json").read_text())
-    me = socket.gethostname()
     try:
-        joined = Docker().connect_network(deployment["network"], me)
+        docker = Docker()
+        me = docker.own_container()
+        joined = docker.connect_network(deployment["network"], me)
     except DockerError as e:
         fail(f"cannot join network {deployment['network']}: {e}")
     print(f"{'joined' if joined else 'already on'} network {deployment['network']} "
-          f"(container {me})")
+          f"(container {me[:12]})")
 
     base = reachable_base(deployment)
     print(f"calling the model at {base}")

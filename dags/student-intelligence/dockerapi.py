@@ -176,6 +176,25 @@ class Docker:
         out += raw
         return out.decode(errors="replace")
 
+    def own_container(self):
+        """The id of the container this code runs in: Docker names a container's host after
+        its id; failing that, the one running container of this stage attempt, found by the
+        labels Vishwa's worker puts on it."""
+        me = socket.gethostname()
+        info = self.inspect_container(me)
+        if info is not None:
+            return info["Id"]
+        run, stage = os.environ.get("VISHWA_RUN_ID"), os.environ.get("VISHWA_STAGE")
+        if run and stage:
+            filters = {"label": [f"vishwa.run={run}", f"vishwa.stage={stage}"],
+                       "status": ["running"]}
+            found = self.call("GET", "/containers/json",
+                              query={"filters": json.dumps(filters)}) or []
+            if len(found) == 1:
+                return found[0]["Id"]
+        raise DockerError(f"cannot tell which container this is (hostname {me}, run {run}, "
+                          f"stage {stage})")
+
     def connect_network(self, network, container):
         """Joins `container` to `network`; joining twice is not an error."""
         conn, resp = self._send(
