@@ -11,7 +11,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -444,31 +444,27 @@ fn the_helpers_shared_by_both_pipelines_are_identical_copies() {
     }
 }
 
-/// Runs one stage's command with `scripts/run-stage.sh`: in the python-ml image, with the
-/// bundle, `/vishwa/in` and `/vishwa/out` laid out as a worker lays them out, so the scripts are
-/// checked without the engine.
-fn run_stage(
-    dag: &str,
-    work: &std::path::Path,
-    stage: &str,
-    run_id: &str,
-    command: &[&str],
-) -> Outcome {
-    let script = dags_dir().join("../scripts/run-stage.sh");
+/// Runs one stage's command (words split on whitespace) with `scripts/run-stage.sh`: in the
+/// python-ml image, with the bundle, `/vishwa/in` and `/vishwa/out` laid out as a worker lays
+/// them out, so the scripts are checked without the engine.
+fn run_stage(dag: &str, work: &Path, stage: &str, run_id: &str, command: &str) -> Outcome {
     let mut cmd = Command::new("sh");
-    cmd.arg(script)
+    cmd.arg(dags_dir().join("../scripts/run-stage.sh"))
         .arg(dags_dir().join(dag))
         .arg(work)
         .arg(stage);
     if matches!(stage, "package" | "deploy" | "smoke") {
         cmd.arg("--docker-socket");
     }
-    cmd.arg("--").args(command).env("VISHWA_RUN_ID", run_id);
+    cmd.arg("--")
+        .args(command.split_whitespace())
+        .env("VISHWA_RUN_ID", run_id);
     run_to_end(cmd, Duration::from_secs(600))
 }
 
+/// Panics, showing the stage's output, unless it exited with `code`.
 #[track_caller]
-fn expect_stage(outcome: Outcome, stage: &str, code: i32) -> Outcome {
+fn expect_exit(outcome: Outcome, stage: &str, code: i32) -> Outcome {
     assert_eq!(
         outcome.status.code(),
         Some(code),
@@ -477,7 +473,8 @@ fn expect_stage(outcome: Outcome, stage: &str, code: i32) -> Outcome {
     outcome
 }
 
-fn metrics_of(work: &std::path::Path, stage: &str) -> serde_json::Value {
+/// The metrics.json a stage run by [`run_stage`] wrote.
+fn metrics_of(work: &Path, stage: &str) -> serde_json::Value {
     let path = work.join("in").join(stage).join("metrics.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -490,51 +487,39 @@ fn metrics_of(work: &std::path::Path, stage: &str) -> serde_json::Value {
 fn cake_popularity_scripts_run_stage_by_stage_in_the_image() {
     let _one = PIPELINES.lock().unwrap_or_else(|e| e.into_inner());
     ensure_python_ml_image();
-    let work = tempfile::tempdir().unwrap();
-    let work = work.path();
+    let dir = tempfile::tempdir().unwrap();
     let mut deployment = Deployment::new("cake-test-model");
     let run_id = unique_name("cake-popularity-stages");
-    deployment.images.push(format!(
+    let image = format!(
         "vishwa-examples/cake-popularity-model:{}",
         version_tag(&run_id)
-    ));
-    let dag = "cake-popularity";
-    let stage = |name: &str, command: &[&str]| run_stage(dag, work, name, &run_id, command);
+    );
+    deployment.images.push(image);
+    let stage = |work: &Path, name: &str, command: &str, code: i32| {
+        expect_exit(
+            run_stage("cake-popularity", work, name, &run_id, command),
+            name,
+            code,
+        )
+    };
+    let work = dir.path();
 
-    expect_stage(
-        stage(
-            "collect",
-            &["python3", "collect.py", "--rows", "1200", "--seed", "7"],
-        ),
+    stage(
+        work,
         "collect",
+        "python3 collect.py --rows 1200 --seed 7",
         0,
     );
-    let validate = expect_stage(
-        stage("validate", &["python3", "validate.py"]),
-        "validate",
-        0,
-    );
+    let validate = stage(work, "validate", "python3 validate.py", 0);
     assert!(
         validate
             .stdout
             .contains("validation passed: 24 checks, 1200 rows"),
         "{validate}"
     );
-    expect_stage(
-        stage("features", &["python3", "features.py", "--seed", "7"]),
-        "features",
-        0,
-    );
-    expect_stage(
-        stage("train", &["python3", "train.py", "--seed", "7"]),
-        "train",
-        0,
-    );
-    expect_stage(
-        stage("evaluate", &["python3", "evaluate.py"]),
-        "evaluate",
-        0,
-    );
+    stage(work, "features", "python3 features.py --seed 7", 0);
+    stage(work, "train", "python3 train.py --seed 7", 0);
+    stage(work, "evaluate", "python3 evaluate.py", 0);
     let metrics = metrics_of(work, "evaluate");
     let accuracy = metrics["accuracy"]
         .as_f64()
@@ -545,86 +530,47 @@ fn cake_popularity_scripts_run_stage_by_stage_in_the_image() {
         "{metrics}"
     );
 
-    let gate = [
-        "python3", "gate.py", "--stage", "evaluate", "--metric", "accuracy", "--min",
-    ];
-    let refused = expect_stage(stage("gate", &[&gate[..], &["1.01"]].concat()), "gate", 1);
+    let gate = "python3 gate.py --stage evaluate --metric accuracy --min";
+    let refused = stage(work, "gate", &format!("{gate} 1.01"), 1);
     assert!(refused.stderr.contains("not promoting"), "{refused}");
-    expect_stage(stage("gate", &[&gate[..], &["0.75"]].concat()), "gate", 0);
+    stage(work, "gate", &format!("{gate} 0.75"), 0);
 
-    let package = expect_stage(
-        stage(
-            "package",
-            &[
-                "python3",
-                "package.py",
-                "--name",
-                "cake-popularity",
-                "--model",
-                "train/model.pkl",
-                "--metrics",
-                "evaluate/metrics.json",
-                "--example",
-                r#"{"age": 19}"#,
-            ],
-        ),
+    let package = stage(
+        work,
         "package",
+        r#"python3 package.py --name cake-popularity --model train/model.pkl
+           --metrics evaluate/metrics.json --example {"age":19}"#,
         0,
     );
     assert!(
         package.stdout.contains("# Model card: cake-popularity"),
         "{package}"
     );
-    let deploy_args = [
-        "python3",
-        "deploy.py",
-        "--container",
-        &deployment.container,
-        "--network",
-        &deployment.network,
-        "--host-port",
-        "0",
-    ];
-    expect_stage(stage("deploy", &deploy_args), "deploy", 0);
-    let smoke = expect_stage(stage("smoke", &["python3", "smoke.py"]), "smoke", 0);
+    let deploy = format!(
+        "python3 deploy.py --container {} --network {} --host-port 0",
+        deployment.container, deployment.network
+    );
+    stage(work, "deploy", &deploy, 0);
+    let smoke = stage(work, "smoke", "python3 smoke.py", 0);
     assert!(smoke.stdout.contains("smoke test passed"), "{smoke}");
     // A second deploy replaces the running container by name.
-    let again = expect_stage(stage("deploy", &deploy_args), "deploy", 0);
+    let again = stage(work, "deploy", &deploy, 0);
     assert!(
         again.stdout.contains("removed the previous container"),
         "{again}"
     );
-    let port = deployment.host_port();
     let (status, answer) = post_json(
-        port,
+        deployment.host_port(),
         "/predict",
         r#"{"age": 19, "sweet_tooth": 10, "chocolate_love": 10, "price_inr": 80, "portion_g": 200, "flavour": "chocolate"}"#,
     );
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["predictions"][0]["label"], 1, "{answer}");
 
-    let monitor = [
-        "python3",
-        "monitor.py",
-        "--rows",
-        "800",
-        "--seed",
-        "71",
-        "--fail-on-drift",
-        "true",
-        "--shift",
-    ];
-    let calm = expect_stage(
-        stage("monitor", &[&monitor[..], &["0"]].concat()),
-        "monitor",
-        0,
-    );
+    let monitor = "python3 monitor.py --rows 800 --seed 71 --fail-on-drift true --shift";
+    let calm = stage(work, "monitor", &format!("{monitor} 0"), 0);
     assert!(calm.stdout.contains("no drift"), "{calm}");
-    let drifted = expect_stage(
-        stage("monitor", &[&monitor[..], &["1.5"]].concat()),
-        "monitor",
-        1,
-    );
+    let drifted = stage(work, "monitor", &format!("{monitor} 1.5"), 1);
     assert!(
         drifted.stdout.contains("error: drift above PSI 0.2 in age"),
         "{drifted}"
@@ -632,29 +578,9 @@ fn cake_popularity_scripts_run_stage_by_stage_in_the_image() {
 
     // A bad batch: validation fails with its report.
     let bad = tempfile::tempdir().unwrap();
-    let stage = |name: &str, command: &[&str]| run_stage(dag, bad.path(), name, &run_id, command);
-    expect_stage(
-        stage(
-            "collect",
-            &[
-                "python3",
-                "collect.py",
-                "--rows",
-                "300",
-                "--seed",
-                "7",
-                "--bad-batch",
-                "true",
-            ],
-        ),
-        "collect",
-        0,
-    );
-    let report = expect_stage(
-        stage("validate", &["python3", "validate.py"]),
-        "validate",
-        1,
-    );
+    let collect = "python3 collect.py --rows 300 --seed 7 --bad-batch true";
+    stage(bad.path(), "collect", collect, 0);
+    let report = stage(bad.path(), "validate", "python3 validate.py", 1);
     for text in [
         "FAIL  age: within [15, 35]",
         "['durian']",
@@ -674,30 +600,20 @@ fn cake_popularity_scripts_run_stage_by_stage_in_the_image() {
 fn student_intelligence_scripts_run_stage_by_stage_in_the_image() {
     let _one = PIPELINES.lock().unwrap_or_else(|e| e.into_inner());
     ensure_python_ml_image();
-    let work = tempfile::tempdir().unwrap();
-    let work = work.path();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
     let run_id = unique_name("student-intelligence-stages");
-    let stage = |name: &str, command: &[&str]| {
-        expect_stage(
+    let stage = |name: &str, command: &str| {
+        expect_exit(
             run_stage("student-intelligence", work, name, &run_id, command),
             name,
             0,
         )
     };
-    stage(
-        "generate",
-        &[
-            "python3",
-            "generate.py",
-            "--students",
-            "900",
-            "--seed",
-            "11",
-        ],
-    );
-    stage("validate", &["python3", "validate.py"]);
-    stage("features", &["python3", "features.py"]);
-    let version = stage("version", &["python3", "version.py"]);
+    stage("generate", "python3 generate.py --students 900 --seed 11");
+    stage("validate", "python3 validate.py");
+    stage("features", "python3 features.py");
+    let version = stage("version", "python3 version.py");
     assert!(
         version.stdout.contains("training data version sha256:"),
         "{version}"
@@ -709,29 +625,16 @@ fn student_intelligence_scripts_run_stage_by_stage_in_the_image() {
     for course in ["maths", "economics"] {
         stage(
             &format!("train[{course}]"),
-            &["python3", "train.py", "--course", course, "--seed", "11"],
+            &format!("python3 train.py --course {course} --seed 11"),
         );
     }
-    let select = stage("select", &["python3", "select_best.py"]);
+    let select = stage("select", "python3 select_best.py");
     assert!(select.stdout.contains("<- best"), "{select}");
-    let metrics = metrics_of(work, "select");
-    assert_eq!(metrics["courses"], 2, "{metrics}");
+    assert_eq!(metrics_of(work, "select")["courses"], 2);
     stage(
         "gate",
-        &[
-            "python3",
-            "gate.py",
-            "--stage",
-            "select",
-            "--metric",
-            "worst_accuracy",
-            "--min",
-            "0.7",
-        ],
+        "python3 gate.py --stage select --metric worst_accuracy --min 0.7",
     );
-    let drift = stage(
-        "drift",
-        &["python3", "drift.py", "--students", "500", "--seed", "111"],
-    );
+    let drift = stage("drift", "python3 drift.py --students 500 --seed 111");
     assert!(drift.stdout.contains("no drift"), "{drift}");
 }
