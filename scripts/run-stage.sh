@@ -13,7 +13,7 @@
 #   scripts/run-stage.sh dags/cake-popularity /tmp/cake validate -- python3 validate.py
 set -eu
 if [ $# -lt 4 ]; then
-    sed -n '2,14p' "$0" >&2
+    sed -n '2,13p' "$0" >&2
     exit 2
 fi
 dag="$(cd "$1" && pwd)"

@@ -21,7 +21,7 @@ FORCE="${FORCE:-0}"
 for arg in "$@"; do
     case "$arg" in
         --force) FORCE=1 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "error: unknown argument '$arg'; usage: $0 [--force]" >&2; exit 2 ;;
     esac
 done
