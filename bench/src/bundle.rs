@@ -127,9 +127,12 @@ async fn measure(vishwa: &Path, folder: &Path, rep: usize) -> Result<Timings> {
         .tcp_nodelay(true)
         .connect()
         .await?;
-    let client = pb::worker_api_client::WorkerApiClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+    let client = pb::worker_api_client::WorkerApiClient::with_interceptor(
+        channel,
+        vishwa_worker::connect::BearerToken::default(),
+    )
+    .max_decoding_message_size(64 << 20)
+    .max_encoding_message_size(64 << 20);
     let cache = BundleCache::open(&dir.path().join("cache"))?;
     let copied = dir.path().join("copied.tar");
     let mut timings = Timings::default();

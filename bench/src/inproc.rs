@@ -119,6 +119,8 @@ impl InProcessWorker {
             grace: Duration::ZERO,
             cache_dir,
             capacity: Capacity::detect(),
+            token: None,
+            tls_ca: None,
         };
         let executors = Executors {
             docker: Some(executor.clone() as Arc<dyn Executor>),

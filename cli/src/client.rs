@@ -1,13 +1,18 @@
 //! The CLI's gRPC client: one connection to the scheduler, the token on every call, and
 //! errors turned into one readable line.
 
+use std::error::Error as _;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status, Streaming};
 use vishwa_proto::v1 as pb;
+use vishwa_worker::connect::endpoint;
+
+use crate::Global;
 
 /// A connected client.
 #[derive(Clone)]
@@ -18,18 +23,37 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    /// Connects to the scheduler at `server`.
+    /// Connects to the scheduler at `server` over plain HTTP/2 or (`https://`) TLS trusting
+    /// the system's roots.
     pub(crate) async fn connect(server: &str, token: Option<String>) -> Result<Client> {
-        let endpoint = Endpoint::from_shared(server.to_owned())
-            .map_err(|e| {
-                anyhow!("bad --server `{server}`: {e}; write it like http://127.0.0.1:7070")
-            })?
+        Client::connect_tls(server, token, None).await
+    }
+
+    /// Connects as the global flags say: --server, --token, --tls-ca.
+    pub(crate) async fn from_global(global: &Global) -> Result<Client> {
+        Client::connect_tls(
+            &global.server,
+            global.token.clone(),
+            global.tls_ca.as_deref(),
+        )
+        .await
+    }
+
+    /// Connects to `server`, trusting the CA in `tls_ca` for an `https://` URL.
+    pub(crate) async fn connect_tls(
+        server: &str,
+        token: Option<String>,
+        tls_ca: Option<&Path>,
+    ) -> Result<Client> {
+        let endpoint = endpoint(server, tls_ca)
+            .map_err(|e| anyhow!("--server `{server}`: {e}"))?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5));
         let channel = endpoint.connect().await.map_err(|e| {
+            let cause = source_message(&e);
             anyhow!(
-                "cannot reach the scheduler at {server} ({}); start one with `vishwa scheduler` or `vishwa dev`, or set --server",
-                source_message(&e)
+                "cannot reach the scheduler at {server} ({cause}){}",
+                hint(server, &cause)
             )
         })?;
         let inner = pb::vishwa_client::VishwaClient::new(channel)
@@ -54,11 +78,18 @@ impl Client {
 
     fn fail(&self, status: Status) -> anyhow::Error {
         match status.code() {
-            Code::Unavailable => anyhow!(
-                "the scheduler at {} is unavailable: {}",
-                self.server,
-                status.message()
-            ),
+            Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled => {
+                let cause = status
+                    .source()
+                    .map(source_message)
+                    .unwrap_or_else(|| status.message().to_owned());
+                anyhow!(
+                    "the scheduler at {} is unavailable: {}{}",
+                    self.server,
+                    status.message(),
+                    hint(&self.server, &format!("{} {cause}", status.message()))
+                )
+            }
             _ => anyhow!("{}", status.message()),
         }
     }
@@ -265,6 +296,51 @@ impl Client {
         self.inner.stream_logs(req).await.map(|r| r.into_inner())
     }
 
+    pub(crate) async fn set_secret(
+        &mut self,
+        name: &str,
+        value: Vec<u8>,
+    ) -> Result<pb::SetSecretResponse> {
+        let req = self.request(pb::SetSecretRequest {
+            name: name.to_owned(),
+            value: value.into(),
+        });
+        self.inner
+            .set_secret(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn list_secrets(&mut self) -> Result<Vec<pb::SecretInfo>> {
+        let req = self.request(pb::ListSecretsRequest {});
+        self.inner
+            .list_secrets(req)
+            .await
+            .map(|r| r.into_inner().secrets)
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn delete_secret(&mut self, name: &str) -> Result<()> {
+        let req = self.request(pb::DeleteSecretRequest {
+            name: name.to_owned(),
+        });
+        self.inner
+            .delete_secret(req)
+            .await
+            .map(|_| ())
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn list_audit(&mut self, limit: u32) -> Result<Vec<pb::AuditEntry>> {
+        let req = self.request(pb::ListAuditRequest { limit });
+        self.inner
+            .list_audit(req)
+            .await
+            .map(|r| r.into_inner().entries)
+            .map_err(|s| self.fail(s))
+    }
+
     /// The scheduler's URL.
     pub(crate) fn server(&self) -> &str {
         &self.server
@@ -273,6 +349,30 @@ impl Client {
     /// An error for a status, as the other calls report it.
     pub(crate) fn error(&self, status: Status) -> anyhow::Error {
         self.fail(status)
+    }
+}
+
+/// What to try when the scheduler could not be reached: start one, or fix what TLS
+/// explains (a plain URL to a TLS port, a certificate the client does not trust).
+fn hint(server: &str, cause: &str) -> &'static str {
+    let lower = cause.to_ascii_lowercase();
+    if lower.contains("expired") {
+        "; the scheduler's TLS certificate has expired and needs renewing"
+    } else if lower.contains("unknownissuer")
+        || lower.contains("unknown issuer")
+        || lower.contains("certificate")
+    {
+        "; the scheduler's TLS certificate is not trusted: pass the CA that signed it with --tls-ca or VISHWA_TLS_CA"
+    } else if lower.contains("refused")
+        || lower.contains("lookup")
+        || lower.contains("dns")
+        || lower.contains("timed out")
+    {
+        "; start one with `vishwa scheduler` or `vishwa dev`, or set --server"
+    } else if server.starts_with("https://") {
+        "; if the scheduler does not serve TLS, use an http:// URL"
+    } else {
+        "; if the scheduler serves TLS, use an https:// URL (and --tls-ca for a private CA)"
     }
 }
 

@@ -56,6 +56,9 @@ pub(crate) struct Global {
     /// Bearer token sent with every call.
     #[arg(long, global = true, env = "VISHWA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate (PEM) to trust for an https:// scheduler [default: the system's roots].
+    #[arg(long, global = true, env = "VISHWA_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
     /// Output: tables for people, JSON for scripts.
     #[arg(
         short = 'o',
@@ -156,6 +159,27 @@ pub(crate) enum Verb {
     Backfill(commands::schedule_verbs::BackfillArgs),
     /// The next fire times of a DAG's schedule, in its zone and in UTC.
     Next(commands::schedule_verbs::NextArgs),
+    /// Secrets stored (encrypted) in the scheduler, for stages' `env: {KEY: {secret: NAME}}`.
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
+    },
+    /// The audit log: who changed what, when, and how it went (admin only).
+    Audit {
+        /// How many of the newest entries to show.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretAction {
+    /// Store a secret; the value is read from stdin (nothing is echoed).
+    Set { name: String },
+    /// Secret names and when they were set; never values.
+    List,
+    /// Remove a secret.
+    Rm { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -100,7 +100,7 @@ pub(crate) fn clock(ms: i64) -> String {
 }
 
 /// RFC 3339 in UTC, for JSON.
-fn rfc3339(ms: i64) -> Value {
+pub(crate) fn rfc3339(ms: i64) -> Value {
     if ms == 0 {
         return Value::Null;
     }

@@ -146,6 +146,8 @@ impl TestCluster {
                 grace: Duration::ZERO,
                 cache_dir: data_dir.join("worker-cache"),
                 capacity: vishwa_worker::Capacity::detect(),
+                token: None,
+                tls_ca: None,
             },
             executors,
             worker_shutdown.clone(),

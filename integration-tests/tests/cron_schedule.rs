@@ -91,6 +91,8 @@ async fn a_seconds_level_schedule_fires_real_runs_with_slot_ids_and_logical_time
             grace: Duration::ZERO,
             cache_dir: data.path().join("worker-cache"),
             capacity: vishwa_worker::Capacity::detect(),
+            token: None,
+            tls_ca: None,
         },
         Executors {
             docker: None,

@@ -1,13 +1,16 @@
 //! Vishwa's scheduler: DAG model, run state machine, store, dispatch, cron and gRPC services.
 
 pub mod api;
+pub mod auth;
 pub mod bundle;
 pub mod cron;
 pub mod dag;
 pub mod engine;
 pub mod ids;
 pub mod run;
+pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 pub use server::{Scheduler, SchedulerConfig, ServeError, serve};

@@ -12,13 +12,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpIncoming;
-use tracing::info;
+use tracing::{info, warn};
 use vishwa_proto::v1 as pb;
 
 use crate::api::{ApiError, ClientApi, WorkerApi};
+use crate::auth::{AuthLayer, Authenticator, Tokens, TokensError};
 use crate::bundle::{BundleError, BundleStore, DEFAULT_MAX_BUNDLE_BYTES};
 use crate::engine::{EngineConfig, EngineHandle};
+use crate::secrets::{DEFAULT_KEY_FILE, SecretBox, SecretError};
 use crate::store::{SledStore, Store, StoreError};
+use crate::tls::{TlsError, server_tls};
 
 /// Largest message either side accepts (a DAG source, a log batch).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -45,6 +48,14 @@ pub struct SchedulerConfig {
     pub max_bundle_bytes: u64,
     /// Stages running at once over all workers; 0 means only the workers' slots limit it.
     pub max_parallel_stages: u32,
+    /// YAML list of bearer tokens with roles; without it only loopback addresses are served.
+    pub tokens: Option<PathBuf>,
+    /// PEM certificate chain to serve TLS with (needs `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Key that encrypts secrets at rest [default: `secret.key` in the data dir, created 0600].
+    pub secret_key_file: Option<PathBuf>,
 }
 
 impl Default for SchedulerConfig {
@@ -58,6 +69,10 @@ impl Default for SchedulerConfig {
             schedules: engine.schedules,
             max_bundle_bytes: DEFAULT_MAX_BUNDLE_BYTES,
             max_parallel_stages: 0,
+            tokens: None,
+            tls_cert: None,
+            tls_key: None,
+            secret_key_file: None,
         }
     }
 }
@@ -73,6 +88,20 @@ pub enum ServeError {
     Bundle(#[from] BundleError),
     #[error("serving gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tokens(#[from] TokensError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Secrets(#[from] SecretError),
+    #[error(
+        "refusing to listen on {addr} without tokens: anyone who can reach it could run \
+         containers here. Listen on 127.0.0.1 (the default), or pass --tokens FILE (a YAML \
+         list of `{{name, role, token}}`, see docs/security.md)"
+    )]
+    OpenOnNetwork { addr: SocketAddr },
+    #[error("--tls-cert and --tls-key go together; pass both (or neither)")]
+    HalfTls,
 }
 
 /// A started scheduler.
@@ -104,20 +133,52 @@ impl Scheduler {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<Scheduler, ServeError> {
+        let addr = listener.local_addr().ok();
+        let auth = match &config.tokens {
+            Some(path) => {
+                let tokens = Tokens::load(path)?;
+                info!(tokens = tokens.len(), file = %path.display(), "bearer tokens required");
+                Authenticator::with_tokens(tokens)
+            }
+            None => {
+                if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+                    return Err(ServeError::OpenOnNetwork { addr });
+                }
+                warn!("no tokens file: open to local users only (listening on loopback)");
+                Authenticator::open()
+            }
+        };
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(server_tls(cert, key)?),
+            (None, None) => None,
+            _ => return Err(ServeError::HalfTls),
+        };
+        let key_path = config
+            .secret_key_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join(DEFAULT_KEY_FILE));
+        if let Some(dir) = key_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| SecretError::KeyFile {
+                path: key_path.clone(),
+                reason: format!("cannot create {}: {e}", dir.display()),
+            })?;
+        }
+        let secrets = Arc::new(SecretBox::load_or_create(&key_path)?);
         let tracker = TaskTracker::new();
         let engine_config = EngineConfig {
             heartbeat_interval: config.heartbeat_interval,
             lease: config.lease,
             schedules: config.schedules,
             max_running: config.max_parallel_stages,
+            secrets: Some(secrets.clone()),
         };
         let engine = EngineHandle::start(store, engine_config, &tracker, shutdown.clone()).await?;
-        let addr = listener.local_addr().ok();
         let bundles = Arc::new(BundleStore::open(
             &config.data_dir.join("bundles"),
             config.max_bundle_bytes,
         )?);
-        let client_api = ClientApi::new(engine.clone(), bundles.clone(), shutdown.clone());
+        let client_api =
+            ClientApi::new(engine.clone(), bundles.clone(), shutdown.clone()).with_secrets(secrets);
         let client = pb::vishwa_server::VishwaServer::new(client_api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -126,14 +187,20 @@ impl Scheduler {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let mut builder = tonic::transport::Server::builder();
+        let tls_on = tls.is_some();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
         let server = tokio::spawn(
-            tonic::transport::Server::builder()
+            builder
+                .layer(AuthLayer::new(auth))
                 .add_service(client)
                 .add_service(worker)
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()),
         );
         if let Some(addr) = addr {
-            info!(%addr, "scheduler listening");
+            info!(%addr, tls = tls_on, "scheduler listening");
         }
         Ok(Scheduler {
             engine,

@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tracing::{debug, info, warn};
 use vishwa_proto::v1 as pb;
@@ -27,9 +27,11 @@ use vishwa_proto::v1 as pb;
 use crate::api::convert::{ExecutorChoice, log_stream, outcome, task_spec};
 use crate::bundle::BundleCache;
 use crate::capacity::Capacity;
+use crate::connect::{BearerToken, ConnectError, endpoint};
 use crate::executor::{ExecEvent, Executor, ExecutorError, ExitReport, TaskSpec};
+use crate::mask::Masker;
 
-type Client = pb::worker_api_client::WorkerApiClient<Channel>;
+type Client = crate::connect::WorkerClient;
 
 /// Settings of `vishwa worker`.
 #[derive(Debug, Clone)]
@@ -52,6 +54,10 @@ pub struct WorkerConfig {
     pub cache_dir: PathBuf,
     /// CPUs, memory and GPUs offered to stages.
     pub capacity: Capacity,
+    /// Bearer token (role `worker`) sent with every call.
+    pub token: Option<String>,
+    /// CA certificate (PEM) to trust for an `https://` scheduler instead of the system's roots.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl WorkerConfig {
@@ -70,8 +76,13 @@ pub struct Executors {
 /// Why the worker stopped.
 #[derive(Debug, Error)]
 pub enum WorkerError {
-    #[error("bad scheduler address `{url}`: {reason}")]
-    BadAddress { url: String, reason: String },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(
+        "the scheduler at {url} refused this worker: {reason} (workers pass a token with the \
+         worker role: --token or VISHWA_TOKEN)"
+    )]
+    Refused { url: String, reason: String },
     #[error("cannot use {dir} for bundles: {reason}")]
     Cache { dir: PathBuf, reason: String },
 }
@@ -126,18 +137,16 @@ pub async fn run_worker(
     executors: Executors,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let endpoint = Endpoint::from_shared(config.scheduler.clone())
-        .map_err(|e| WorkerError::BadAddress {
-            url: config.scheduler.clone(),
-            reason: e.to_string(),
-        })?
+    let endpoint = endpoint(&config.scheduler, config.tls_ca.as_deref())?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    let client = Client::new(endpoint.connect_lazy())
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+    let token = BearerToken::new(config.token.as_deref())?;
+    let client =
+        pb::worker_api_client::WorkerApiClient::with_interceptor(endpoint.connect_lazy(), token)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
     remove_leftovers(&executors, &owner_label(&config)).await;
     let bundles =
         Arc::new(
@@ -180,6 +189,19 @@ pub async fn run_worker(
                 }
                 if shutdown.is_cancelled() && shared.running().is_empty() {
                     break;
+                }
+                let refused = matches!(
+                    status.code(),
+                    Code::Unauthenticated | Code::PermissionDenied
+                );
+                // A wrong token does not fix itself; with nothing to report, stop and say so.
+                if refused && shared.running().is_empty() {
+                    tracker.close();
+                    tracker.wait().await;
+                    return Err(WorkerError::Refused {
+                        url: config.scheduler.clone(),
+                        reason: status.message().to_owned(),
+                    });
                 }
                 warn!(scheduler = %config.scheduler, error = %status.message(), "lost the scheduler; reconnecting");
                 tokio::select! {
@@ -547,6 +569,38 @@ async fn forward_events(
     let mut batch: Vec<pb::LogChunk> = Vec::new();
     let mut batch_bytes = 0;
     let mut seq = 0u64;
+    // One masker per stream: a value split across chunks is only split within one stream.
+    let secret_values: Vec<&String> = task
+        .secret_env
+        .iter()
+        .filter_map(|name| task.env.get(name))
+        .collect();
+    let mut maskers: BTreeMap<i32, Masker> = BTreeMap::new();
+    let mut chunk_of = |stream: i32, data: Bytes, seq: &mut u64| -> Option<pb::LogChunk> {
+        let data = if secret_values.is_empty() {
+            data
+        } else {
+            let masker = maskers
+                .entry(stream)
+                .or_insert_with(|| Masker::new(secret_values.iter().map(|v| v.as_bytes())));
+            Bytes::from(masker.push(&data))
+        };
+        if data.is_empty() {
+            return None;
+        }
+        let chunk = pb::LogChunk {
+            attempt_id: task.attempt_id.clone(),
+            stream,
+            data,
+            seq: *seq,
+            time_ms: now_ms(),
+            run_id: task.run_id.clone(),
+            stage: task.stage.clone(),
+            attempt: task.attempt,
+        };
+        *seq += 1;
+        Some(chunk)
+    };
     let flush_timer = tokio::time::sleep(LOG_BATCH_DELAY);
     tokio::pin!(flush_timer);
     loop {
@@ -558,21 +612,15 @@ async fn forward_events(
                         report_started(&client, &worker_id, &task.attempt_id, handle, &cancel).await;
                     }
                     ExecEvent::Output(chunk) => {
+                        let stream = log_stream(chunk.stream) as i32;
+                        let Some(chunk) = chunk_of(stream, chunk.data, &mut seq) else {
+                            continue;
+                        };
                         if batch.is_empty() {
                             flush_timer.as_mut().reset(tokio::time::Instant::now() + LOG_BATCH_DELAY);
                         }
                         batch_bytes += chunk.data.len();
-                        batch.push(pb::LogChunk {
-                            attempt_id: task.attempt_id.clone(),
-                            stream: log_stream(chunk.stream) as i32,
-                            data: chunk.data,
-                            seq,
-                            time_ms: now_ms(),
-                            run_id: task.run_id.clone(),
-                            stage: task.stage.clone(),
-                            attempt: task.attempt,
-                        });
-                        seq += 1;
+                        batch.push(chunk);
                         if batch_bytes >= LOG_BATCH_BYTES {
                             let _ = ship.send(std::mem::take(&mut batch));
                             batch_bytes = 0;
@@ -585,6 +633,26 @@ async fn forward_events(
                 batch_bytes = 0;
             }
         }
+    }
+    // What the maskers held back was no secret after all.
+    let held: Vec<(i32, Vec<u8>)> = maskers
+        .iter_mut()
+        .map(|(stream, masker)| (*stream, masker.finish()))
+        .filter(|(_, rest)| !rest.is_empty())
+        .collect();
+    for (stream, rest) in held {
+        let chunk = pb::LogChunk {
+            attempt_id: task.attempt_id.clone(),
+            stream,
+            data: Bytes::from(rest),
+            seq,
+            time_ms: now_ms(),
+            run_id: task.run_id.clone(),
+            stage: task.stage.clone(),
+            attempt: task.attempt,
+        };
+        seq += 1;
+        batch.push(chunk);
     }
     if !batch.is_empty() {
         let _ = ship.send(batch);

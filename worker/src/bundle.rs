@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
-use tonic::transport::Channel;
 use vishwa_proto::v1 as pb;
 
 use crate::executor::ExecutorError;
@@ -19,7 +18,7 @@ use crate::executor::ExecutorError;
 /// Largest bundle a worker fetches.
 pub const MAX_BUNDLE_BYTES: u64 = 1 << 30;
 
-type Client = pb::worker_api_client::WorkerApiClient<Channel>;
+type Client = crate::connect::WorkerClient;
 
 /// Unpacked bundles on this worker's disk.
 pub struct BundleCache {

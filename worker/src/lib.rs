@@ -5,7 +5,9 @@ mod agent;
 pub mod api;
 pub mod bundle;
 mod capacity;
+pub mod connect;
 pub mod executor;
+pub mod mask;
 
 pub use agent::{Executors, WorkerConfig, WorkerError, run_worker};
 pub use capacity::Capacity;

@@ -130,6 +130,8 @@ impl Cluster {
                     grace: std::time::Duration::ZERO,
                     cache_dir: data.path().join(format!("cache-{i}")),
                     capacity: vishwa_worker::Capacity::detect(),
+                    token: None,
+                    tls_ca: None,
                 };
                 let executors = Executors {
                     docker: Some(executor.clone()),
@@ -260,6 +262,9 @@ fn warm_up_dag(workers: usize) -> String {
 fn metrics_since(before: &DispatchMetrics, after: &DispatchMetrics) -> DispatchMetrics {
     DispatchMetrics {
         ready_to_dispatch_us: after.ready_to_dispatch_us[before.ready_to_dispatch_us.len()..]
+            .to_vec(),
+        eligible_to_dispatch_us: after.eligible_to_dispatch_us
+            [before.eligible_to_dispatch_us.len()..]
             .to_vec(),
         dispatched: after.dispatched - before.dispatched,
         commits: after.commits - before.commits,

@@ -76,6 +76,8 @@ struct Summary {
     rate: Samples,
     p50_us: Samples,
     p99_us: Samples,
+    eligible_p50_us: Samples,
+    eligible_p99_us: Samples,
     commits: Samples,
     cpu_us_per_stage: Samples,
 }
@@ -89,6 +91,13 @@ impl Summary {
         let q = |q| run.metrics.quantile_us(q).map_or(f64::NAN, |v| v as f64);
         self.p50_us.push(q(0.5));
         self.p99_us.push(q(0.99));
+        let e = |q| {
+            run.metrics
+                .eligible_quantile_us(q)
+                .map_or(f64::NAN, |v| v as f64)
+        };
+        self.eligible_p50_us.push(e(0.5));
+        self.eligible_p99_us.push(e(0.99));
         self.commits.push(run.metrics.commits as f64);
         self.cpu_us_per_stage
             .push(run.cpu.as_secs_f64() * 1e6 / run.stages as f64);
@@ -209,8 +218,9 @@ fn render(
     );
     out.push_str(
         "| shape | store | stages | wall | stages/s | CPU per stage | ready→dispatch p50 | \
-         p99 | store commits | stages/commit | ≥ 2,000/s | p99 < 10 ms |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n",
+         p99 | slot free→dispatch p50 | p99 | store commits | stages/commit | ≥ 2,000/s | \
+         p99 < 10 ms |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n",
     );
     for (label, sled, memory) in rows {
         for (store, s, judged) in [
@@ -220,14 +230,16 @@ fn render(
             let judge = |met: bool| if judged { verdict(met) } else { "–" };
             let _ = writeln!(
                 out,
-                "| {label} | {store} | {} | {:.3} s | {:.0} | {:.0} µs | {} | {} | {:.0} | {:.1} \
-                 | {} | {} |",
+                "| {label} | {store} | {} | {:.3} s | {:.0} | {:.0} µs | {} | {} | {} | {} | {:.0} \
+                 | {:.1} | {} | {} |",
                 thousands(s.stages),
                 s.wall.median(),
                 s.rate.median(),
                 s.cpu_us_per_stage.median(),
                 ms(s.p50_us.median()),
                 ms(s.p99_us.median()),
+                ms(s.eligible_p50_us.median()),
+                ms(s.eligible_p99_us.median()),
                 s.commits.median(),
                 s.stages as f64 / s.commits.median(),
                 judge(s.meets_rate()),
@@ -271,7 +283,10 @@ apply and sync; the worker agent under a tenth. Group commit keeps sled cheap: o
 than `fdatasync` (about 4 ms on this disk), which survives a killed process but does not flush \
 the disk's write cache. In the fan-outs, 10,000 stages become ready at once for 256 slots, so their \
 ready→dispatch latency is the wait for a free slot (position in the queue ÷ throughput), not \
-scheduler work; the chains (at most 100 ready at a time) show the engine's own latency. The \
+scheduler work; the chains (at most 100 ready at a time) show the engine's own latency. \
+Slot free→dispatch separates the two: it is timed from the later of the stage becoming ready \
+and the slot it takes being freed (the engine keeps, per worker, when each free slot was freed \
+and hands out the oldest first), so it is the engine's reaction time whatever the queue. The \
 `for_each` fan-out costs more CPU than the explicit one because every instance carries the \
 whole 10,000-item list param as `VISHWA_PARAM_ITEMS` (≈ 49 KB) to its worker, as the container \
 contract asks.";

@@ -25,7 +25,7 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
         Verb::Trigger { params, .. } => parse_params(params)?,
         _ => Default::default(),
     };
-    let mut client = Client::connect(&global.server, global.token.clone()).await?;
+    let mut client = Client::from_global(global).await?;
     let format = global.format;
     match verb {
         Verb::Submit { .. } => {

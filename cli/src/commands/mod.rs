@@ -10,6 +10,7 @@ use crate::{Global, Verb};
 pub(crate) mod client_verbs;
 pub(crate) mod run;
 pub(crate) mod schedule_verbs;
+pub(crate) mod security_verbs;
 pub(crate) mod serve;
 pub(crate) mod validate;
 
@@ -39,6 +40,9 @@ pub(crate) async fn dispatch(verb: Verb, global: Global) -> Result<u8> {
                 Verb::Graph { target, dot } => validate::graph(&target, dot, &global).await,
                 verb @ (Verb::Pause(_) | Verb::Resume(_) | Verb::Backfill(_) | Verb::Next(_)) => {
                     schedule_verbs::dispatch(verb, &global).await
+                }
+                verb @ (Verb::Secret { .. } | Verb::Audit { .. }) => {
+                    security_verbs::dispatch(verb, &global).await
                 }
                 other => client_verbs::dispatch(other, &global).await,
             }

@@ -98,6 +98,8 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
             grace: Duration::ZERO,
             cache_dir: config.data_dir.join("worker-cache"),
             capacity: vishwa_worker::Capacity::detect(),
+            token: None,
+            tls_ca: None,
         },
         executors,
         worker_shutdown.clone(),

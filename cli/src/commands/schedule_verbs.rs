@@ -101,7 +101,7 @@ fn read_time(text: &str, tz: Tz) -> Result<i64> {
 }
 
 async fn pause(dag: &str, global: &Global) -> Result<u8> {
-    let mut client = Client::connect(&global.server, global.token.clone()).await?;
+    let mut client = Client::from_global(global).await?;
     let response = client.pause(dag).await?;
     let summary = response.dag.unwrap_or_default();
     match global.format {
@@ -121,7 +121,7 @@ async fn pause(dag: &str, global: &Global) -> Result<u8> {
 }
 
 async fn resume(args: ResumeArgs, global: &Global) -> Result<u8> {
-    let mut client = Client::connect(&global.server, global.token.clone()).await?;
+    let mut client = Client::from_global(global).await?;
     let response = client.resume(&args.dag, args.skip_missed).await?;
     let summary = response.dag.unwrap_or_default();
     if global.format == Format::Json {
@@ -149,7 +149,7 @@ async fn resume(args: ResumeArgs, global: &Global) -> Result<u8> {
 }
 
 async fn backfill(args: BackfillArgs, global: &Global) -> Result<u8> {
-    let mut client = Client::connect(&global.server, global.token.clone()).await?;
+    let mut client = Client::from_global(global).await?;
     let summary = client.get_dag(&args.dag).await?.dag.unwrap_or_default();
     let tz = zone_of(&summary);
     let from_ms = read_time(&args.from, tz)?;
@@ -226,7 +226,7 @@ async fn next(args: NextArgs, global: &Global) -> Result<u8> {
     let (dag, paused): (Dag, bool) = if path.exists() {
         (load_dag(path)?.0, false)
     } else {
-        let mut client = Client::connect(&global.server, global.token.clone()).await?;
+        let mut client = Client::from_global(global).await?;
         let stored = client.get_dag(&args.target).await?;
         let dag =
             parse_dag(&stored.source, &stored.file_name).map_err(|e| Invalid(e.to_string()))?;

@@ -30,7 +30,7 @@ pub(crate) struct SchedulerArgs {
     /// Directory of the store [default: vishwa-data].
     #[arg(long, env = "VISHWA_DATA")]
     data: Option<PathBuf>,
-    /// YAML config file (fields: listen, data_dir, heartbeat_interval, lease, schedules).
+    /// YAML config file (fields: listen, data_dir, heartbeat_interval, lease, schedules, tokens, tls_cert, tls_key, secret_key_file).
     #[arg(long)]
     config: Option<PathBuf>,
     /// How often workers heartbeat [default: 5s].
@@ -42,6 +42,19 @@ pub(crate) struct SchedulerArgs {
     /// Stages running at once over all workers [default: no limit beyond the workers' slots].
     #[arg(long)]
     max_parallel_stages: Option<u32>,
+    /// Bearer tokens with roles (YAML list of {name, role, token | sha256}); without it only
+    /// loopback addresses are served.
+    #[arg(long, env = "VISHWA_TOKENS", value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// Serve TLS with this PEM certificate (chain); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Key that encrypts secrets at rest [default: secret.key in the data dir, created 0600].
+    #[arg(long, value_name = "FILE")]
+    secret_key_file: Option<PathBuf>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -87,6 +100,12 @@ pub(crate) struct WorkerArgs {
     /// GPU device ids offered to stages, e.g. 0,1; `none` for none [default: detected].
     #[arg(long, value_delimiter = ',')]
     gpus: Option<Vec<String>>,
+    /// Bearer token with the worker role, sent with every call.
+    #[arg(long, env = "VISHWA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificate (PEM) to trust for an https:// scheduler [default: the system's roots].
+    #[arg(long, env = "VISHWA_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
 }
 
 fn parse_memory_flag(text: &str) -> Result<u64, String> {
@@ -163,7 +182,7 @@ fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config {}", path.display()))?;
             serde_saphyr::from_str::<SchedulerConfig>(&text).map_err(|e| {
-                Invalid(format!("{}: error: {e}\n  help: the config file takes listen, data_dir, heartbeat_interval, lease and schedules", path.display()))
+                Invalid(format!("{}: error: {e}\n  help: the config file takes listen, data_dir, heartbeat_interval, lease, schedules, max_bundle_bytes, max_parallel_stages, tokens, tls_cert, tls_key and secret_key_file", path.display()))
             })?
         }
         None => SchedulerConfig::default(),
@@ -182,6 +201,18 @@ fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
     }
     if let Some(max) = args.max_parallel_stages {
         config.max_parallel_stages = max;
+    }
+    if let Some(tokens) = &args.tokens {
+        config.tokens = Some(tokens.clone());
+    }
+    if let Some(cert) = &args.tls_cert {
+        config.tls_cert = Some(cert.clone());
+    }
+    if let Some(key) = &args.tls_key {
+        config.tls_key = Some(key.clone());
+    }
+    if let Some(key) = &args.secret_key_file {
+        config.secret_key_file = Some(key.clone());
     }
     if config.lease <= config.heartbeat_interval {
         return Err(Invalid(format!(
@@ -205,7 +236,20 @@ pub(crate) async fn scheduler(args: SchedulerArgs) -> Result<u8> {
     let listener = bind(config.listen).await?;
     let shutdown = shutdown_on_signals();
     info!(data = %config.data_dir.display(), "opening store");
-    vishwa_scheduler::serve(&config, listener, shutdown).await?;
+    let scheduler = Scheduler::start(&config, listener, shutdown).await?;
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    if config.tokens.is_none() {
+        eprintln!(
+            "vishwa scheduler on {scheme}://{}: no tokens file, so it is open to local users only \
+             (loopback); pass --tokens FILE to serve other machines",
+            config.listen
+        );
+    }
+    scheduler.wait().await?;
     Ok(exit::OK)
 }
 
@@ -271,6 +315,8 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8> {
         allow_process: args.allow_process,
         allow_mounts: args.allow_mounts,
         grace: args.grace,
+        token: args.token,
+        tls_ca: args.tls_ca,
     };
     let executors = local_executors(config.allow_process, true).await;
     let shutdown = shutdown_on_signals();
@@ -313,6 +359,8 @@ pub(crate) async fn dev(args: DevArgs) -> Result<u8> {
         grace: Duration::from_secs(5),
         cache_dir: config.data_dir.join("worker-cache"),
         capacity: Capacity::detect(),
+        token: None,
+        tls_ca: None,
     };
     let executors = local_executors(true, true).await;
     let worker = tokio::spawn(run_worker(worker_config, executors, shutdown.clone()));

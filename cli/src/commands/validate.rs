@@ -60,7 +60,7 @@ pub(crate) async fn graph(target: &str, dot: bool, global: &Global) -> Result<u8
     let dag = if path.exists() {
         load_dag(path)?.0
     } else {
-        let mut client = Client::connect(&global.server, global.token.clone()).await?;
+        let mut client = Client::from_global(global).await?;
         let stored = client.get_dag(target).await?;
         parse_dag(&stored.source, &stored.file_name).map_err(|e| Invalid(e.to_string()))?
     };

@@ -34,6 +34,11 @@ use vishwa_scheduler::store::SledStore;
 
 pub use view::RunView;
 
+/// Admin token of clusters that use tokens (see [`ClusterConfig::tokens`]).
+pub const ADMIN_TOKEN: &str = "cluster-admin-token-0123456789";
+/// Worker token of clusters that use tokens.
+pub const WORKER_TOKEN: &str = "cluster-worker-token-0123456789";
+
 /// The `vishwa` binary under test.
 pub const VISHWA: &str = env!("CARGO_BIN_EXE_vishwa");
 /// The busybox test image (built locally by the integration-tests crate).
@@ -130,6 +135,20 @@ pub struct ClusterConfig {
     pub listen_ip: IpAddr,
     pub heartbeat: Duration,
     pub lease: Duration,
+    /// Require bearer tokens: the scheduler gets a tokens file, the CLI the admin token and
+    /// workers the worker token. Always on for a non-loopback address, which the scheduler
+    /// refuses to serve without tokens.
+    pub tokens: bool,
+    /// Serve TLS with these files; clients use `https://` and trust the CA.
+    pub tls: Option<ClusterTls>,
+}
+
+/// PEM files of a TLS cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 impl Default for ClusterConfig {
@@ -138,6 +157,8 @@ impl Default for ClusterConfig {
             listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             heartbeat: Duration::from_millis(500),
             lease: Duration::from_secs(3),
+            tokens: false,
+            tls: None,
         }
     }
 }
@@ -196,9 +217,28 @@ impl Cluster {
             .expect("cannot create a temporary directory");
         let data = dir.path().join("data");
         let addr = free_address(config.listen_ip);
+        let mut config = config;
+        if !config.listen_ip.is_loopback() {
+            config.tokens = true;
+        }
+        if config.tokens {
+            std::fs::write(
+                dir.path().join("tokens.yaml"),
+                format!(
+                    "- {{name: admin, role: admin, token: {ADMIN_TOKEN}}}\n\
+                     - {{name: workers, role: worker, token: {WORKER_TOKEN}}}\n"
+                ),
+            )
+            .expect("cannot write the tokens file");
+        }
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         Cluster {
             suffix: unique_suffix(),
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             config,
             data,
             addr,
@@ -236,11 +276,21 @@ impl Cluster {
         let mut slot = lock(&self.scheduler);
         assert!(slot.is_none(), "the scheduler is already running");
         let log = self.log_file("scheduler");
-        let child = Command::new(VISHWA)
+        let mut command = Command::new(VISHWA);
+        command
             .args(["scheduler", "--listen", &self.addr.to_string(), "--data"])
             .arg(&self.data)
             .args(["--heartbeat", &humantime(self.config.heartbeat)])
-            .args(["--lease", &humantime(self.config.lease)])
+            .args(["--lease", &humantime(self.config.lease)]);
+        if self.config.tokens {
+            command.arg("--tokens").arg(self.dir().join("tokens.yaml"));
+        }
+        if let Some(tls) = &self.config.tls {
+            command.arg("--tls-cert").arg(&tls.cert);
+            command.arg("--tls-key").arg(&tls.key);
+        }
+        let child = command
+            .env_remove("VISHWA_TOKENS")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -330,6 +380,13 @@ impl Cluster {
             ]
             .map(str::to_owned),
         );
+        if self.config.tokens {
+            command.extend(["--token".to_owned(), WORKER_TOKEN.to_owned()]);
+        }
+        if let Some(tls) = &self.config.tls {
+            command.push("--tls-ca".to_owned());
+            command.push(tls.ca.display().to_string());
+        }
         command.extend(args.iter().map(|a| (*a).to_owned()));
         self.launch_worker(name, command);
     }
@@ -349,6 +406,8 @@ impl Cluster {
         let log = self.log_file(&format!("worker-{name}"));
         let child = Command::new(&command[0])
             .args(&command[1..])
+            .env_remove("VISHWA_TOKEN")
+            .env_remove("VISHWA_TLS_CA")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -520,14 +579,45 @@ impl Cluster {
 
     fn cli_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(VISHWA);
+        command.args(["--server", &self.url]);
+        if self.config.tokens {
+            command.args(["--token", ADMIN_TOKEN]);
+        }
+        if let Some(tls) = &self.config.tls {
+            command.arg("--tls-ca").arg(&tls.ca);
+        }
         command
-            .args(["--server", &self.url])
             .args(args)
             .env_remove("VISHWA_SERVER")
             .env_remove("VISHWA_TOKEN")
+            .env_remove("VISHWA_TLS_CA")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
         command
+    }
+
+    /// Runs `vishwa ARGS...` (as the cluster's admin) with `input` on stdin, to its end.
+    pub fn vishwa_with_stdin(&self, args: &[&str], input: &[u8]) -> Outcome {
+        use std::io::Write as _;
+        let mut child = self
+            .cli_command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start vishwa");
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(input)
+            .expect("cannot write to vishwa's stdin");
+        let out = child.wait_with_output().expect("cannot wait for vishwa");
+        Outcome {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
 
     /// Writes `yaml` to a file and submits it.

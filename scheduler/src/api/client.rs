@@ -14,11 +14,13 @@ use vishwa_proto::v1 as pb;
 use super::convert::{log_line, run_state_from_pb, run_summary};
 use super::error::ApiError;
 use super::schedule::{backfill_response, next_fire_ms_of};
+use crate::auth::Caller;
 use crate::bundle::{BundleError, BundleStore};
 use crate::dag::{Dag, parse_dag};
 use crate::engine::{BackfillRequest, DagFiles, EngineEvent, EngineHandle};
 use crate::ids::{RunId, WorkerId};
 use crate::run::{RetryMode, RunRecord, StageRecord};
+use crate::secrets::SecretBox;
 use crate::store::{LogRecord, Store};
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -33,6 +35,8 @@ pub struct ClientApi {
     dags: Mutex<HashMap<(String, String), Arc<Dag>>>,
     /// Ends open watches when the scheduler shuts down, so shutdown never waits on them.
     shutdown: CancellationToken,
+    /// Seals secrets before they are stored; without it `SetSecret` is refused.
+    pub(super) secrets: Option<Arc<SecretBox>>,
 }
 
 impl ClientApi {
@@ -47,10 +51,17 @@ impl ClientApi {
             bundles,
             dags: Mutex::new(HashMap::new()),
             shutdown,
+            secrets: None,
         }
     }
 
-    fn store(&self) -> &Arc<dyn Store> {
+    /// Handlers that can store secrets sealed with `key`.
+    pub fn with_secrets(mut self, key: Arc<SecretBox>) -> Self {
+        self.secrets = Some(key);
+        self
+    }
+
+    pub(super) fn store(&self) -> &Arc<dyn Store> {
         self.engine.store()
     }
 
@@ -148,30 +159,45 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         &self,
         request: Request<pb::SubmitDagRequest>,
     ) -> Result<Response<pb::SubmitDagResponse>, Status> {
+        let caller = Caller::of(&request);
         let r = request.into_inner();
-        let dag = Arc::new(parse_dag(&r.source, &r.file_name).map_err(ApiError::from)?);
-        let bundle = (!r.bundle_digest.is_empty()).then_some(r.bundle_digest);
-        if let Some(digest) = &bundle
-            && !self.bundles.has(digest).map_err(ApiError::from)?
-        {
-            return Err(ApiError::from(BundleError::Missing {
-                digest: digest.clone(),
-            })
-            .into());
+        let target = r.file_name.clone();
+        let result: Result<Response<pb::SubmitDagResponse>, Status> = async {
+            let dag = Arc::new(parse_dag(&r.source, &r.file_name).map_err(ApiError::from)?);
+            let bundle = (!r.bundle_digest.is_empty()).then_some(r.bundle_digest);
+            if let Some(digest) = &bundle
+                && !self.bundles.has(digest).map_err(ApiError::from)?
+            {
+                return Err(ApiError::from(BundleError::Missing {
+                    digest: digest.clone(),
+                })
+                .into());
+            }
+            let files = DagFiles {
+                local_dir: (!r.local_dir.is_empty()).then_some(r.local_dir),
+                bundle,
+            };
+            let submitted = self
+                .engine
+                .submit(dag, r.file_name, r.source, files)
+                .await?;
+            let summary = self.dag_summary(&submitted.name, &self.last_runs()?)?;
+            Ok(Response::new(pb::SubmitDagResponse {
+                dag: Some(summary),
+                changed: submitted.changed,
+            }))
         }
-        let files = DagFiles {
-            local_dir: (!r.local_dir.is_empty()).then_some(r.local_dir),
-            bundle,
+        .await;
+        // The DAG's name once it parsed; the file's name if it did not.
+        let target = match &result {
+            Ok(response) => response
+                .get_ref()
+                .dag
+                .as_ref()
+                .map_or(target, |d| d.name.clone()),
+            Err(_) => target,
         };
-        let submitted = self
-            .engine
-            .submit(dag, r.file_name, r.source, files)
-            .await?;
-        let summary = self.dag_summary(&submitted.name, &self.last_runs()?)?;
-        Ok(Response::new(pb::SubmitDagResponse {
-            dag: Some(summary),
-            changed: submitted.changed,
-        }))
+        self.audited(&caller, "SubmitDag", &target, result).await
     }
 
     async fn list_dags(
@@ -211,13 +237,19 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         &self,
         request: Request<pb::TriggerRunRequest>,
     ) -> Result<Response<pb::TriggerRunResponse>, Status> {
+        let caller = Caller::of(&request);
         let r = request.into_inner();
-        let params = r.params.into_iter().collect();
-        let run = self.engine.trigger(r.dag, params).await?;
-        let stages = self.store().run_stages(&run.id).map_err(ApiError::from)?;
-        Ok(Response::new(pb::TriggerRunResponse {
-            run: Some(run_summary(&run, Some(&stages))),
-        }))
+        let target = r.dag.clone();
+        let result = async {
+            let params = r.params.into_iter().collect();
+            let run = self.engine.trigger(r.dag, params).await?;
+            let stages = self.store().run_stages(&run.id).map_err(ApiError::from)?;
+            Ok(Response::new(pb::TriggerRunResponse {
+                run: Some(run_summary(&run, Some(&stages))),
+            }))
+        }
+        .await;
+        self.audited(&caller, "TriggerRun", &target, result).await
     }
 
     async fn list_runs(
@@ -369,26 +401,32 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         &self,
         request: Request<pb::RetryRunRequest>,
     ) -> Result<Response<pb::RetryRunResponse>, Status> {
+        let caller = Caller::of(&request);
         let r = request.into_inner();
-        let mode = match (r.from_stage.is_empty(), r.only) {
-            (true, false) => RetryMode::Failed,
-            (true, true) => {
-                return Err(ApiError::InvalidRequest {
-                    field: "only",
-                    reason: "--only needs a stage: vishwa retry RUN --from STAGE --only".into(),
+        let target = r.run_id.clone();
+        let result: Result<Response<pb::RetryRunResponse>, Status> = async {
+            let mode = match (r.from_stage.is_empty(), r.only) {
+                (true, false) => RetryMode::Failed,
+                (true, true) => {
+                    return Err(ApiError::InvalidRequest {
+                        field: "only",
+                        reason: "--only needs a stage: vishwa retry RUN --from STAGE --only".into(),
+                    }
+                    .into());
                 }
-                .into());
-            }
-            (false, false) => RetryMode::From(r.from_stage),
-            (false, true) => RetryMode::Only(r.from_stage),
-        };
-        let id = RunId(r.run_id);
-        let (run, stages) = self.engine.retry(id.clone(), mode).await?;
-        let records = self.store().run_stages(&id).map_err(ApiError::from)?;
-        Ok(Response::new(pb::RetryRunResponse {
-            run: Some(run_summary(&run, Some(&records))),
-            stages,
-        }))
+                (false, false) => RetryMode::From(r.from_stage),
+                (false, true) => RetryMode::Only(r.from_stage),
+            };
+            let id = RunId(r.run_id);
+            let (run, stages) = self.engine.retry(id.clone(), mode).await?;
+            let records = self.store().run_stages(&id).map_err(ApiError::from)?;
+            Ok(Response::new(pb::RetryRunResponse {
+                run: Some(run_summary(&run, Some(&records))),
+                stages,
+            }))
+        }
+        .await;
+        self.audited(&caller, "RetryRun", &target, result).await
     }
 
     async fn has_bundle(
@@ -406,13 +444,21 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         &self,
         request: Request<tonic::Streaming<pb::BundleChunk>>,
     ) -> Result<Response<pb::UploadBundleResponse>, Status> {
-        let (digest, size) = self
+        let caller = Caller::of(&request);
+        let received = self
             .bundles
             .receive(request.into_inner())
             .await
-            .map_err(ApiError::from)?;
-        tracing::info!(%digest, size, "bundle received");
-        Ok(Response::new(pb::UploadBundleResponse { digest, size }))
+            .map_err(ApiError::from);
+        let target = received
+            .as_ref()
+            .map(|(d, _)| d.clone())
+            .unwrap_or_default();
+        let result = received.map_err(Status::from).map(|(digest, size)| {
+            tracing::info!(%digest, size, "bundle received");
+            Response::new(pb::UploadBundleResponse { digest, size })
+        });
+        self.audited(&caller, "UploadBundle", &target, result).await
     }
 
     async fn list_workers(
@@ -429,75 +475,145 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         &self,
         request: Request<pb::DrainWorkerRequest>,
     ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
+        let caller = Caller::of(&request);
         let r = request.into_inner();
-        let view = self.engine.drain(WorkerId(r.name), r.undo).await?;
-        Ok(Response::new(pb::DrainWorkerResponse {
-            worker: Some(pb::WorkerInfo::from(&view)),
-        }))
+        let target = r.name.clone();
+        let method = if r.undo {
+            "UndrainWorker"
+        } else {
+            "DrainWorker"
+        };
+        let result = async {
+            let view = self.engine.drain(WorkerId(r.name), r.undo).await?;
+            Ok(Response::new(pb::DrainWorkerResponse {
+                worker: Some(pb::WorkerInfo::from(&view)),
+            }))
+        }
+        .await;
+        self.audited(&caller, method, &target, result).await
     }
 
     async fn cancel_run(
         &self,
         request: Request<pb::CancelRunRequest>,
     ) -> Result<Response<pb::CancelRunResponse>, Status> {
+        let caller = Caller::of(&request);
         let id = RunId(request.into_inner().run_id);
-        let run = self.engine.cancel(id.clone()).await?;
-        let stages = self.store().run_stages(&id).map_err(ApiError::from)?;
-        Ok(Response::new(pb::CancelRunResponse {
-            run: Some(run_summary(&run, Some(&stages))),
-        }))
+        let result = async {
+            let run = self.engine.cancel(id.clone()).await?;
+            let stages = self.store().run_stages(&id).map_err(ApiError::from)?;
+            Ok(Response::new(pb::CancelRunResponse {
+                run: Some(run_summary(&run, Some(&stages))),
+            }))
+        }
+        .await;
+        self.audited(&caller, "CancelRun", id.as_str(), result)
+            .await
     }
 
     async fn pause_dag(
         &self,
         request: Request<pb::PauseDagRequest>,
     ) -> Result<Response<pb::PauseDagResponse>, Status> {
+        let caller = Caller::of(&request);
         let name = request.into_inner().name;
-        let change = self.engine.pause(name.clone()).await?;
-        let dag = self.dag_summary(&name, &self.last_runs()?)?;
-        Ok(Response::new(pb::PauseDagResponse {
-            dag: Some(dag),
-            changed: change.changed,
-        }))
+        let result = async {
+            let change = self.engine.pause(name.clone()).await?;
+            let dag = self.dag_summary(&name, &self.last_runs()?)?;
+            Ok(Response::new(pb::PauseDagResponse {
+                dag: Some(dag),
+                changed: change.changed,
+            }))
+        }
+        .await;
+        self.audited(&caller, "PauseDag", &name, result).await
     }
 
     async fn resume_dag(
         &self,
         request: Request<pb::ResumeDagRequest>,
     ) -> Result<Response<pb::ResumeDagResponse>, Status> {
+        let caller = Caller::of(&request);
         let r = request.into_inner();
-        let change = self.engine.resume(r.name.clone(), r.skip_missed).await?;
-        let dag = self.dag_summary(&r.name, &self.last_runs()?)?;
-        Ok(Response::new(pb::ResumeDagResponse {
-            dag: Some(dag),
-            changed: change.changed,
-        }))
+        let result = async {
+            let change = self.engine.resume(r.name.clone(), r.skip_missed).await?;
+            let dag = self.dag_summary(&r.name, &self.last_runs()?)?;
+            Ok(Response::new(pb::ResumeDagResponse {
+                dag: Some(dag),
+                changed: change.changed,
+            }))
+        }
+        .await;
+        self.audited(&caller, "ResumeDag", &r.name, result).await
     }
 
     async fn backfill(
         &self,
         request: Request<pb::BackfillRequest>,
     ) -> Result<Response<pb::BackfillResponse>, Status> {
+        let caller = Caller::of(&request);
         let r = request.into_inner();
-        let slots = self
-            .engine
-            .backfill(BackfillRequest {
-                dag: r.dag.clone(),
-                from_ms: r.from_ms,
-                to_ms: r.to_ms,
-                dry_run: r.dry_run,
-            })
-            .await?;
-        let version = self
-            .store()
-            .get_dag(&r.dag)
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::DagNotFound {
-                name: r.dag.clone(),
-            })?
-            .version;
-        let dag = self.dag(&r.dag, &version)?;
-        Ok(Response::new(backfill_response(&slots, &dag)))
+        let target = r.dag.clone();
+        let result: Result<Response<pb::BackfillResponse>, Status> = async {
+            let slots = self
+                .engine
+                .backfill(BackfillRequest {
+                    dag: r.dag.clone(),
+                    from_ms: r.from_ms,
+                    to_ms: r.to_ms,
+                    dry_run: r.dry_run,
+                })
+                .await?;
+            let version = self
+                .store()
+                .get_dag(&r.dag)
+                .map_err(ApiError::from)?
+                .ok_or_else(|| ApiError::DagNotFound {
+                    name: r.dag.clone(),
+                })?
+                .version;
+            let dag = self.dag(&r.dag, &version)?;
+            Ok(Response::new(backfill_response(&slots, &dag)))
+        }
+        .await;
+        self.audited(&caller, "Backfill", &target, result).await
+    }
+
+    async fn set_secret(
+        &self,
+        request: Request<pb::SetSecretRequest>,
+    ) -> Result<Response<pb::SetSecretResponse>, Status> {
+        let caller = Caller::of(&request);
+        let r = request.into_inner();
+        let target = r.name.clone();
+        let result = self.set_secret_value(r).await;
+        self.audited(&caller, "SetSecret", &target, result).await
+    }
+
+    async fn list_secrets(
+        &self,
+        _request: Request<pb::ListSecretsRequest>,
+    ) -> Result<Response<pb::ListSecretsResponse>, Status> {
+        Ok(Response::new(self.secret_infos()?))
+    }
+
+    async fn delete_secret(
+        &self,
+        request: Request<pb::DeleteSecretRequest>,
+    ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
+        let caller = Caller::of(&request);
+        let name = request.into_inner().name;
+        let result = self.delete_secret_named(&name).await;
+        self.audited(&caller, "DeleteSecret", &name, result).await
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        Ok(Response::new(
+            self.audit_entries(request.into_inner().limit)?,
+        ))
     }
 }
 

@@ -192,6 +192,7 @@ impl From<&TaskAssignment> for pb::Task {
             local_dir: t.local_dir.clone().unwrap_or_default(),
             bundle_digest: t.bundle.clone().unwrap_or_default(),
             gpus: t.gpus.clone(),
+            secret_env: t.secret_env.clone(),
             timeout_ms: t.timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
             mounts: t
                 .mounts

@@ -34,6 +34,8 @@ pub enum ApiError {
         "the range holds more than {max} slots of `{dag}`'s schedule; backfill it in smaller ranges"
     )]
     BackfillTooLarge { dag: String, max: usize },
+    #[error("no secret `{name}`; `vishwa secret list` lists the secrets")]
+    SecretNotFound { name: String },
     #[error("the scheduler is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -54,7 +56,8 @@ impl From<ApiError> for Status {
             ApiError::NoSchedule { .. } => Status::failed_precondition(message),
             ApiError::DagNotFound { .. }
             | ApiError::RunNotFound { .. }
-            | ApiError::WorkerNotRegistered { .. } => Status::not_found(message),
+            | ApiError::WorkerNotRegistered { .. }
+            | ApiError::SecretNotFound { .. } => Status::not_found(message),
             ApiError::RunFinished { .. } | ApiError::StaleAttempt { .. } => {
                 Status::failed_precondition(message)
             }

@@ -5,6 +5,7 @@ mod client;
 mod convert;
 mod error;
 mod schedule;
+mod security;
 mod worker;
 
 pub use client::ClientApi;

@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::WorkerMessage;
 use super::core::{AttemptRoute, Effect, Engine};
-use super::task::build_task;
+use super::task::{SecretSource, build_task};
 use super::workers::Claim;
 use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
 use crate::run::{AttemptOutcome, Event};
@@ -191,7 +191,11 @@ impl Engine {
         let number = run.stages[i].attempts.len() as u32 + 1;
         let key = (run.record.dag.clone(), run.record.dag_version.clone());
         let files = self.files.get(&key).cloned().unwrap_or_default();
-        let task = build_task(run, i, &attempt, number, &files).map(|mut task| {
+        let secrets = SecretSource {
+            key: self.config.secrets.as_deref(),
+            store: self.store.as_ref(),
+        };
+        let task = build_task(run, i, &attempt, number, &files, &secrets).map(|mut task| {
             task.gpus = claim.gpus.clone();
             task
         });
@@ -205,7 +209,11 @@ impl Engine {
             warn!(run = %id, instance = i, error = %e, "dispatch refused");
             return false;
         }
-        self.metrics.record(since.elapsed().as_micros() as u64);
+        let freed = self.workers.assign(&worker, attempt.clone(), claim);
+        // A stage that became ready while every fitting slot was busy could not go before one
+        // was freed: from then on, the wait is the engine's.
+        let eligible = freed.map_or(since, |freed| freed.max(since));
+        self.metrics.record(since.elapsed(), eligible.elapsed());
         self.attempts.insert(
             attempt.clone(),
             AttemptRoute {
@@ -214,7 +222,6 @@ impl Engine {
                 worker: worker.clone(),
             },
         );
-        self.workers.assign(&worker, attempt.clone(), claim);
         match task {
             Ok(task) => {
                 self.effects

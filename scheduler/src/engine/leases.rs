@@ -52,6 +52,7 @@ impl Engine {
                 lease_until: now + lease,
                 last_seen_ms: now,
                 draining: r.draining,
+                freed: Default::default(),
             },
         );
         info!(worker = %id, slots = r.slots, "worker registered");

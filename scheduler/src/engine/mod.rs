@@ -18,6 +18,7 @@ use crate::api::ApiError;
 use crate::dag::{Command as DagCommand, Dag, ExecutorKind, Mount, Resources};
 use crate::ids::{AttemptId, RunId, WorkerId};
 use crate::run::{AttemptOutcome, RetryMode, RunRecord, StageRecord};
+use crate::secrets::SecretBox;
 use crate::store::{LogRecord, Store};
 
 mod core;
@@ -45,6 +46,8 @@ pub struct EngineConfig {
     pub max_running: u32,
     /// Whether DAG schedules start runs (off for `vishwa run`, which runs one DAG once).
     pub schedules: bool,
+    /// The key that opens stored secrets; without it a stage asking for one fails.
+    pub secrets: Option<Arc<SecretBox>>,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +57,7 @@ impl Default for EngineConfig {
             lease: Duration::from_secs(30),
             max_running: 0,
             schedules: true,
+            secrets: None,
         }
     }
 }
@@ -106,6 +110,8 @@ pub struct TaskAssignment {
     pub timeout: Option<Duration>,
     pub mounts: Vec<Mount>,
     pub resources: Resources,
+    /// Names of `env` entries holding secret values, which the worker masks in output.
+    pub secret_env: Vec<String>,
 }
 
 /// What the engine sends down a worker's inbox.

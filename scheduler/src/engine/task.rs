@@ -7,6 +7,34 @@ use super::{DagFiles, TaskAssignment};
 use crate::dag::{Command, EnvValue, TemplateContext, param_text, render_template};
 use crate::ids::AttemptId;
 use crate::run::Run;
+use crate::secrets::SecretBox;
+use crate::store::Store;
+
+/// Where a task's secret values come from: the store's sealed records and the key.
+pub(crate) struct SecretSource<'a> {
+    pub(crate) key: Option<&'a SecretBox>,
+    pub(crate) store: &'a dyn Store,
+}
+
+impl SecretSource<'_> {
+    /// The value of secret `name`, which env var `var` asks for, or why it cannot be had.
+    fn value(&self, var: &str, name: &str) -> Result<String, String> {
+        let record = self
+            .store
+            .get_secret(name)
+            .map_err(|e| format!("env.{var}: reading secret `{name}`: {e}"))?
+            .ok_or_else(|| {
+                format!(
+                    "env.{var} needs secret `{name}`, which is not set; set it with \
+                     `vishwa secret set {name}` (value on stdin) and retry the run"
+                )
+            })?;
+        let key = self.key.ok_or_else(|| {
+            format!("env.{var} needs secret `{name}`, but this scheduler has no secret key")
+        })?;
+        key.open(&record).map_err(|e| format!("env.{var}: {e}"))
+    }
+}
 
 /// Renders instance `i` of `run` as attempt `attempt`, or says why it cannot run.
 pub(crate) fn build_task(
@@ -15,6 +43,7 @@ pub(crate) fn build_task(
     attempt: &AttemptId,
     attempt_number: u32,
     files: &DagFiles,
+    secrets: &SecretSource<'_>,
 ) -> Result<TaskAssignment, String> {
     let node = &run.plan.nodes[i];
     let stage = &run.plan.dag.stages[node.stage];
@@ -41,16 +70,15 @@ pub(crate) fn build_task(
         )),
     };
     let mut env = BTreeMap::new();
+    let mut secret_env = Vec::new();
     for (name, value) in &stage.env {
         match value {
             EnvValue::Literal(text) => {
                 env.insert(name.clone(), render(&format!("env.{name}"), text)?);
             }
             EnvValue::Secret(secret) => {
-                return Err(format!(
-                    "env.{name} asks for secret `{secret}`, but this scheduler has no secret \
-                     store yet; pass the value as a param instead"
-                ));
+                env.insert(name.clone(), secrets.value(name, secret)?);
+                secret_env.push(name.clone());
             }
         }
     }
@@ -83,6 +111,7 @@ pub(crate) fn build_task(
         timeout: stage.timeout,
         mounts: stage.mounts.clone(),
         resources: stage.resources,
+        secret_env,
     })
 }
 
@@ -108,6 +137,7 @@ mod tests {
     use crate::dag::parse_dag;
     use crate::ids::RunId;
     use crate::run::{RunPlan, RunRecord, RunState, TriggerKind};
+    use crate::store::{MemoryStore, Store};
 
     const FAN_OUT: &str = "name: fan\n\
         params:\n  rows: 500\n  flavours: [chocolate, vanilla]\n\
@@ -146,8 +176,20 @@ mod tests {
             .plan
             .instance("train[vanilla]")
             .expect("instance exists");
-        let task = build_task(&run, vanilla, &AttemptId::random(), 1, &DagFiles::default())
-            .expect("renders");
+        let store = MemoryStore::new();
+        let secrets = SecretSource {
+            key: None,
+            store: &store,
+        };
+        let task = build_task(
+            &run,
+            vanilla,
+            &AttemptId::random(),
+            1,
+            &DagFiles::default(),
+            &secrets,
+        )
+        .expect("renders");
         assert_eq!(
             task.command,
             Some(Command::Exec(vec![
@@ -180,6 +222,74 @@ mod tests {
             names,
             ["rows"],
             "the 5,000-item list stays out of the environment"
+        );
+    }
+
+    const WITH_SECRET: &str = "name: s\nstages:\n  - name: publish\n    image: i\n    \
+        env:\n      TOKEN: {secret: registry-token}\n      PLAIN: x\n    command: [echo]\n";
+
+    fn one_stage_run(yaml: &str) -> Run {
+        let dag = Arc::new(parse_dag(yaml, "s.yaml").expect("valid DAG"));
+        let params = dag.resolve_params(&BTreeMap::new()).expect("no params");
+        let plan = Arc::new(RunPlan::build(dag, &params).expect("plan builds"));
+        let mut record = fan_out_run().record;
+        record.dag = "s".into();
+        record.params = params;
+        Run::new(record, plan)
+    }
+
+    #[tokio::test]
+    async fn a_stored_secret_reaches_the_task_env_marked_for_masking() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::secrets::SecretBox::load_or_create(&dir.path().join("key")).unwrap();
+        let store = MemoryStore::new();
+        store
+            .put_secret(&key.seal("registry-token", b"tok-123", 1))
+            .await
+            .unwrap();
+        let secrets = SecretSource {
+            key: Some(&key),
+            store: &store,
+        };
+        let run = one_stage_run(WITH_SECRET);
+        let task = build_task(
+            &run,
+            0,
+            &AttemptId::random(),
+            1,
+            &DagFiles::default(),
+            &secrets,
+        )
+        .expect("the secret is set");
+        assert_eq!(task.env["TOKEN"], "tok-123");
+        assert_eq!(task.env["PLAIN"], "x");
+        assert_eq!(task.secret_env, ["TOKEN"]);
+    }
+
+    #[test]
+    fn a_missing_secret_fails_the_task_naming_it_and_the_fix() {
+        let store = MemoryStore::new();
+        let secrets = SecretSource {
+            key: None,
+            store: &store,
+        };
+        let run = one_stage_run(WITH_SECRET);
+        let error = build_task(
+            &run,
+            0,
+            &AttemptId::random(),
+            1,
+            &DagFiles::default(),
+            &secrets,
+        )
+        .expect_err("no such secret");
+        assert!(
+            error.contains("env.TOKEN needs secret `registry-token`"),
+            "{error}"
+        );
+        assert!(
+            error.contains("vishwa secret set registry-token"),
+            "{error}"
         );
     }
 

@@ -2,7 +2,8 @@
 //! memory, GPUs), what is claimed by running attempts, whose lease has run out, and where a
 //! stage fits.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -60,6 +61,10 @@ pub(crate) struct WorkerEntry {
     pub(crate) last_seen_ms: Millis,
     /// Shutting down: finishes what it runs, takes nothing new.
     pub(crate) draining: bool,
+    /// When each currently free slot was freed, oldest first (at most `offer.slots`): the
+    /// next dispatch here takes the oldest, so the engine can tell how long a stage that
+    /// waited for a slot waited after one was free.
+    pub(crate) freed: VecDeque<Instant>,
 }
 
 impl WorkerEntry {
@@ -73,6 +78,7 @@ impl WorkerEntry {
             lease_until,
             last_seen_ms: now,
             draining: false,
+            freed: VecDeque::new(),
         }
     }
 
@@ -218,17 +224,29 @@ impl Workers {
         Some(reasons.join("; "))
     }
 
-    /// Records that `attempt` runs on `worker` holding `claim`.
-    pub(crate) fn assign(&mut self, worker: &WorkerId, attempt: AttemptId, claim: Claim) {
-        if let Some(w) = self.entries.get_mut(worker) {
-            w.running.insert(attempt, claim);
-        }
+    /// Records that `attempt` runs on `worker` holding `claim`; returns when the slot it
+    /// takes was freed, if it was freed while the engine watched.
+    pub(crate) fn assign(
+        &mut self,
+        worker: &WorkerId,
+        attempt: AttemptId,
+        claim: Claim,
+    ) -> Option<Instant> {
+        let w = self.entries.get_mut(worker)?;
+        w.running.insert(attempt, claim);
+        w.freed.pop_front()
     }
 
     /// Frees what `attempt` held on `worker`.
     pub(crate) fn release(&mut self, worker: &WorkerId, attempt: &AttemptId) {
-        if let Some(w) = self.entries.get_mut(worker) {
-            w.running.remove(attempt);
+        if let Some(w) = self.entries.get_mut(worker)
+            && w.running.remove(attempt).is_some()
+        {
+            w.freed.push_back(Instant::now());
+            let free = w.offer.slots.saturating_sub(w.running.len() as u32) as usize;
+            while w.freed.len() > free {
+                w.freed.pop_front();
+            }
         }
     }
 
@@ -311,7 +329,28 @@ mod tests {
             lease_until: i64::MAX,
             last_seen_ms: 0,
             draining: false,
+            freed: VecDeque::new(),
         }
+    }
+
+    #[test]
+    fn a_dispatch_learns_when_the_slot_it_takes_was_freed() {
+        let mut w = registry(vec![("w", worker(2, 0.0, 0, &[], &[]))]);
+        let id = WorkerId::from("w");
+        assert_eq!(w.assign(&id, AttemptId::from("a"), Claim::default()), None);
+        assert_eq!(w.assign(&id, AttemptId::from("b"), Claim::default()), None);
+        w.release(&id, &AttemptId::from("a"));
+        let freed_a = w.entries[&id].freed[0];
+        w.release(&id, &AttemptId::from("b"));
+        // A release of an attempt that does not run here frees nothing.
+        w.release(&id, &AttemptId::from("zz"));
+        assert_eq!(w.entries[&id].freed.len(), 2);
+        // The oldest free slot goes first.
+        assert_eq!(
+            w.assign(&id, AttemptId::from("c"), Claim::default()),
+            Some(freed_a)
+        );
+        assert_eq!(w.entries[&id].freed.len(), 1);
     }
 
     fn registry(entries: Vec<(&str, WorkerEntry)>) -> Workers {

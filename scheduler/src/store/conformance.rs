@@ -189,6 +189,48 @@ async fn schedule_records_commit_with_runs_and_replace_by_dag(store: &impl Store
     assert!(store.list_dags().unwrap().is_empty());
 }
 
+async fn secrets_and_audit_entries_round_trip(store: &dyn Store) {
+    let secret = |name: &str, byte: u8| SecretRecord {
+        name: name.to_owned(),
+        nonce: vec![byte; 12],
+        ciphertext: vec![byte; 20],
+        set_ms: i64::from(byte),
+    };
+    store.put_secret(&secret("b", 1)).await.unwrap();
+    store.put_secret(&secret("a", 2)).await.unwrap();
+    store.put_secret(&secret("b", 3)).await.unwrap();
+    assert_eq!(store.get_secret("b").unwrap(), Some(secret("b", 3)));
+    let names: Vec<_> = store
+        .list_secrets()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(store.delete_secret("a").await.unwrap());
+    assert!(!store.delete_secret("a").await.unwrap());
+    assert_eq!(store.get_secret("a").unwrap(), None);
+
+    for i in 0..5 {
+        let entry = AuditEntry {
+            at_ms: i,
+            caller: "ci".into(),
+            method: "TriggerRun".into(),
+            target: format!("dag-{i}"),
+            outcome: "ok".into(),
+        };
+        store.append_audit(&entry).await.unwrap();
+    }
+    let last: Vec<_> = store
+        .list_audit(3)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.target)
+        .collect();
+    assert_eq!(last, ["dag-2", "dag-3", "dag-4"]);
+    assert_eq!(store.list_audit(100).unwrap().len(), 5);
+}
+
 macro_rules! conformance {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -217,6 +259,12 @@ macro_rules! conformance {
             async fn logs_keep_raw_bytes_order_and_deduplicate() {
                 let (store, _guard) = $make;
                 super::logs_keep_raw_bytes_order_and_deduplicate(&store).await;
+            }
+
+            #[tokio::test]
+            async fn secrets_and_audit_entries_round_trip() {
+                let (store, _guard) = $make;
+                super::secrets_and_audit_entries_round_trip(&store).await;
             }
 
             #[tokio::test]

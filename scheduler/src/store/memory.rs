@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    DagRecord, DagVersion, LogRecord, ScheduleRecord, Store, StoreError, WriteBatch, WriteOp,
+    AuditEntry, DagRecord, DagVersion, LogRecord, ScheduleRecord, SecretRecord, Store, StoreError,
+    WriteBatch, WriteOp,
 };
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
@@ -19,6 +20,8 @@ struct Inner {
     stages: BTreeMap<(RunId, String), StageRecord>,
     logs: BTreeMap<(RunId, String, u32, u64), LogRecord>,
     schedules: BTreeMap<String, ScheduleRecord>,
+    secrets: BTreeMap<String, SecretRecord>,
+    audit: Vec<AuditEntry>,
 }
 
 /// A [`Store`] held in memory.
@@ -129,5 +132,35 @@ impl Store for MemoryStore {
             .filter(|((_, s, _, _), _)| stage.is_none_or(|want| want == s))
             .map(|(_, c)| c.clone())
             .collect())
+    }
+
+    async fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
+        self.lock()
+            .secrets
+            .insert(secret.name.clone(), secret.clone());
+        Ok(())
+    }
+
+    fn get_secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        Ok(self.lock().secrets.get(name).cloned())
+    }
+
+    fn list_secrets(&self) -> Result<Vec<SecretRecord>, StoreError> {
+        Ok(self.lock().secrets.values().cloned().collect())
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().secrets.remove(name).is_some())
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.lock().audit.push(entry.clone());
+        Ok(())
+    }
+
+    fn list_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let inner = self.lock();
+        let skip = inner.audit.len().saturating_sub(limit);
+        Ok(inner.audit[skip..].to_vec())
     }
 }

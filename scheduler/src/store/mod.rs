@@ -13,6 +13,7 @@ use crate::run::{RunRecord, StageRecord};
 
 mod memory;
 mod schedule;
+mod security;
 mod sled_store;
 
 #[cfg(test)]
@@ -20,6 +21,7 @@ mod conformance;
 
 pub use memory::MemoryStore;
 pub use schedule::ScheduleRecord;
+pub use security::{AuditEntry, SecretRecord};
 pub use sled_store::SledStore;
 
 /// Why the store failed.
@@ -175,6 +177,19 @@ pub trait Store: Send + Sync + 'static {
     fn append_logs(&self, run: &RunId, chunks: &[LogRecord]) -> Result<(), StoreError>;
     /// Log chunks of a run (or one stage of it), ordered by stage, attempt and seq.
     fn read_logs(&self, run: &RunId, stage: Option<&str>) -> Result<Vec<LogRecord>, StoreError>;
+
+    /// Stores (or replaces) an encrypted secret; durable when this returns.
+    async fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError>;
+    fn get_secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError>;
+    /// Every secret, in name order.
+    fn list_secrets(&self) -> Result<Vec<SecretRecord>, StoreError>;
+    /// Removes a secret; false if there was none. Durable when this returns.
+    async fn delete_secret(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Appends an entry to the audit log; durable when this returns.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// The newest `limit` audit entries, oldest first.
+    fn list_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
 /// Counts runs per state; handy for invariants and listings.

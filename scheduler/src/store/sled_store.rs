@@ -5,6 +5,8 @@
 //! cursors), so a batch is one
 //! atomic `apply_batch`. Logs live in their own tree with binary keys
 //! `run \0 stage \0 attempt(u32 BE) seq(u64 BE)` and values `stream(u8) time(i64 BE) bytes`.
+//! Secrets (ciphertext only) live in tree `secrets` keyed by name; the audit log in tree
+//! `audit` keyed by a monotonic id (u64 BE).
 
 use std::path::Path;
 
@@ -13,8 +15,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    DagRecord, DagVersion, LogRecord, LogStreamKind, ScheduleRecord, Store, StoreError, WriteBatch,
-    WriteOp,
+    AuditEntry, DagRecord, DagVersion, LogRecord, LogStreamKind, ScheduleRecord, SecretRecord,
+    Store, StoreError, WriteBatch, WriteOp,
 };
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
@@ -28,6 +30,8 @@ pub struct SledStore {
     db: sled::Db,
     state: sled::Tree,
     logs: sled::Tree,
+    secrets: sled::Tree,
+    audit: sled::Tree,
 }
 
 impl SledStore {
@@ -70,7 +74,15 @@ impl SledStore {
         };
         let state = db.open_tree("state")?;
         let logs = db.open_tree("logs")?;
-        Ok(SledStore { db, state, logs })
+        let secrets = db.open_tree("secrets")?;
+        let audit = db.open_tree("audit")?;
+        Ok(SledStore {
+            db,
+            state,
+            logs,
+            secrets,
+            audit,
+        })
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
@@ -244,5 +256,57 @@ impl Store for SledStore {
                 decode_log(&k, &v)
             })
             .collect()
+    }
+
+    async fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
+        self.secrets
+            .insert(secret.name.as_bytes(), encode(secret))?;
+        self.secrets.flush_async().await?;
+        Ok(())
+    }
+
+    fn get_secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        match self.secrets.get(name.as_bytes())? {
+            Some(bytes) => decode(name.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn list_secrets(&self) -> Result<Vec<SecretRecord>, StoreError> {
+        self.secrets
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<bool, StoreError> {
+        let removed = self.secrets.remove(name.as_bytes())?.is_some();
+        self.secrets.flush_async().await?;
+        Ok(removed)
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let id = self.db.generate_id()?;
+        self.audit.insert(id.to_be_bytes(), encode(entry))?;
+        self.audit.flush_async().await?;
+        Ok(())
+    }
+
+    fn list_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut entries = self
+            .audit
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item?;
+                decode(&k, &v)
+            })
+            .collect::<Result<Vec<AuditEntry>, StoreError>>()?;
+        entries.reverse();
+        Ok(entries)
     }
 }

@@ -1,0 +1,82 @@
+//! The scheduler's TLS identity: a certificate chain and key from PEM files, checked here so a
+//! bad file is reported with its path and what is wrong with it.
+
+use std::path::{Path, PathBuf};
+
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use thiserror::Error;
+use tonic::transport::{Identity, ServerTlsConfig};
+
+/// Why the TLS files cannot be used.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("TLS {what} {path}: {reason}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("TLS: {0}")]
+    Config(String),
+}
+
+/// Reads `path` (`what` names it in errors).
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::File {
+        what,
+        path: path.to_owned(),
+        reason: format!("cannot read it: {e}"),
+    })
+}
+
+/// The server side of TLS from a PEM certificate chain and a PEM private key.
+pub fn server_tls(cert: &Path, key: &Path) -> Result<ServerTlsConfig, TlsError> {
+    let cert_pem = read("certificate", cert)?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::File {
+            what: "certificate",
+            path: cert.to_owned(),
+            reason: format!("not a valid PEM certificate: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::File {
+            what: "certificate",
+            path: cert.to_owned(),
+            reason: "holds no `BEGIN CERTIFICATE` block; pass the server's certificate \
+                     (chain) in PEM"
+                .into(),
+        });
+    }
+    let key_pem = read("key", key)?;
+    PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::File {
+        what: "key",
+        path: key.to_owned(),
+        reason: format!("holds no usable PEM private key ({e}); pass the key of --tls-cert"),
+    })?;
+    Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_and_non_pem_files_are_named_with_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not pem at all").unwrap();
+        let message = server_tls(&missing, &garbage).unwrap_err().to_string();
+        assert!(
+            message.contains("missing.pem") && message.contains("cannot read"),
+            "{message}"
+        );
+        let message = server_tls(&garbage, &garbage).unwrap_err().to_string();
+        assert!(
+            message.contains("garbage.pem") && message.contains("BEGIN CERTIFICATE"),
+            "{message}"
+        );
+    }
+}
