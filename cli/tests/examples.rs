@@ -24,10 +24,17 @@ fn example_dags() -> Vec<PathBuf> {
 #[test]
 fn every_example_dag_validates() {
     let examples = example_dags();
-    assert!(
-        examples.iter().any(|p| p.ends_with("hello-pipeline")),
-        "dags/hello-pipeline is missing: {examples:?}"
-    );
+    for example in [
+        "hello-pipeline",
+        "nightly-retrain",
+        "cake-popularity",
+        "student-intelligence",
+    ] {
+        assert!(
+            examples.iter().any(|p| p.ends_with(example)),
+            "dags/{example} is missing: {examples:?}"
+        );
+    }
     for path in &examples {
         let path = path.to_str().unwrap();
         let outcome = vishwa(&["validate", path]);
