@@ -1,8 +1,10 @@
 #!/bin/sh
 # Runs every test: unit, integration (real gRPC, real Docker, real sled) and CLI tests.
-# Needs a running Docker engine; installs Debian's busybox-static for the test image if missing.
+# Needs a running Docker engine; builds the test image (Debian's busybox-static) and the example
+# pipelines' image (debootstrap, a few minutes the first time) if they are missing.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/ensure-busybox.sh
 sh dags/images/build-busybox.sh
+sh dags/images/build-python-ml.sh
 CI="${CI:-true}" cargo test --workspace --locked
