@@ -335,6 +335,7 @@ impl Engine {
             deadline_ms: None,
             cancel_requested: false,
             retries: Vec::new(),
+            no_cache: false,
         };
         self.runs.insert(id.clone(), Run::new(record, plan));
         self.touched.insert(id.clone());
@@ -374,6 +375,7 @@ impl Engine {
             deadline_ms: None,
             cancel_requested: false,
             retries: Vec::new(),
+            no_cache: false,
         };
         self.batch.put_run(record.clone());
         self.published.push(Arc::new(EngineEvent::Run(record)));

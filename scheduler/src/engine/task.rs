@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{DagFiles, TaskAssignment};
+use super::{DagFiles, TaskAssignment, TaskInput};
 use crate::dag::{Command, EnvValue, TemplateContext, param_text, render_template};
 use crate::ids::AttemptId;
 use crate::run::Run;
@@ -83,7 +83,26 @@ pub(crate) fn build_task(
         timeout: stage.timeout,
         mounts: stage.mounts.clone(),
         resources: stage.resources,
+        inputs: task_inputs(run, i),
+        outputs: stage.outputs.clone(),
     })
+}
+
+/// The outputs of every upstream instance that produced some, in plan order.
+pub(crate) fn task_inputs(run: &Run, i: usize) -> Vec<TaskInput> {
+    run.plan.nodes[i]
+        .upstream
+        .iter()
+        .flat_map(|&u| {
+            let upstream = &run.stages[u];
+            upstream.outputs.iter().map(|o| TaskInput {
+                stage: upstream.instance.clone(),
+                name: o.name.clone(),
+                digest: o.digest.clone(),
+                size: o.size,
+            })
+        })
+        .collect()
 }
 
 /// A param name as an environment variable suffix: upper case, anything else than letters
@@ -135,6 +154,7 @@ mod tests {
             deadline_ms: None,
             cancel_requested: false,
             retries: Vec::new(),
+            no_cache: false,
         };
         Run::new(record, plan)
     }

@@ -40,6 +40,7 @@ impl Harness {
             deadline_ms: None,
             cancel_requested: false,
             retries: Vec::new(),
+            no_cache: false,
         };
         Harness {
             run: Run::new(record, plan),

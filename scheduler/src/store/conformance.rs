@@ -22,6 +22,7 @@ fn run_record(id: &str, dag: &str) -> RunRecord {
         deadline_ms: None,
         cancel_requested: false,
         retries: Vec::new(),
+        no_cache: false,
     }
 }
 
