@@ -42,6 +42,15 @@ pub(crate) struct SchedulerArgs {
     /// Stages running at once over all workers [default: no limit beyond the workers' slots].
     #[arg(long)]
     max_parallel_stages: Option<u32>,
+    /// Largest stage output accepted, in bytes [default: 8 GiB].
+    #[arg(long)]
+    max_artifact_bytes: Option<u64>,
+    /// Delete the outputs of runs that finished more than DAYS days ago [default: keep].
+    #[arg(long, value_name = "DAYS")]
+    artifact_retention: Option<u64>,
+    /// Keep the outputs of only the newest N finished runs of each DAG [default: all].
+    #[arg(long, value_name = "N")]
+    artifact_retention_runs: Option<u32>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -182,6 +191,15 @@ fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
     }
     if let Some(max) = args.max_parallel_stages {
         config.max_parallel_stages = max;
+    }
+    if let Some(max) = args.max_artifact_bytes {
+        config.max_artifact_bytes = max;
+    }
+    if let Some(days) = args.artifact_retention {
+        config.artifact_retention_days = Some(days);
+    }
+    if let Some(runs) = args.artifact_retention_runs {
+        config.artifact_retention_runs = Some(runs);
     }
     if config.lease <= config.heartbeat_interval {
         return Err(Invalid(format!(
