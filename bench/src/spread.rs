@@ -110,6 +110,8 @@ async fn run_dag(
         .trigger_run(pb::TriggerRunRequest {
             dag,
             params: Default::default(),
+
+            ..Default::default()
         })
         .await?
         .into_inner()

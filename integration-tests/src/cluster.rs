@@ -209,6 +209,8 @@ impl TestCluster {
                     .iter()
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
+
+                ..Default::default()
             })
             .await
             .with_context(|| format!("TriggerRun {dag}"))?

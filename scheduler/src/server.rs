@@ -151,12 +151,11 @@ impl Scheduler {
         let client = pb::vishwa_server::VishwaServer::new(client_api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let worker =
-            pb::worker_api_server::WorkerApiServer::new(
-                WorkerApi::new(engine.clone(), bundles).with_artifacts(blobs),
-            )
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let worker = pb::worker_api_server::WorkerApiServer::new(
+            WorkerApi::new(engine.clone(), bundles).with_artifacts(blobs),
+        )
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(
             tonic::transport::Server::builder()

@@ -481,14 +481,21 @@ impl Attempt {
         produced: &mut Produced,
     ) -> Result<ExitReport, ExecutorError> {
         if !task.bundle_digest.is_empty() {
-            spec.local_dir = Some(self.bundles.ensure(&self.client, &task.bundle_digest).await?);
+            spec.local_dir = Some(
+                self.bundles
+                    .ensure(&self.client, &task.bundle_digest)
+                    .await?,
+            );
         }
         if !task.inputs.is_empty() {
             fetch_inputs(&self.client, dirs, &task.inputs).await?;
             let total: u64 = task.inputs.iter().map(|i| i.size).sum();
             system_line(
                 &events,
-                format!("fetched {} input(s), {total} bytes, digests verified", task.inputs.len()),
+                format!(
+                    "fetched {} input(s), {total} bytes, digests verified",
+                    task.inputs.len()
+                ),
             )
             .await;
         }
@@ -511,7 +518,10 @@ impl Attempt {
             let short: String = o.digest.chars().take(12).collect();
             system_line(
                 &events,
-                format!("stored output {} ({} bytes, sha256 {short})", o.name, o.size),
+                format!(
+                    "stored output {} ({} bytes, sha256 {short})",
+                    o.name, o.size
+                ),
             )
             .await;
         }

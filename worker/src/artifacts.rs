@@ -91,7 +91,12 @@ fn safe_component(name: &str) -> String {
 fn transient(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Internal
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Aborted
     )
 }
 
@@ -324,9 +329,15 @@ mod tests {
         assert_eq!(m["accuracy"], 0.93);
         assert_eq!(m["rows"], 500.0);
         let err = parse_metrics(br#"{"accuracy": "high"}"#).unwrap_err();
-        assert!(err.to_string().contains("key `accuracy` is a string"), "{err}");
+        assert!(
+            err.to_string().contains("key `accuracy` is a string"),
+            "{err}"
+        );
         let err = parse_metrics(br#"{"nested": {"a": 1}}"#).unwrap_err();
-        assert!(err.to_string().contains("key `nested` is an object"), "{err}");
+        assert!(
+            err.to_string().contains("key `nested` is an object"),
+            "{err}"
+        );
         let err = parse_metrics(b"[1, 2]").unwrap_err();
         assert!(err.to_string().contains("not a list"), "{err}");
         let err = parse_metrics(b"{accuracy: 1").unwrap_err();

@@ -182,6 +182,8 @@ impl Cluster {
             .trigger_run(pb::TriggerRunRequest {
                 dag,
                 params: Default::default(),
+
+                ..Default::default()
             })
             .await
             .context("trigger")?

@@ -277,9 +277,11 @@ pub(crate) async fn compare(runs: &[String], global: &Global) -> Result<u8> {
     header.extend(runs.iter().cloned());
     let mut rows: Vec<Vec<String>> = Vec::new();
     let state_row = std::iter::once("state".to_owned())
-        .chain(fetched.iter().map(|r| {
-            output::run_state(r.summary.clone().unwrap_or_default().state).to_owned()
-        }))
+        .chain(
+            fetched
+                .iter()
+                .map(|r| output::run_state(r.summary.clone().unwrap_or_default().state).to_owned()),
+        )
         .collect();
     rows.push(state_row);
     for p in &params {

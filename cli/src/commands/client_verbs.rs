@@ -539,7 +539,11 @@ fn print_run(run: &pb::Run, format: Format) {
         ]);
     }
     table.print();
-    let measured: Vec<&pb::StageRun> = run.stages.iter().filter(|s| !s.metrics.is_empty()).collect();
+    let measured: Vec<&pb::StageRun> = run
+        .stages
+        .iter()
+        .filter(|s| !s.metrics.is_empty())
+        .collect();
     if !measured.is_empty() {
         outln!();
         let mut metrics = Table::new(vec!["STAGE", "METRICS"]);

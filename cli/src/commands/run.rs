@@ -106,7 +106,15 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
         worker_shutdown.clone(),
     ));
 
-    let outcome = drive(&url, file, params, global.format, !args.quiet, args.no_cache).await;
+    let outcome = drive(
+        &url,
+        file,
+        params,
+        global.format,
+        !args.quiet,
+        args.no_cache,
+    )
+    .await;
     // The worker goes first, so it does not see its scheduler vanish.
     worker_shutdown.cancel();
     let _ = worker.await;

@@ -95,7 +95,10 @@ pub(crate) fn get_artifact(
         return Err(ApiError::RunNotFound { id: run.0 });
     }
     let artifacts = store.run_artifacts(&run)?;
-    let Some(found) = artifacts.iter().find(|a| a.stage == stage && a.name == name) else {
+    let Some(found) = artifacts
+        .iter()
+        .find(|a| a.stage == stage && a.name == name)
+    else {
         let known: Vec<String> = artifacts
             .iter()
             .map(|a| format!("{}/{}", a.stage, a.name))

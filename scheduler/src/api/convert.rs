@@ -183,7 +183,11 @@ pub(crate) fn artifact(a: &ArtifactRecord, consumers: &[ConsumerRecord]) -> pb::
         digest: a.digest.clone(),
         size: a.size,
         created_ms: a.created_ms,
-        cached_from_run: a.cached_from.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
+        cached_from_run: a
+            .cached_from
+            .as_ref()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
         consumers: consumers.iter().map(artifact_use).collect(),
     }
 }

@@ -15,8 +15,8 @@ use super::error::ApiError;
 use crate::artifacts::BlobStore;
 use crate::bundle::{BundleError, BundleStore};
 use crate::engine::{EngineHandle, Produced, WorkerMessage, WorkerRegistration};
-use crate::run::AttemptOutcome;
 use crate::ids::{AttemptId, RunId, WorkerId};
+use crate::run::AttemptOutcome;
 use crate::store::LogRecord;
 
 /// The worker API.
@@ -276,6 +276,9 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
         request: Request<pb::FetchArtifactRequest>,
     ) -> Result<Response<Self::FetchArtifactStream>, Status> {
         let blobs = blobs(&self.artifacts)?;
-        Ok(Response::new(fetch_blob(blobs, &request.into_inner().digest)?))
+        Ok(Response::new(fetch_blob(
+            blobs,
+            &request.into_inner().digest,
+        )?))
     }
 }

@@ -35,7 +35,9 @@ pub enum ArtifactError {
          less, or raise the limit with `vishwa scheduler --max-artifact-bytes`"
     )]
     TooLarge { name: String, size: u64, limit: u64 },
-    #[error("output `{name}` was corrupted on the way: the worker sent sha256 {expected}, the scheduler received {actual}")]
+    #[error(
+        "output `{name}` was corrupted on the way: the worker sent sha256 {expected}, the scheduler received {actual}"
+    )]
     DigestMismatch {
         name: String,
         expected: String,
@@ -197,10 +199,11 @@ impl BlobStore {
                 limit: self.max_bytes,
             });
         }
-        let incoming = self
-            .dir
-            .join("incoming")
-            .join(format!("{}.{}", std::process::id(), AttemptId::random()));
+        let incoming = self.dir.join("incoming").join(format!(
+            "{}.{}",
+            std::process::id(),
+            AttemptId::random()
+        ));
         let result = self
             .write_verified(&incoming, &header, first, &mut chunks)
             .await;
@@ -360,7 +363,12 @@ mod tests {
         hex::encode(Sha256::digest(data))
     }
 
-    fn upload(name: &str, size: u64, parts: &[&[u8]], digest: &str) -> Vec<Result<pb::ArtifactChunk, String>> {
+    fn upload(
+        name: &str,
+        size: u64,
+        parts: &[&[u8]],
+        digest: &str,
+    ) -> Vec<Result<pb::ArtifactChunk, String>> {
         let last = parts.len() - 1;
         parts
             .iter()
@@ -390,15 +398,24 @@ mod tests {
         let store = BlobStore::open(dir.path(), 1 << 20).unwrap();
         let digest = digest_of(b"hello world");
         let chunks = upload("model.pkl", 11, &[b"hello ", b"world"], &digest);
-        let (header, got, size) = store
-            .receive(futures::stream::iter(chunks))
-            .await
-            .unwrap();
-        assert_eq!((header.name.as_str(), got.as_str(), size), ("model.pkl", digest.as_str(), 11));
-        let path = dir.path().join("sha256").join(&digest[..2]).join(&digest[2..]);
+        let (header, got, size) = store.receive(futures::stream::iter(chunks)).await.unwrap();
+        assert_eq!(
+            (header.name.as_str(), got.as_str(), size),
+            ("model.pkl", digest.as_str(), 11)
+        );
+        let path = dir
+            .path()
+            .join("sha256")
+            .join(&digest[..2])
+            .join(&digest[2..]);
         assert_eq!(std::fs::read(path).unwrap(), b"hello world");
         assert_eq!(store.list().unwrap().len(), 1);
-        assert_eq!(std::fs::read_dir(dir.path().join("incoming")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("incoming"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[tokio::test]
@@ -414,7 +431,12 @@ mod tests {
         assert!(matches!(err, ArtifactError::DigestMismatch { .. }), "{err}");
         assert!(err.to_string().contains("model.pkl"), "{err}");
         assert!(store.list().unwrap().is_empty());
-        assert_eq!(std::fs::read_dir(dir.path().join("incoming")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("incoming"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[tokio::test]
@@ -423,13 +445,23 @@ mod tests {
         let store = BlobStore::open(dir.path(), 4).unwrap();
         let digest = digest_of(b"hello");
         let err = store
-            .receive(futures::stream::iter(upload("big.bin", 5, &[b"hello"], &digest)))
+            .receive(futures::stream::iter(upload(
+                "big.bin",
+                5,
+                &[b"hello"],
+                &digest,
+            )))
             .await
             .unwrap_err();
         assert!(err.to_string().contains("--max-artifact-bytes"), "{err}");
         // A sender that announces less than it sends is stopped at the limit too.
         let err = store
-            .receive(futures::stream::iter(upload("big.bin", 3, &[b"hello"], &digest)))
+            .receive(futures::stream::iter(upload(
+                "big.bin",
+                3,
+                &[b"hello"],
+                &digest,
+            )))
             .await
             .unwrap_err();
         assert!(matches!(err, ArtifactError::TooLarge { .. }), "{err}");

@@ -88,7 +88,10 @@ pub async fn collect_garbage(
     }
     for entry in store.list_cache()? {
         let gone = expired.contains(&entry.run)
-            || entry.outputs.iter().any(|o| !referenced.contains(&o.digest));
+            || entry
+                .outputs
+                .iter()
+                .any(|o| !referenced.contains(&o.digest));
         if gone {
             collected.cache_entries += 1;
             batch.delete_cache(entry.key);
@@ -158,4 +161,147 @@ fn expired_runs(
         }
     }
     Ok(expired)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::run::{ArtifactRef, RunRecord, RunState, TriggerKind};
+    use crate::store::{ArtifactRecord, CacheEntry, SledStore};
+
+    const DAY: Millis = 86_400_000;
+
+    fn finished_run(id: &str, dag: &str, finished: Millis) -> RunRecord {
+        RunRecord {
+            id: RunId::from(id),
+            dag: dag.to_owned(),
+            dag_version: "v".to_owned(),
+            params: BTreeMap::new(),
+            state: RunState::Succeeded,
+            trigger: TriggerKind::Manual,
+            created_ms: finished - 1,
+            started_ms: Some(finished - 1),
+            finished_ms: Some(finished),
+            message: None,
+            logical_time_ms: None,
+            deadline_ms: None,
+            cancel_requested: false,
+            retries: Vec::new(),
+            no_cache: false,
+        }
+    }
+
+    fn put_blob(blobs: &BlobStore, content: &str) -> String {
+        use sha2::Digest as _;
+        let digest = hex::encode(sha2::Sha256::digest(content.as_bytes()));
+        let path = blobs.path(&digest);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+        digest
+    }
+
+    fn output(run: &str, digest: &str) -> ArtifactRecord {
+        ArtifactRecord {
+            run: RunId::from(run),
+            stage: "train".to_owned(),
+            name: "model.pkl".to_owned(),
+            digest: digest.to_owned(),
+            size: 1,
+            created_ms: 0,
+            cached_from: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn old_runs_lose_their_outputs_and_unreferenced_blobs_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("store")).unwrap();
+        let blobs = BlobStore::open(&dir.path().join("artifacts"), 1 << 20).unwrap();
+        let now = 100 * DAY;
+        let old = put_blob(&blobs, "old model");
+        let shared = put_blob(&blobs, "shared data");
+        let fresh = put_blob(&blobs, "fresh model");
+        let stray = put_blob(&blobs, "never indexed");
+        let mut b = WriteBatch::new();
+        b.put_run(finished_run("d-old", "d", now - 10 * DAY));
+        b.put_run(finished_run("d-new", "d", now - DAY));
+        b.put_artifact(output("d-old", &old));
+        b.put_artifact(ArtifactRecord {
+            name: "data.csv".to_owned(),
+            ..output("d-old", &shared)
+        });
+        b.put_artifact(output("d-new", &fresh));
+        b.put_artifact(ArtifactRecord {
+            name: "data.csv".to_owned(),
+            ..output("d-new", &shared)
+        });
+        b.put_cache(CacheEntry {
+            key: "k-old".to_owned(),
+            run: RunId::from("d-old"),
+            stage: "train".to_owned(),
+            outputs: vec![ArtifactRef {
+                name: "model.pkl".to_owned(),
+                digest: old.clone(),
+                size: 1,
+            }],
+            metrics: BTreeMap::new(),
+            created_ms: 0,
+        });
+        store.commit(b).unwrap();
+
+        let policy = RetentionPolicy {
+            max_age: Some(Duration::from_secs(7 * 86_400)),
+            keep_runs: None,
+        };
+        let collected = collect_garbage(&store, &blobs, policy, now, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(collected.runs, 1);
+        assert_eq!(collected.index_entries, 2);
+        assert_eq!(collected.cache_entries, 1);
+        assert_eq!(collected.blobs, 2, "the old model and the stray blob go");
+        assert!(!blobs.has(&old).unwrap());
+        assert!(!blobs.has(&stray).unwrap());
+        assert!(blobs.has(&shared).unwrap(), "still used by the new run");
+        assert!(blobs.has(&fresh).unwrap());
+        assert!(
+            store
+                .run_artifacts(&RunId::from("d-old"))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.run_artifacts(&RunId::from("d-new")).unwrap().len(), 2);
+        assert!(store.get_cache("k-old").unwrap().is_none());
+
+        // Keeping one run per DAG drops the older of two recent runs; a grace period spares
+        // blobs that may belong to an upload not yet reported.
+        let mut b = WriteBatch::new();
+        b.put_run(finished_run("d-newer", "d", now));
+        let newest = put_blob(&blobs, "newest model");
+        b.put_artifact(output("d-newer", &newest));
+        store.commit(b).unwrap();
+        let policy = RetentionPolicy {
+            max_age: None,
+            keep_runs: Some(1),
+        };
+        let collected = collect_garbage(&store, &blobs, policy, now, BLOB_GRACE)
+            .await
+            .unwrap();
+        assert_eq!(collected.runs, 2);
+        assert!(
+            store
+                .run_artifacts(&RunId::from("d-new"))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(collected.blobs, 0, "young blobs wait for the grace period");
+        let collected = collect_garbage(&store, &blobs, policy, now, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(collected.blobs, 2);
+        assert!(blobs.has(&newest).unwrap());
+        assert!(!blobs.has(&fresh).unwrap() && !blobs.has(&shared).unwrap());
+    }
 }

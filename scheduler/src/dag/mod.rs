@@ -27,8 +27,8 @@ pub use load::MAX_DAG_FILE_BYTES;
 pub use model::*;
 pub use params::{ParamError, ParamType, instance_name, param_text};
 pub use render::{render_graph_dot, render_graph_text};
-pub use template::{TemplateContext, TemplateError, render_template};
 pub(crate) use template::template_references;
+pub use template::{TemplateContext, TemplateError, render_template};
 pub use values::parse_memory;
 
 /// Reads and validates a DAG file. `file_name` is only used in error messages.

@@ -183,7 +183,12 @@ pub(super) fn cache_components(
     let inputs = task
         .inputs
         .iter()
-        .map(|input| (format!("{}/{}", input.stage, input.name), input.digest.clone()))
+        .map(|input| {
+            (
+                format!("{}/{}", input.stage, input.name),
+                input.digest.clone(),
+            )
+        })
         .collect();
     let bundle = match (&files.bundle, &files.local_dir) {
         (Some(digest), _) => digest.clone(),
