@@ -191,7 +191,8 @@ pub(crate) mod exit {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = commands::artifacts::artifacts_get_output_flag(std::env::args_os().collect());
+    let cli = Cli::parse_from(args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -34,8 +34,8 @@ pub(crate) enum ArtifactsAction {
         run: String,
         /// `STAGE/FILE`, e.g. `train/model.pkl` or `train[chocolate]/model.pkl`.
         path: String,
-        /// Where to write it (`-` for stdout).
-        #[arg(short = 'o', long = "out", value_name = "PATH")]
+        /// Where to write it (`-` for stdout); `-o PATH` works too here.
+        #[arg(long = "out", value_name = "PATH")]
         out: PathBuf,
     },
     /// Which runs and stages made content with this digest (or prefix), and which used it.
@@ -327,5 +327,57 @@ fn print_grid(header: &[String], rows: &[Vec<String>]) {
     outln!("{}", line(header));
     for row in rows {
         outln!("{}", line(row));
+    }
+}
+
+/// In `vishwa artifacts get`, `-o` names the file to write (as product.md has it), not the
+/// global output format: the arguments after `artifacts get` get `-o X` turned into
+/// `--out X` before clap sees them.
+pub(crate) fn artifacts_get_output_flag(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let position = args
+        .windows(2)
+        .position(|w| w[0] == "artifacts" && w[1] == "get");
+    let Some(at) = position else {
+        return args;
+    };
+    let mut rewritten: Vec<std::ffi::OsString> = args[..at + 2].to_vec();
+    for arg in &args[at + 2..] {
+        match arg.to_str() {
+            Some("-o") => rewritten.push("--out".into()),
+            Some(a) if a.starts_with("-o") && a.len() > 2 => {
+                rewritten.push("--out".into());
+                rewritten.push(a[2..].into());
+            }
+            _ => rewritten.push(arg.clone()),
+        }
+    }
+    rewritten
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(args: &[&str]) -> Vec<String> {
+        artifacts_get_output_flag(args.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn dash_o_names_the_file_only_after_artifacts_get() {
+        assert_eq!(
+            rewrite(&["vishwa", "artifacts", "get", "r", "s/f", "-o", "x"]),
+            ["vishwa", "artifacts", "get", "r", "s/f", "--out", "x"]
+        );
+        assert_eq!(
+            rewrite(&["vishwa", "artifacts", "get", "r", "s/f", "-ox"]),
+            ["vishwa", "artifacts", "get", "r", "s/f", "--out", "x"]
+        );
+        assert_eq!(
+            rewrite(&["vishwa", "artifacts", "r", "-o", "json"]),
+            ["vishwa", "artifacts", "r", "-o", "json"]
+        );
     }
 }
