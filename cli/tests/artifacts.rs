@@ -410,3 +410,51 @@ fn identical_runs_hit_the_cache_and_changes_miss_exactly_where_they_should() {
     .unwrap();
     assert_eq!(json[1]["metrics"]["train"]["acc"], 0.2);
 }
+
+#[test]
+fn process_stages_pass_outputs_through_vishwa_in_and_out_in_an_embedded_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("local.yaml");
+    std::fs::write(
+        &path,
+        r#"name: local-artifacts
+stages:
+  - name: make
+    executor: process
+    outputs: [note.txt]
+    command: 'echo "made locally" > "$VISHWA_OUT/note.txt" && echo "{\"score\": 7}" > "$VISHWA_OUT/metrics.json"'
+  - name: use
+    needs: [make]
+    executor: process
+    command: 'grep -q "made locally" "$VISHWA_IN/make/note.txt"'
+"#,
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(cluster::VISHWA)
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("stored output note.txt"), "{stdout}");
+    // The blob is in the scheduler's data dir, content-addressed.
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(b"made locally\n"));
+    let blob = data
+        .join("artifacts/sha256")
+        .join(&digest[..2])
+        .join(&digest[2..]);
+    assert_eq!(std::fs::read(blob).unwrap(), b"made locally\n");
+}
