@@ -44,7 +44,15 @@ impl Engine {
             self.push_ready(id, i);
             return;
         };
-        let components = cache_components(run, i, &task, &files);
+        let mut components = cache_components(run, i, &task, &files);
+        if let (None, Some(dir)) = (&files.bundle, &files.local_dir) {
+            // The folder's content, not only its path, decides the result; read once a run.
+            let digest = self
+                .local_dir_digests
+                .entry(id.clone())
+                .or_insert_with(|| local_dir_digest(std::path::Path::new(dir)));
+            components.bundle = format!("local:{dir}:{digest}");
+        }
         let key = cache_key(&components);
         let dag = run.record.dag.clone();
         let instance = run.stages[i].instance.clone();
@@ -206,6 +214,40 @@ pub(super) fn cache_components(
     }
 }
 
+/// A digest of a DAG folder on the scheduler's host: every regular file's path and content,
+/// in path order (symlinks are not followed). Unreadable parts are named in the digest's
+/// input, so they change it rather than being silently skipped.
+pub(super) fn local_dir_digest(dir: &std::path::Path) -> String {
+    fn walk(dir: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            files.push(dir.to_path_buf());
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => walk(&path, files),
+                Ok(t) if t.is_file() => files.push(path),
+                _ => {}
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    files.sort();
+    let mut hasher = Sha256::new();
+    for file in files {
+        let relative = file.strip_prefix(dir).unwrap_or(&file);
+        hasher.update(relative.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        match std::fs::read(&file) {
+            Ok(bytes) => hasher.update(Sha256::digest(&bytes)),
+            Err(e) => hasher.update(format!("unreadable: {e}").as_bytes()),
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
 /// The key: sha256 over the components' canonical JSON (maps are ordered).
 pub(super) fn cache_key(components: &CacheComponents) -> String {
     let mut hasher = Sha256::new();
@@ -297,6 +339,18 @@ mod tests {
             run: RunId::from("d-1"),
             components,
         }
+    }
+
+    #[test]
+    fn a_local_dag_folder_is_keyed_by_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("lib")).unwrap();
+        std::fs::write(dir.path().join("train.py"), "print(1)").unwrap();
+        std::fs::write(dir.path().join("lib/util.py"), "x = 1").unwrap();
+        let before = local_dir_digest(dir.path());
+        assert_eq!(before, local_dir_digest(dir.path()));
+        std::fs::write(dir.path().join("lib/util.py"), "x = 2").unwrap();
+        assert_ne!(before, local_dir_digest(dir.path()));
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub(crate) struct Engine {
     pub(super) schedules: Schedules,
     /// Queued instances of `cache: true` stages, to look up before they go to a worker.
     pub(super) cache_checks: Vec<(RunId, usize)>,
+    /// Content digests of the local DAG folders of active runs (embedded modes), for keys.
+    pub(super) local_dir_digests: HashMap<RunId, String>,
 }
 
 impl Engine {
@@ -99,6 +101,7 @@ impl Engine {
             metrics: DispatchMetrics::default(),
             schedules: Schedules::default(),
             cache_checks: Vec::new(),
+            local_dir_digests: HashMap::new(),
         }
     }
 
@@ -411,6 +414,7 @@ impl Engine {
             }
             for id in std::mem::take(&mut self.finished) {
                 self.scheduled.remove(&id);
+                self.local_dir_digests.remove(&id);
                 if let Some(run) = self.runs.remove(&id) {
                     self.admit_queued_runs(&run.record.dag, now);
                 }
