@@ -144,6 +144,13 @@ pub async fn run_worker(
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     remove_leftovers(&executors, &owner_label(&config)).await;
+    // Folders of attempts an earlier process of this worker ran: their containers are gone.
+    let attempts_dir = config.cache_dir.join("attempts");
+    if attempts_dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(&attempts_dir)
+    {
+        warn!(dir = %attempts_dir.display(), error = %e, "cannot remove earlier attempts' folders");
+    }
     let bundles =
         Arc::new(
             BundleCache::open(&config.cache_dir).map_err(|e| WorkerError::Cache {
