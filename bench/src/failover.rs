@@ -155,7 +155,6 @@ async fn measure(vishwa: &Path, rep: usize) -> Result<Failover> {
         .trigger_run(pb::TriggerRunRequest {
             dag: "failover".to_owned(),
             params: Default::default(),
-
             ..Default::default()
         })
         .await?

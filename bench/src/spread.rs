@@ -110,7 +110,6 @@ async fn run_dag(
         .trigger_run(pb::TriggerRunRequest {
             dag,
             params: Default::default(),
-
             ..Default::default()
         })
         .await?

@@ -209,7 +209,6 @@ impl TestCluster {
                     .iter()
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
-
                 ..Default::default()
             })
             .await

@@ -260,7 +260,6 @@ async fn trigger(client: &mut Client, runs: usize) -> Result<usize> {
                     .trigger_run(pb::TriggerRunRequest {
                         dag: "recovery".to_owned(),
                         params: Default::default(),
-
                         ..Default::default()
                     })
                     .await

@@ -182,7 +182,6 @@ impl Cluster {
             .trigger_run(pb::TriggerRunRequest {
                 dag,
                 params: Default::default(),
-
                 ..Default::default()
             })
             .await
