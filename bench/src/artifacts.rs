@@ -219,9 +219,18 @@ fn render(all: &[Timings], load: Option<f64>, date: &str) -> String {
         all.len()
     );
     for (label, at) in [
-        ("upload: worker → scheduler (`UploadArtifact`, hashed on both ends, fsync)", upload),
-        ("download: scheduler → other worker (`FetchArtifact`, verified)", download),
-        ("**output handed to the next stage** (upload + download)", handed),
+        (
+            "upload: worker → scheduler (`UploadArtifact`, hashed on both ends, fsync)",
+            upload,
+        ),
+        (
+            "download: scheduler → other worker (`FetchArtifact`, verified)",
+            download,
+        ),
+        (
+            "**output handed to the next stage** (upload + download)",
+            handed,
+        ),
         ("**plain TCP copy**, file → loopback socket → file", tcp),
     ] {
         let _ = writeln!(
