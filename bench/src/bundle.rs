@@ -79,7 +79,7 @@ fn stored_bundle(data: &Path) -> Result<(String, PathBuf)> {
 /// Copies `file` over a loopback TCP connection into `dest`: tokio's `copy_buf` at both ends,
 /// with buffers of a gRPC chunk's size (1 MiB), so the file side costs one blocking call per
 /// MiB as the bundle cache's writes do.
-async fn tcp_copy(file: &Path, dest: &Path) -> Result<(Duration, u64)> {
+pub(crate) async fn tcp_copy(file: &Path, dest: &Path) -> Result<(Duration, u64)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let dest = dest.to_path_buf();

@@ -155,6 +155,7 @@ async fn measure(vishwa: &Path, rep: usize) -> Result<Failover> {
         .trigger_run(pb::TriggerRunRequest {
             dag: "failover".to_owned(),
             params: Default::default(),
+            ..Default::default()
         })
         .await?
         .into_inner()

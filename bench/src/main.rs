@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod artifacts;
 mod bundle;
 mod child;
 mod command;
@@ -80,6 +81,9 @@ enum Benchmark {
     Spread,
     /// A 50 MB bundle: upload, and fetch by a worker against a plain loopback TCP copy.
     Bundle,
+    /// A 1 GB output handed to another worker against a loopback TCP copy; a 1,000-item
+    /// fan-out of no-op stages.
+    Artifacts,
 }
 
 fn main() -> Result<()> {
@@ -146,6 +150,10 @@ fn main() -> Result<()> {
         if wants(Benchmark::Bundle) {
             eprintln!("bundle");
             sections.push(bundle::run(vishwa, reps(5), &date)?);
+        }
+        if wants(Benchmark::Artifacts) {
+            eprintln!("artifacts");
+            sections.push(artifacts::run(vishwa, reps(3), &date)?);
         }
     }
     if !cli.no_write && cli.shape.is_none() {

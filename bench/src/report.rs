@@ -18,6 +18,7 @@ pub(crate) const SECTION_ORDER: &[&str] = &[
     "failover",
     "spread",
     "bundle",
+    "artifacts",
 ];
 
 /// A rendered section of BENCHMARKS.md.
@@ -85,7 +86,7 @@ pub(crate) fn header_section(machine: &Machine, date: &str) -> Section {
          ```\n\
          \n\
          or one at a time with `scheduler`, `peers`, `docker`, `validate`, `recovery`, \
-         `failover`, `spread` or `bundle` in place of `all` (`--reps N` changes the \
+         `failover`, `spread`, `bundle` or `artifacts` in place of `all` (`--reps N` changes the \
          repetitions, `--no-write` only prints). The machine is small \
          and noisy, so each figure is a median over repetitions, and each comparison is a ratio \
          against a baseline measured in the same run, interleaved with it.\n\

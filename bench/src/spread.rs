@@ -23,7 +23,7 @@ const WIDTH: usize = 2_000;
 /// The longest a run may take before the benchmark gives up.
 const LIMIT: Duration = Duration::from_secs(300);
 /// Every stage: a Docker stage, so it goes to the no-op executor plugged in as `docker`.
-const NOOP: StageKind = StageKind {
+pub(crate) const NOOP: StageKind = StageKind {
     executor: "docker",
     image: Some("noop"),
     program: "true",
@@ -89,7 +89,7 @@ async fn count_connected(client: &mut Client) -> Option<usize> {
 }
 
 /// Submits `yaml`, runs it, and waits until it succeeded; returns the run.
-async fn run_dag(
+pub(crate) async fn run_dag(
     client: &mut Client,
     yaml: &str,
     workers: &[InProcessWorker],
@@ -110,6 +110,7 @@ async fn run_dag(
         .trigger_run(pb::TriggerRunRequest {
             dag,
             params: Default::default(),
+            ..Default::default()
         })
         .await?
         .into_inner()

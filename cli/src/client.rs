@@ -312,6 +312,33 @@ impl Client {
             .map_err(|s| self.fail(s))
     }
 
+    pub(crate) async fn list_artifacts(&mut self, run_id: &str) -> Result<Vec<pb::Artifact>> {
+        let req = self.request(pb::ListArtifactsRequest {
+            run_id: run_id.to_owned(),
+        });
+        self.inner
+            .list_artifacts(req)
+            .await
+            .map(|r| r.into_inner().artifacts)
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn get_artifact(
+        &mut self,
+        run_id: &str,
+        path: &str,
+    ) -> Result<Streaming<pb::ArtifactChunk>> {
+        let req = self.request(pb::GetArtifactRequest {
+            run_id: run_id.to_owned(),
+            path: path.to_owned(),
+        });
+        self.inner
+            .get_artifact(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.fail(s))
+    }
+
     pub(crate) async fn list_secrets(&mut self) -> Result<Vec<pb::SecretInfo>> {
         let req = self.request(pb::ListSecretsRequest {});
         self.inner
@@ -338,6 +365,17 @@ impl Client {
             .list_audit(req)
             .await
             .map(|r| r.into_inner().entries)
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn find_artifact(&mut self, digest: &str) -> Result<pb::FindArtifactResponse> {
+        let req = self.request(pb::FindArtifactRequest {
+            digest: digest.to_owned(),
+        });
+        self.inner
+            .find_artifact(req)
+            .await
+            .map(|r| r.into_inner())
             .map_err(|s| self.fail(s))
     }
 

@@ -107,6 +107,9 @@ pub(crate) enum Verb {
         /// Follow the run to its end; the exit code is its outcome.
         #[arg(long)]
         watch: bool,
+        /// Run every stage, even those whose result is in the cache (results still fill it).
+        #[arg(long)]
+        no_cache: bool,
     },
     /// List runs, newest first.
     Runs {
@@ -159,6 +162,15 @@ pub(crate) enum Verb {
     Backfill(commands::schedule_verbs::BackfillArgs),
     /// The next fire times of a DAG's schedule, in its zone and in UTC.
     Next(commands::schedule_verbs::NextArgs),
+    /// A run's outputs with digests and consumers; `get` downloads one, `which` tells
+    /// where a digest came from and where it went.
+    Artifacts(commands::artifacts::ArtifactsArgs),
+    /// Params and metrics of runs side by side, one column per run.
+    Compare {
+        /// Run ids.
+        #[arg(required = true, num_args = 1..)]
+        runs: Vec<String>,
+    },
     /// Secrets stored (encrypted) in the scheduler, for stages' `env: {KEY: {secret: NAME}}`.
     Secret {
         #[command(subcommand)]
@@ -203,7 +215,8 @@ pub(crate) mod exit {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = commands::artifacts::artifacts_get_output_flag(std::env::args_os().collect());
+    let cli = Cli::parse_from(args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

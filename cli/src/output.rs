@@ -223,7 +223,31 @@ pub(crate) fn stage_json(s: &pb::StageRun) -> Value {
             "exit_code": a.has_exit_code.then_some(a.exit_code),
             "message": (!a.message.is_empty()).then_some(&a.message),
         })).collect::<Vec<_>>(),
+        "metrics": s.metrics.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "outputs": s.outputs.iter().map(|o| json!({
+            "name": o.name,
+            "digest": o.digest,
+            "size": o.size,
+        })).collect::<Vec<_>>(),
+        "cache": s.cache.as_ref().map(|c| json!({
+            "key": c.key,
+            "hit": c.hit,
+            "from_run": (!c.from_run.is_empty()).then_some(&c.from_run),
+            "from_stage": (!c.from_stage.is_empty()).then_some(&c.from_stage),
+            "reason": (!c.reason.is_empty()).then_some(&c.reason),
+        })),
     })
+}
+
+/// A metric for people: integers without a fraction, others with up to 6 significant
+/// decimals.
+pub(crate) fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        let text = format!("{v:.6}");
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
 }
 
 /// A byte count for people: `512Mi`, `4.0Gi`.

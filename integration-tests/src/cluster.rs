@@ -211,6 +211,7 @@ impl TestCluster {
                     .iter()
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
+                ..Default::default()
             })
             .await
             .with_context(|| format!("TriggerRun {dag}"))?

@@ -146,6 +146,21 @@ impl Server {
                 .await
                 .map(drop),
             "ListWorkers" => c.list_workers(pb::ListWorkersRequest {}).await.map(drop),
+            "ListArtifacts" => c
+                .list_artifacts(pb::ListArtifactsRequest { run_id: nothing })
+                .await
+                .map(drop),
+            "GetArtifact" => c
+                .get_artifact(pb::GetArtifactRequest {
+                    run_id: nothing,
+                    path: String::new(),
+                })
+                .await
+                .map(drop),
+            "FindArtifact" => c
+                .find_artifact(pb::FindArtifactRequest { digest: nothing })
+                .await
+                .map(drop),
             "DrainWorker" => c
                 .drain_worker(pb::DrainWorkerRequest {
                     name: nothing,
@@ -212,12 +227,20 @@ impl Server {
                 .report_result(pb::ReportResultRequest {
                     worker_id: nothing.clone(),
                     attempt_id: nothing,
-                    outcome: None,
+                    ..Default::default()
                 })
                 .await
                 .map(drop),
             "FetchBundle" => w
                 .fetch_bundle(pb::FetchBundleRequest { digest: nothing })
+                .await
+                .map(drop),
+            "UploadArtifact" => w
+                .upload_artifact(futures::stream::iter(Vec::<pb::ArtifactChunk>::new()))
+                .await
+                .map(drop),
+            "FetchArtifact" => w
+                .fetch_artifact(pb::FetchArtifactRequest { digest: nothing })
                 .await
                 .map(drop),
             other => panic!("the test does not know how to call {other}; add it here"),

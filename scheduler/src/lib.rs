@@ -1,6 +1,7 @@
 //! Vishwa's scheduler: DAG model, run state machine, store, dispatch, cron and gRPC services.
 
 pub mod api;
+pub mod artifacts;
 pub mod auth;
 pub mod bundle;
 pub mod cron;

@@ -16,6 +16,8 @@ use tracing::{info, warn};
 use vishwa_proto::v1 as pb;
 
 use crate::api::{ApiError, ClientApi, WorkerApi};
+use crate::artifacts::retention::{BLOB_GRACE, RetentionPolicy, collect_garbage};
+use crate::artifacts::{ArtifactError, BlobStore, DEFAULT_MAX_ARTIFACT_BYTES};
 use crate::auth::{AuthLayer, Authenticator, Tokens, TokensError};
 use crate::bundle::{BundleError, BundleStore, DEFAULT_MAX_BUNDLE_BYTES};
 use crate::engine::{EngineConfig, EngineHandle};
@@ -56,6 +58,12 @@ pub struct SchedulerConfig {
     pub tls_key: Option<PathBuf>,
     /// Key that encrypts secrets at rest [default: `secret.key` in the data dir, created 0600].
     pub secret_key_file: Option<PathBuf>,
+    /// Largest stage output accepted, in bytes.
+    pub max_artifact_bytes: u64,
+    /// Outputs of runs that finished more than this many days ago are deleted.
+    pub artifact_retention_days: Option<u64>,
+    /// Only the newest this many finished runs of each DAG keep their outputs.
+    pub artifact_retention_runs: Option<u32>,
 }
 
 impl Default for SchedulerConfig {
@@ -73,6 +81,9 @@ impl Default for SchedulerConfig {
             tls_cert: None,
             tls_key: None,
             secret_key_file: None,
+            max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
+            artifact_retention_days: None,
+            artifact_retention_runs: None,
         }
     }
 }
@@ -86,6 +97,8 @@ pub enum ServeError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
     #[error("serving gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error(transparent)]
@@ -177,15 +190,33 @@ impl Scheduler {
             &config.data_dir.join("bundles"),
             config.max_bundle_bytes,
         )?);
-        let client_api =
-            ClientApi::new(engine.clone(), bundles.clone(), shutdown.clone()).with_secrets(secrets);
+        let blobs = Arc::new(BlobStore::open(
+            &config.data_dir.join("artifacts"),
+            config.max_artifact_bytes,
+        )?);
+        let policy = RetentionPolicy {
+            max_age: config
+                .artifact_retention_days
+                .map(|days| Duration::from_secs(days * 86_400)),
+            keep_runs: config.artifact_retention_runs,
+        };
+        tracker.spawn(apply_retention(
+            engine.store().clone(),
+            blobs.clone(),
+            policy,
+            shutdown.clone(),
+        ));
+        let client_api = ClientApi::new(engine.clone(), bundles.clone(), shutdown.clone())
+            .with_secrets(secrets)
+            .with_artifacts(blobs.clone());
         let client = pb::vishwa_server::VishwaServer::new(client_api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let worker =
-            pb::worker_api_server::WorkerApiServer::new(WorkerApi::new(engine.clone(), bundles))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let worker = pb::worker_api_server::WorkerApiServer::new(
+            WorkerApi::new(engine.clone(), bundles).with_artifacts(blobs),
+        )
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let mut builder = tonic::transport::Server::builder();
         let tls_on = tls.is_some();
@@ -220,6 +251,29 @@ impl Scheduler {
                 field: "server",
                 reason: join.to_string(),
             })),
+        }
+    }
+}
+
+/// How often artifact retention runs.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Applies the artifact retention policy now and every [`RETENTION_INTERVAL`] until shutdown;
+/// blobs nothing refers to are collected even with no policy.
+async fn apply_retention(
+    store: Arc<dyn Store>,
+    blobs: Arc<BlobStore>,
+    policy: RetentionPolicy,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let now = crate::ids::now_ms();
+        if let Err(e) = collect_garbage(&*store, &blobs, policy, now, BLOB_GRACE).await {
+            tracing::warn!(error = %e, "artifact retention failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RETENTION_INTERVAL) => {}
         }
     }
 }

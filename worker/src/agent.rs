@@ -25,10 +25,15 @@ use tracing::{debug, info, warn};
 use vishwa_proto::v1 as pb;
 
 use crate::api::convert::{ExecutorChoice, log_stream, outcome, task_spec};
+use crate::artifacts::{
+    AttemptDirs, CONTAINER_IN, CONTAINER_OUT, fetch_inputs, read_metrics, upload_outputs,
+};
 use crate::bundle::BundleCache;
 use crate::capacity::Capacity;
 use crate::connect::{BearerToken, ConnectError, endpoint};
-use crate::executor::{ExecEvent, Executor, ExecutorError, ExitReport, TaskSpec};
+use crate::executor::{
+    ExecEvent, Executor, ExecutorError, ExitReport, MountSpec, OutputChunk, OutputStream, TaskSpec,
+};
 use crate::mask::Masker;
 
 type Client = crate::connect::WorkerClient;
@@ -148,6 +153,13 @@ pub async fn run_worker(
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
     remove_leftovers(&executors, &owner_label(&config)).await;
+    // Folders of attempts an earlier process of this worker ran: their containers are gone.
+    let attempts_dir = config.cache_dir.join("attempts");
+    if attempts_dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(&attempts_dir)
+    {
+        warn!(dir = %attempts_dir.display(), error = %e, "cannot remove earlier attempts' folders");
+    }
     let bundles =
         Arc::new(
             BundleCache::open(&config.cache_dir).map_err(|e| WorkerError::Cache {
@@ -406,6 +418,7 @@ impl Session<'_> {
                     owner: owner_label(self.config),
                     executors: self.executors.clone(),
                     bundles: self.bundles.clone(),
+                    attempts_dir: self.config.cache_dir.join("attempts"),
                     allow_process: self.config.allow_process,
                     allow_mounts: self.config.allow_mounts.clone(),
                     shared: self.shared.clone(),
@@ -425,9 +438,18 @@ struct Attempt {
     owner: String,
     executors: Executors,
     bundles: Arc<BundleCache>,
+    /// Where each attempt gets its `in/` and `out/` folders.
+    attempts_dir: PathBuf,
     allow_process: bool,
     allow_mounts: Vec<PathBuf>,
     shared: Arc<Shared>,
+}
+
+/// What a successful attempt produced, reported with its result.
+#[derive(Default)]
+struct Produced {
+    outputs: Vec<pb::ArtifactRef>,
+    metrics: BTreeMap<String, f64>,
 }
 
 impl Attempt {
@@ -442,31 +464,105 @@ impl Attempt {
             events_rx,
             cancel.clone(),
         ));
+        let mut produced = Produced::default();
+        let dirs = AttemptDirs::create(&self.attempts_dir, &spec.attempt_id);
         let result = if cancel.is_cancelled() {
             Ok(ExitReport::Cancelled)
-        } else if task.bundle_digest.is_empty() {
-            self.execute(choice, &spec, events_tx, cancel).await
         } else {
-            match self.bundles.ensure(&self.client, &task.bundle_digest).await {
-                Ok(dir) => {
-                    spec.local_dir = Some(dir);
-                    self.execute(choice, &spec, events_tx, cancel).await
+            match &dirs {
+                Ok(dirs) => {
+                    self.prepare_and_execute(
+                        choice,
+                        &mut spec,
+                        &task,
+                        dirs,
+                        events_tx,
+                        cancel,
+                        &mut produced,
+                    )
+                    .await
                 }
-                Err(e) => Err(e),
+                Err(e) => Err(ExecutorError::Io(e.to_string())),
             }
         };
         // Every output chunk is stored before the result is reported.
         if let Err(e) = forwarder.await {
             warn!(attempt = %spec.attempt_id, error = %e, "log forwarding failed");
         }
-        self.report(&spec, &result).await;
+        self.report(&spec, &result, produced).await;
+        if let Ok(dirs) = &dirs {
+            dirs.remove();
+        }
         self.shared.running().remove(&spec.attempt_id);
+    }
+
+    /// Fetches the bundle and the inputs, runs the attempt, and after exit 0 reads its
+    /// metrics and uploads its declared outputs (before the success is reported).
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare_and_execute(
+        &self,
+        choice: ExecutorChoice,
+        spec: &mut TaskSpec,
+        task: &pb::Task,
+        dirs: &AttemptDirs,
+        events: mpsc::Sender<ExecEvent>,
+        cancel: CancellationToken,
+        produced: &mut Produced,
+    ) -> Result<ExitReport, ExecutorError> {
+        if !task.bundle_digest.is_empty() {
+            spec.local_dir = Some(
+                self.bundles
+                    .ensure(&self.client, &task.bundle_digest)
+                    .await?,
+            );
+        }
+        if !task.inputs.is_empty() {
+            fetch_inputs(&self.client, dirs, &task.inputs).await?;
+            let total: u64 = task.inputs.iter().map(|i| i.size).sum();
+            system_line(
+                &events,
+                format!(
+                    "fetched {} input(s), {total} bytes, digests verified",
+                    task.inputs.len()
+                ),
+            )
+            .await;
+        }
+        let report = self
+            .execute(choice, spec, Some(dirs), events.clone(), cancel)
+            .await?;
+        if report != (ExitReport::Exited { code: 0 }) {
+            return Ok(report);
+        }
+        let metrics = read_metrics(dirs)?;
+        let outputs = upload_outputs(
+            &self.client,
+            &self.worker_id,
+            &spec.attempt_id,
+            dirs,
+            &task.outputs,
+        )
+        .await?;
+        for o in &outputs {
+            let short: String = o.digest.chars().take(12).collect();
+            system_line(
+                &events,
+                format!(
+                    "stored output {} ({} bytes, sha256 {short})",
+                    o.name, o.size
+                ),
+            )
+            .await;
+        }
+        *produced = Produced { outputs, metrics };
+        Ok(report)
     }
 
     async fn execute(
         &self,
         choice: ExecutorChoice,
         spec: &TaskSpec,
+        io: Option<&AttemptDirs>,
         events: mpsc::Sender<ExecEvent>,
         cancel: CancellationToken,
     ) -> Result<ExitReport, ExecutorError> {
@@ -493,14 +589,28 @@ impl Attempt {
                 self.worker_id
             )));
         };
-        executor.run(spec, events, cancel).await
+        match io {
+            // The attempt's own folders are the worker's, not the stage's: no allow-list.
+            Some(dirs) => {
+                let spec = with_io_dirs(choice, spec, dirs);
+                executor.run(&spec, events, cancel).await
+            }
+            None => executor.run(spec, events, cancel).await,
+        }
     }
 
-    async fn report(&mut self, spec: &TaskSpec, result: &Result<ExitReport, ExecutorError>) {
+    async fn report(
+        &mut self,
+        spec: &TaskSpec,
+        result: &Result<ExitReport, ExecutorError>,
+        produced: Produced,
+    ) {
         let request = pb::ReportResultRequest {
             worker_id: self.worker_id.clone(),
             attempt_id: spec.attempt_id.clone(),
             outcome: Some(outcome(result)),
+            outputs: produced.outputs,
+            metrics: produced.metrics.into_iter().collect(),
         };
         let client = &mut self.client;
         let delivered = with_patience(&spec.attempt_id, "reporting the result", || {
@@ -517,6 +627,48 @@ impl Attempt {
             Delivery::Done => {}
         }
     }
+}
+
+/// The task as the executor takes it, with the attempt's folders at `/vishwa/in` (read-only)
+/// and `/vishwa/out`; a process stage finds them through `VISHWA_IN` and `VISHWA_OUT`.
+fn with_io_dirs(choice: ExecutorChoice, spec: &TaskSpec, dirs: &AttemptDirs) -> TaskSpec {
+    let mut spec = spec.clone();
+    match choice {
+        ExecutorChoice::Docker => {
+            spec.mounts.push(MountSpec {
+                host: dirs.input.clone(),
+                container: CONTAINER_IN.to_owned(),
+                read_only: true,
+            });
+            spec.mounts.push(MountSpec {
+                host: dirs.output.clone(),
+                container: CONTAINER_OUT.to_owned(),
+                read_only: false,
+            });
+            spec.env.insert("VISHWA_IN".into(), CONTAINER_IN.into());
+            spec.env.insert("VISHWA_OUT".into(), CONTAINER_OUT.into());
+        }
+        ExecutorChoice::Process => {
+            spec.env.insert(
+                "VISHWA_IN".into(),
+                dirs.input.to_string_lossy().into_owned(),
+            );
+            spec.env.insert(
+                "VISHWA_OUT".into(),
+                dirs.output.to_string_lossy().into_owned(),
+            );
+        }
+    }
+    spec
+}
+
+/// A line about the attempt in its log (the system stream).
+async fn system_line(events: &mpsc::Sender<ExecEvent>, line: String) {
+    let chunk = OutputChunk {
+        stream: OutputStream::System,
+        data: format!("{line}\n").into(),
+    };
+    let _ = events.send(ExecEvent::Output(chunk)).await;
 }
 
 /// How a report to the scheduler ended.

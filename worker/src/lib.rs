@@ -3,6 +3,7 @@
 
 mod agent;
 pub mod api;
+pub mod artifacts;
 pub mod bundle;
 mod capacity;
 pub mod connect;

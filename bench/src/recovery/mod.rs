@@ -260,6 +260,7 @@ async fn trigger(client: &mut Client, runs: usize) -> Result<usize> {
                     .trigger_run(pb::TriggerRunRequest {
                         dag: "recovery".to_owned(),
                         params: Default::default(),
+                        ..Default::default()
                     })
                     .await
                     .map(|_| ())

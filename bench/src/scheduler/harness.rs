@@ -184,6 +184,7 @@ impl Cluster {
             .trigger_run(pb::TriggerRunRequest {
                 dag,
                 params: Default::default(),
+                ..Default::default()
             })
             .await
             .context("trigger")?

@@ -117,11 +117,17 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
             table.print();
             Ok(exit::OK)
         }
-        Verb::Trigger { dag, watch, .. } => {
+        Verb::Trigger {
+            dag,
+            watch,
+            no_cache,
+            ..
+        } => {
             let run = client
                 .trigger(pb::TriggerRunRequest {
                     dag,
                     params: params.into_iter().collect(),
+                    no_cache,
                 })
                 .await?;
             if !watch {
@@ -493,7 +499,7 @@ fn print_run(run: &pb::Run, format: Format) {
         "STAGE", "STATE", "ATTEMPTS", "WORKER", "STARTED", "DURATION", "NOTE",
     ]);
     for s in &run.stages {
-        let note = if !s.message.is_empty() {
+        let mut note = if !s.message.is_empty() {
             s.message.clone()
         } else {
             s.attempts
@@ -502,6 +508,18 @@ fn print_run(run: &pb::Run, format: Format) {
                 .map(|a| format!("exit code {}", a.exit_code))
                 .unwrap_or_default()
         };
+        if let Some(cache) = &s.cache {
+            let said = if cache.hit {
+                format!("cached from {} ({})", cache.from_run, cache.from_stage)
+            } else {
+                format!("cache miss: {}", cache.reason)
+            };
+            note = if note.is_empty() {
+                said
+            } else {
+                format!("{note}; {said}")
+            };
+        }
         table.row(vec![
             s.name.clone(),
             output::stage_state(s.state).to_owned(),
@@ -521,4 +539,23 @@ fn print_run(run: &pb::Run, format: Format) {
         ]);
     }
     table.print();
+    let measured: Vec<&pb::StageRun> = run
+        .stages
+        .iter()
+        .filter(|s| !s.metrics.is_empty())
+        .collect();
+    if !measured.is_empty() {
+        outln!();
+        let mut metrics = Table::new(vec!["STAGE", "METRICS"]);
+        for s in measured {
+            let mut pairs: Vec<(&String, &f64)> = s.metrics.iter().collect();
+            pairs.sort_by(|a, b| a.0.cmp(b.0));
+            let text: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| format!("{k}={}", output::number(**v)))
+                .collect();
+            metrics.row(vec![s.name.clone(), text.join("  ")]);
+        }
+        metrics.print();
+    }
 }

@@ -7,6 +7,7 @@ use anyhow::Result;
 use crate::load::Invalid;
 use crate::{Global, Verb};
 
+pub(crate) mod artifacts;
 pub(crate) mod client_verbs;
 pub(crate) mod run;
 pub(crate) mod schedule_verbs;
@@ -44,6 +45,8 @@ pub(crate) async fn dispatch(verb: Verb, global: Global) -> Result<u8> {
                 verb @ (Verb::Secret { .. } | Verb::Audit { .. }) => {
                     security_verbs::dispatch(verb, &global).await
                 }
+                Verb::Artifacts(args) => artifacts::artifacts(args, &global).await,
+                Verb::Compare { runs } => artifacts::compare(&runs, &global).await,
                 other => client_verbs::dispatch(other, &global).await,
             }
         }

@@ -42,6 +42,9 @@ pub(crate) struct RunArgs {
     /// A host path stages may mount (with what lies below it); repeatable.
     #[arg(long = "allow-mount", value_name = "PATH")]
     allow_mounts: Vec<PathBuf>,
+    /// Run every stage, even those whose result is in the cache (with --data).
+    #[arg(long)]
+    no_cache: bool,
 }
 
 pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
@@ -105,7 +108,15 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
         worker_shutdown.clone(),
     ));
 
-    let outcome = drive(&url, file, params, global.format, !args.quiet).await;
+    let outcome = drive(
+        &url,
+        file,
+        params,
+        global.format,
+        !args.quiet,
+        args.no_cache,
+    )
+    .await;
     // The worker goes first, so it does not see its scheduler vanish.
     worker_shutdown.cancel();
     let _ = worker.await;
@@ -120,6 +131,7 @@ async fn drive(
     params: std::collections::BTreeMap<String, String>,
     format: Format,
     with_logs: bool,
+    no_cache: bool,
 ) -> Result<u8> {
     let mut client = Client::connect(url, None).await?;
     let submitted = client
@@ -138,6 +150,7 @@ async fn drive(
         .trigger(pb::TriggerRunRequest {
             dag: dag.name.clone(),
             params: params.into_iter().collect(),
+            no_cache,
         })
         .await?;
     if format == Format::Table {

@@ -55,6 +55,15 @@ pub(crate) struct SchedulerArgs {
     /// Key that encrypts secrets at rest [default: secret.key in the data dir, created 0600].
     #[arg(long, value_name = "FILE")]
     secret_key_file: Option<PathBuf>,
+    /// Largest stage output accepted, in bytes [default: 8 GiB].
+    #[arg(long)]
+    max_artifact_bytes: Option<u64>,
+    /// Delete the outputs of runs that finished more than DAYS days ago [default: keep].
+    #[arg(long, value_name = "DAYS")]
+    artifact_retention: Option<u64>,
+    /// Keep the outputs of only the newest N finished runs of each DAG [default: all].
+    #[arg(long, value_name = "N")]
+    artifact_retention_runs: Option<u32>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -213,6 +222,15 @@ fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
     }
     if let Some(key) = &args.secret_key_file {
         config.secret_key_file = Some(key.clone());
+    }
+    if let Some(max) = args.max_artifact_bytes {
+        config.max_artifact_bytes = max;
+    }
+    if let Some(days) = args.artifact_retention {
+        config.artifact_retention_days = Some(days);
+    }
+    if let Some(runs) = args.artifact_retention_runs {
+        config.artifact_retention_runs = Some(runs);
     }
     if config.lease <= config.heartbeat_interval {
         return Err(Invalid(format!(

@@ -11,9 +11,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use vishwa_proto::v1 as pb;
 
+use super::artifacts::{ChunkStream, blobs, find_artifact, get_artifact, list_artifacts};
 use super::convert::{log_line, run_state_from_pb, run_summary};
 use super::error::ApiError;
 use super::schedule::{backfill_response, next_fire_ms_of};
+use crate::artifacts::BlobStore;
 use crate::auth::Caller;
 use crate::bundle::{BundleError, BundleStore};
 use crate::dag::{Dag, parse_dag};
@@ -32,6 +34,7 @@ const DEFAULT_RUN_LIMIT: usize = 50;
 pub struct ClientApi {
     engine: EngineHandle,
     bundles: Arc<BundleStore>,
+    artifacts: Option<Arc<BlobStore>>,
     dags: Mutex<HashMap<(String, String), Arc<Dag>>>,
     /// Ends open watches when the scheduler shuts down, so shutdown never waits on them.
     shutdown: CancellationToken,
@@ -49,6 +52,7 @@ impl ClientApi {
         ClientApi {
             engine,
             bundles,
+            artifacts: None,
             dags: Mutex::new(HashMap::new()),
             shutdown,
             secrets: None,
@@ -58,6 +62,12 @@ impl ClientApi {
     /// Handlers that can store secrets sealed with `key`.
     pub fn with_secrets(mut self, key: Arc<SecretBox>) -> Self {
         self.secrets = Some(key);
+        self
+    }
+
+    /// Serves run outputs from `blobs`.
+    pub fn with_artifacts(mut self, blobs: Arc<BlobStore>) -> Self {
+        self.artifacts = Some(blobs);
         self
     }
 
@@ -242,7 +252,7 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         let target = r.dag.clone();
         let result = async {
             let params = r.params.into_iter().collect();
-            let run = self.engine.trigger(r.dag, params).await?;
+            let run = self.engine.trigger_with(r.dag, params, r.no_cache).await?;
             let stages = self.store().run_stages(&run.id).map_err(ApiError::from)?;
             Ok(Response::new(pb::TriggerRunResponse {
                 run: Some(run_summary(&run, Some(&stages))),
@@ -308,7 +318,40 @@ impl pb::vishwa_server::Vishwa for ClientApi {
                     stages: r.stages.clone(),
                 })
                 .collect(),
+            no_cache: run.no_cache,
         }))
+    }
+
+    async fn list_artifacts(
+        &self,
+        request: Request<pb::ListArtifactsRequest>,
+    ) -> Result<Response<pb::ListArtifactsResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(list_artifacts(&**self.store(), &r.run_id)?))
+    }
+
+    type GetArtifactStream = ChunkStream;
+
+    async fn get_artifact(
+        &self,
+        request: Request<pb::GetArtifactRequest>,
+    ) -> Result<Response<Self::GetArtifactStream>, Status> {
+        let r = request.into_inner();
+        let blobs = blobs(&self.artifacts)?;
+        Ok(Response::new(get_artifact(
+            &**self.store(),
+            blobs,
+            &r.run_id,
+            &r.path,
+        )?))
+    }
+
+    async fn find_artifact(
+        &self,
+        request: Request<pb::FindArtifactRequest>,
+    ) -> Result<Response<pb::FindArtifactResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(find_artifact(&**self.store(), &r.digest)?))
     }
 
     type WatchRunStream = EventStream<pb::RunEvent>;

@@ -5,8 +5,11 @@ use vishwa_proto::v1 as pb;
 
 use crate::dag::{Command, ExecutorKind};
 use crate::engine::{TaskAssignment, WorkerView};
-use crate::run::{AttemptOutcome, AttemptRecord, RunRecord, RunState, StageRecord, StageState};
-use crate::store::{LogRecord, LogStreamKind};
+use crate::run::{
+    ArtifactRef, AttemptOutcome, AttemptRecord, CacheNote, CacheOutcome, RunRecord, RunState,
+    StageRecord, StageState,
+};
+use crate::store::{ArtifactRecord, ConsumerRecord, LogRecord, LogStreamKind};
 
 impl From<RunState> for pb::RunState {
     fn from(s: RunState) -> Self {
@@ -134,8 +137,79 @@ impl From<&StageRecord> for pb::StageRun {
             message,
             attempts: s.attempts.iter().map(attempt).collect(),
             not_before_ms,
+            metrics: s.metrics.clone().into_iter().collect(),
+            outputs: s.outputs.iter().map(pb::ArtifactRef::from).collect(),
+            cache: s.cache.as_ref().map(pb::StageCache::from),
         }
     }
+}
+
+impl From<&ArtifactRef> for pb::ArtifactRef {
+    fn from(a: &ArtifactRef) -> Self {
+        pb::ArtifactRef {
+            name: a.name.clone(),
+            digest: a.digest.clone(),
+            size: a.size,
+        }
+    }
+}
+
+impl From<&CacheNote> for pb::StageCache {
+    fn from(n: &CacheNote) -> Self {
+        match &n.outcome {
+            CacheOutcome::Hit { run, stage } => pb::StageCache {
+                key: n.key.clone(),
+                hit: true,
+                from_run: run.0.clone(),
+                from_stage: stage.clone(),
+                reason: String::new(),
+            },
+            CacheOutcome::Miss { reason } => pb::StageCache {
+                key: n.key.clone(),
+                hit: false,
+                reason: reason.clone(),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// An indexed output with the stages that consumed its content.
+pub(crate) fn artifact(a: &ArtifactRecord, consumers: &[ConsumerRecord]) -> pb::Artifact {
+    pb::Artifact {
+        run_id: a.run.0.clone(),
+        stage: a.stage.clone(),
+        name: a.name.clone(),
+        digest: a.digest.clone(),
+        size: a.size,
+        created_ms: a.created_ms,
+        cached_from_run: a
+            .cached_from
+            .as_ref()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
+        consumers: consumers.iter().map(artifact_use).collect(),
+    }
+}
+
+pub(crate) fn artifact_use(c: &ConsumerRecord) -> pb::ArtifactUse {
+    pb::ArtifactUse {
+        run_id: c.run.0.clone(),
+        stage: c.stage.clone(),
+    }
+}
+
+/// A reported output as the scheduler keeps it; refuses a bad name or digest.
+pub(crate) fn artifact_ref_from_pb(a: pb::ArtifactRef) -> Result<ArtifactRef, String> {
+    crate::artifacts::check_digest(&a.digest).map_err(|e| e.to_string())?;
+    if a.name.is_empty() || a.name.contains('/') || a.name == "." || a.name == ".." {
+        return Err(format!("`{}` is not an output file name", a.name));
+    }
+    Ok(ArtifactRef {
+        name: a.name,
+        digest: a.digest,
+        size: a.size,
+    })
 }
 
 impl From<LogStreamKind> for pb::LogStream {
@@ -208,6 +282,17 @@ impl From<&TaskAssignment> for pb::Task {
                 memory_bytes: t.resources.memory_bytes.unwrap_or(0),
                 gpus: t.resources.gpus.unwrap_or(0),
             }),
+            inputs: t
+                .inputs
+                .iter()
+                .map(|i| pb::ArtifactInput {
+                    stage: i.stage.clone(),
+                    name: i.name.clone(),
+                    digest: i.digest.clone(),
+                    size: i.size,
+                })
+                .collect(),
+            outputs: t.outputs.clone(),
         }
     }
 }

@@ -3,6 +3,7 @@
 use thiserror::Error;
 use tonic::Status;
 
+use crate::artifacts::ArtifactError;
 use crate::bundle::BundleError;
 use crate::dag::{DagErrors, ParamError};
 use crate::store::StoreError;
@@ -42,6 +43,8 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
 }
 
 impl From<ApiError> for Status {
@@ -65,6 +68,12 @@ impl From<ApiError> for Status {
             ApiError::Store(_) | ApiError::Bundle(BundleError::Io(_)) => Status::internal(message),
             ApiError::Bundle(BundleError::Missing { .. }) => Status::not_found(message),
             ApiError::Bundle(_) => Status::invalid_argument(message),
+            ApiError::Artifact(ArtifactError::Io(_)) => Status::internal(message),
+            ApiError::Artifact(ArtifactError::Missing { .. }) => Status::not_found(message),
+            ApiError::Artifact(ArtifactError::TooLarge { .. }) => {
+                Status::resource_exhausted(message)
+            }
+            ApiError::Artifact(_) => Status::invalid_argument(message),
         }
     }
 }

@@ -9,23 +9,67 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 use vishwa_proto::v1 as pb;
 
-use super::convert::{log_stream_from_pb, outcome_from_pb};
+use super::artifacts::{ChunkStream, blobs, fetch_blob};
+use super::convert::{artifact_ref_from_pb, log_stream_from_pb, outcome_from_pb};
 use super::error::ApiError;
+use crate::artifacts::BlobStore;
 use crate::bundle::{BundleError, BundleStore};
-use crate::engine::{EngineHandle, WorkerMessage, WorkerRegistration};
+use crate::engine::{EngineHandle, Produced, WorkerMessage, WorkerRegistration};
 use crate::ids::{AttemptId, RunId, WorkerId};
+use crate::run::AttemptOutcome;
 use crate::store::LogRecord;
 
 /// The worker API.
 pub struct WorkerApi {
     engine: EngineHandle,
     bundles: Arc<BundleStore>,
+    artifacts: Option<Arc<BlobStore>>,
 }
 
 impl WorkerApi {
     /// Handlers over `engine`, serving bundles from `bundles`.
     pub fn new(engine: EngineHandle, bundles: Arc<BundleStore>) -> Self {
-        WorkerApi { engine, bundles }
+        WorkerApi {
+            engine,
+            bundles,
+            artifacts: None,
+        }
+    }
+
+    /// Keeps and serves stage outputs in `blobs`.
+    pub fn with_artifacts(mut self, blobs: Arc<BlobStore>) -> Self {
+        self.artifacts = Some(blobs);
+        self
+    }
+
+    /// What a successful attempt reports, checked: every output must be a stored blob, or the
+    /// attempt fails naming it.
+    fn produced(
+        &self,
+        outputs: Vec<pb::ArtifactRef>,
+        metrics: std::collections::HashMap<String, f64>,
+    ) -> Result<Produced, String> {
+        let mut checked = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            let name = output.name.clone();
+            let output = artifact_ref_from_pb(output)
+                .map_err(|e| format!("output `{name}` was reported wrongly: {e}"))?;
+            let stored = match &self.artifacts {
+                Some(blobs) => blobs.has(&output.digest).unwrap_or(false),
+                None => false,
+            };
+            if !stored {
+                return Err(format!(
+                    "output `{name}` was reported, but its upload ({}) is not on the scheduler",
+                    output.digest
+                ));
+            }
+            checked.push(output);
+        }
+        Ok(Produced {
+            outputs: checked,
+            metrics: metrics.into_iter().collect(),
+        })
     }
 }
 
@@ -183,9 +227,58 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
             field: "outcome",
             reason: "a result must say how the attempt ended".to_owned(),
         })?;
+        let (outcome, produced) = if outcome == (AttemptOutcome::Exited { code: 0 }) {
+            match self.produced(r.outputs, r.metrics) {
+                Ok(produced) => (outcome, produced),
+                Err(message) => (
+                    AttemptOutcome::Error {
+                        message,
+                        transient: false,
+                    },
+                    Produced::default(),
+                ),
+            }
+        } else {
+            (outcome, Produced::default())
+        };
         self.engine
-            .finished(WorkerId(r.worker_id), AttemptId(r.attempt_id), outcome)
+            .finished_with(
+                WorkerId(r.worker_id),
+                AttemptId(r.attempt_id),
+                outcome,
+                produced,
+            )
             .await?;
         Ok(Response::new(pb::ReportAck {}))
+    }
+
+    async fn upload_artifact(
+        &self,
+        request: Request<tonic::Streaming<pb::ArtifactChunk>>,
+    ) -> Result<Response<pb::ArtifactRef>, Status> {
+        let blobs = blobs(&self.artifacts)?;
+        let (header, digest, size) = blobs
+            .receive(request.into_inner())
+            .await
+            .map_err(ApiError::from)?;
+        tracing::debug!(attempt = %header.attempt, name = %header.name, %digest, size, "artifact stored");
+        Ok(Response::new(pb::ArtifactRef {
+            name: header.name,
+            digest,
+            size,
+        }))
+    }
+
+    type FetchArtifactStream = ChunkStream;
+
+    async fn fetch_artifact(
+        &self,
+        request: Request<pb::FetchArtifactRequest>,
+    ) -> Result<Response<Self::FetchArtifactStream>, Status> {
+        let blobs = blobs(&self.artifacts)?;
+        Ok(Response::new(fetch_blob(
+            blobs,
+            &request.into_inner().digest,
+        )?))
     }
 }

@@ -58,6 +58,9 @@ pub const METHOD_ROLES: &[(&str, Role)] = &[
     ("/vishwa.v1.Vishwa/WatchRun", Role::Viewer),
     ("/vishwa.v1.Vishwa/StreamLogs", Role::Viewer),
     ("/vishwa.v1.Vishwa/ListWorkers", Role::Viewer),
+    ("/vishwa.v1.Vishwa/ListArtifacts", Role::Viewer),
+    ("/vishwa.v1.Vishwa/GetArtifact", Role::Viewer),
+    ("/vishwa.v1.Vishwa/FindArtifact", Role::Viewer),
     // Client service: steering runs, schedules and workers.
     ("/vishwa.v1.Vishwa/TriggerRun", Role::Operator),
     ("/vishwa.v1.Vishwa/CancelRun", Role::Operator),
@@ -82,6 +85,8 @@ pub const METHOD_ROLES: &[(&str, Role)] = &[
     ("/vishwa.v1.WorkerApi/PushLogs", Role::Worker),
     ("/vishwa.v1.WorkerApi/ReportResult", Role::Worker),
     ("/vishwa.v1.WorkerApi/FetchBundle", Role::Worker),
+    ("/vishwa.v1.WorkerApi/UploadArtifact", Role::Worker),
+    ("/vishwa.v1.WorkerApi/FetchArtifact", Role::Worker),
 ];
 
 /// The least role that may call `path` (`/package.Service/Method`); unknown paths need admin.

@@ -32,6 +32,7 @@ pub use load::MAX_DAG_FILE_BYTES;
 pub use model::*;
 pub use params::{ParamError, ParamType, instance_name, param_text};
 pub use render::{render_graph_dot, render_graph_text};
+pub(crate) use template::template_references;
 pub use template::{TemplateContext, TemplateError, render_template};
 pub(crate) use values::is_secret_name;
 pub use values::parse_memory;

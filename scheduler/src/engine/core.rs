@@ -67,6 +67,10 @@ pub(crate) struct Engine {
     pub(super) undelivered: Vec<AttemptId>,
     pub(super) metrics: DispatchMetrics,
     pub(super) schedules: Schedules,
+    /// Queued instances of `cache: true` stages, to look up before they go to a worker.
+    pub(super) cache_checks: Vec<(RunId, usize)>,
+    /// Content digests of the local DAG folders of active runs (embedded modes), for keys.
+    pub(super) local_dir_digests: HashMap<RunId, String>,
 }
 
 impl Engine {
@@ -96,6 +100,8 @@ impl Engine {
             undelivered: Vec::new(),
             metrics: DispatchMetrics::default(),
             schedules: Schedules::default(),
+            cache_checks: Vec::new(),
+            local_dir_digests: HashMap::new(),
         }
     }
 
@@ -129,6 +135,7 @@ impl Engine {
             self.fire_timers(now_ms());
             self.fire_schedules(now_ms());
             self.lose_undelivered();
+            self.resolve_cache_checks(now_ms());
             self.dispatch();
             if let Err(e) = self.end_turn().await {
                 // Without a working store nothing can be promised; stop rather than act on
@@ -144,7 +151,7 @@ impl Engine {
     }
 
     fn next_timer_instant(&self) -> Option<tokio::time::Instant> {
-        if !self.undelivered.is_empty() {
+        if !self.undelivered.is_empty() || !self.cache_checks.is_empty() {
             return Some(tokio::time::Instant::now());
         }
         let run_timer = self.timers.peek().map(|Reverse((at, _))| *at);
@@ -169,8 +176,13 @@ impl Engine {
                 let result = self.submit(dag, file_name, source, files, now);
                 self.reply(reply, result);
             }
-            Command::Trigger { dag, params, reply } => {
-                let result = self.trigger(&dag, &params, now);
+            Command::Trigger {
+                dag,
+                params,
+                no_cache,
+                reply,
+            } => {
+                let result = self.trigger(&dag, &params, no_cache, now);
                 self.reply(reply, result);
             }
             Command::Cancel { run, reply } => {
@@ -238,13 +250,14 @@ impl Engine {
                 worker,
                 attempt,
                 outcome,
+                produced,
                 reply,
             } => {
                 self.touch_lease(&worker, now);
                 // A worker stops a current attempt on its own only when it shuts down: hand it
                 // nothing more (not even this attempt's retry) until it registers again.
                 let shutting_down = outcome == AttemptOutcome::Cancelled;
-                let result = self.finish_attempt(&attempt, outcome, now);
+                let result = self.finish_attempt_with_outputs(&attempt, outcome, produced, now);
                 if shutting_down && result.is_ok() {
                     self.workers.close_inbox(&worker);
                 }
@@ -298,15 +311,14 @@ impl Engine {
                     let Some(run) = self.runs.get(id) else {
                         continue;
                     };
-                    // An instance that ran before (retry, lost attempt) goes first.
-                    let first = !run.stages[instance].attempts.is_empty();
-                    let ready = Ready {
-                        run: id.clone(),
-                        instance,
-                        since: Instant::now(),
-                    };
                     let stage = run.plan.nodes[instance].stage;
-                    self.ready.push(&run.record.dag, stage, ready, first);
+                    if run.plan.dag.stages[stage].cache {
+                        // Looked up once this turn's events are applied; a hit never
+                        // reaches a worker.
+                        self.cache_checks.push((id.clone(), instance));
+                    } else {
+                        self.push_ready(id, instance);
+                    }
                 }
                 Action::Kill {
                     attempt, worker, ..
@@ -327,6 +339,22 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Puts a queued instance in its DAG's line for a worker.
+    pub(super) fn push_ready(&mut self, id: &RunId, instance: usize) {
+        let Some(run) = self.runs.get(id) else {
+            return;
+        };
+        // An instance that ran before (retry, lost attempt) goes first.
+        let first = !run.stages[instance].attempts.is_empty();
+        let ready = Ready {
+            run: id.clone(),
+            instance,
+            since: Instant::now(),
+        };
+        let stage = run.plan.nodes[instance].stage;
+        self.ready.push(&run.record.dag, stage, ready, first);
     }
 
     fn fire_timers(&mut self, now: Millis) {
@@ -386,6 +414,7 @@ impl Engine {
             }
             for id in std::mem::take(&mut self.finished) {
                 self.scheduled.remove(&id);
+                self.local_dir_digests.remove(&id);
                 if let Some(run) = self.runs.remove(&id) {
                     self.admit_queued_runs(&run.record.dag, now);
                 }

@@ -193,7 +193,7 @@ impl Engine {
         let files = self.files.get(&key).cloned().unwrap_or_default();
         let secrets = SecretSource {
             key: self.config.secrets.as_deref(),
-            store: self.store.as_ref(),
+            store: Some(self.store.as_ref()),
         };
         let task = build_task(run, i, &attempt, number, &files, &secrets).map(|mut task| {
             task.gpus = claim.gpus.clone();

@@ -17,10 +17,12 @@ use tokio_util::task::TaskTracker;
 use crate::api::ApiError;
 use crate::dag::{Command as DagCommand, Dag, ExecutorKind, Mount, Resources};
 use crate::ids::{AttemptId, RunId, WorkerId};
-use crate::run::{AttemptOutcome, RetryMode, RunRecord, StageRecord};
+use crate::run::{ArtifactRef, AttemptOutcome, RetryMode, RunRecord, StageRecord};
 use crate::secrets::SecretBox;
 use crate::store::{LogRecord, Store};
 
+mod artifacts;
+mod cache;
 mod core;
 mod dispatch;
 mod leases;
@@ -112,6 +114,27 @@ pub struct TaskAssignment {
     pub resources: Resources,
     /// Names of `env` entries holding secret values, which the worker masks in output.
     pub secret_env: Vec<String>,
+    /// Outputs of the instances this one needs, placed under `/vishwa/in/<stage>/<name>`.
+    pub inputs: Vec<TaskInput>,
+    /// Declared output names, uploaded from `/vishwa/out` after exit 0.
+    pub outputs: Vec<String>,
+}
+
+/// One input file of a task: an output of an upstream stage instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInput {
+    /// The producing instance (`train` or `train[chocolate]`).
+    pub stage: String,
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+/// What a successful attempt produced: its uploaded outputs and its metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Produced {
+    pub outputs: Vec<ArtifactRef>,
+    pub metrics: BTreeMap<String, f64>,
 }
 
 /// What the engine sends down a worker's inbox.
@@ -188,6 +211,7 @@ pub(crate) enum Command {
     Trigger {
         dag: String,
         params: BTreeMap<String, String>,
+        no_cache: bool,
         reply: Reply<RunRecord>,
     },
     Cancel {
@@ -224,6 +248,7 @@ pub(crate) enum Command {
         worker: WorkerId,
         attempt: AttemptId,
         outcome: AttemptOutcome,
+        produced: Produced,
         reply: Reply<()>,
     },
     Metrics {
@@ -328,8 +353,24 @@ impl EngineHandle {
         dag: String,
         params: BTreeMap<String, String>,
     ) -> Result<RunRecord, ApiError> {
-        self.call(|reply| Command::Trigger { dag, params, reply })
-            .await
+        self.trigger_with(dag, params, false).await
+    }
+
+    /// Starts a run of `dag` with parameter overrides; `no_cache` turns cache lookups off
+    /// for the run.
+    pub async fn trigger_with(
+        &self,
+        dag: String,
+        params: BTreeMap<String, String>,
+        no_cache: bool,
+    ) -> Result<RunRecord, ApiError> {
+        self.call(|reply| Command::Trigger {
+            dag,
+            params,
+            no_cache,
+            reply,
+        })
+        .await
     }
 
     /// Cancels a run: running attempts are stopped, the rest will not start.
@@ -409,10 +450,24 @@ impl EngineHandle {
         attempt: AttemptId,
         outcome: AttemptOutcome,
     ) -> Result<(), ApiError> {
+        self.finished_with(worker, attempt, outcome, Produced::default())
+            .await
+    }
+
+    /// Records how an attempt ended with what it produced (outputs and metrics, on success);
+    /// refused for an attempt that is no longer current.
+    pub async fn finished_with(
+        &self,
+        worker: WorkerId,
+        attempt: AttemptId,
+        outcome: AttemptOutcome,
+        produced: Produced,
+    ) -> Result<(), ApiError> {
         self.call(|reply| Command::Finished {
             worker,
             attempt,
             outcome,
+            produced,
             reply,
         })
         .await

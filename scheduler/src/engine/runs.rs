@@ -88,6 +88,7 @@ impl Engine {
             info!(runs = count, "resumed unfinished runs");
         }
         self.recover_schedules(now)?;
+        self.resolve_cache_checks(now);
         self.end_turn().await
     }
 
@@ -169,6 +170,7 @@ impl Engine {
         &mut self,
         name: &str,
         overrides: &BTreeMap<String, String>,
+        no_cache: bool,
         now: Millis,
     ) -> Result<RunRecord, ApiError> {
         let current = self
@@ -195,6 +197,7 @@ impl Engine {
             deadline_ms: None,
             cancel_requested: false,
             retries: Vec::new(),
+            no_cache,
         };
         let id = record.id.clone();
         self.runs.insert(id.clone(), Run::new(record, plan));

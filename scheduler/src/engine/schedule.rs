@@ -334,6 +334,7 @@ impl Engine {
             deadline_ms: None,
             cancel_requested: false,
             retries: Vec::new(),
+            no_cache: false,
         };
         self.runs.insert(id.clone(), Run::new(record, plan));
         self.touched.insert(id.clone());
@@ -373,6 +374,7 @@ impl Engine {
             deadline_ms: None,
             cancel_requested: false,
             retries: Vec::new(),
+            no_cache: false,
         };
         self.batch.put_run(record.clone());
         self.published.push(Arc::new(EngineEvent::Run(record)));

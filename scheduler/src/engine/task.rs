@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{DagFiles, TaskAssignment};
+use super::{DagFiles, TaskAssignment, TaskInput};
 use crate::dag::{Command, EnvValue, TemplateContext, param_text, render_template};
 use crate::ids::AttemptId;
 use crate::run::Run;
@@ -13,14 +13,26 @@ use crate::store::Store;
 /// Where a task's secret values come from: the store's sealed records and the key.
 pub(crate) struct SecretSource<'a> {
     pub(crate) key: Option<&'a SecretBox>,
-    pub(crate) store: &'a dyn Store,
+    /// None: no values are read; each secret env entry holds `secret:NAME` (the cache key
+    /// covers a secret by name only, never by value).
+    pub(crate) store: Option<&'a dyn Store>,
 }
 
 impl SecretSource<'_> {
+    /// A source that names secrets instead of reading them.
+    pub(crate) fn names_only() -> SecretSource<'static> {
+        SecretSource {
+            key: None,
+            store: None,
+        }
+    }
+
     /// The value of secret `name`, which env var `var` asks for, or why it cannot be had.
     fn value(&self, var: &str, name: &str) -> Result<String, String> {
-        let record = self
-            .store
+        let Some(store) = self.store else {
+            return Ok(format!("secret:{name}"));
+        };
+        let record = store
             .get_secret(name)
             .map_err(|e| format!("env.{var}: reading secret `{name}`: {e}"))?
             .ok_or_else(|| {
@@ -112,7 +124,26 @@ pub(crate) fn build_task(
         mounts: stage.mounts.clone(),
         resources: stage.resources,
         secret_env,
+        inputs: task_inputs(run, i),
+        outputs: stage.outputs.clone(),
     })
+}
+
+/// The outputs of every upstream instance that produced some, in plan order.
+pub(crate) fn task_inputs(run: &Run, i: usize) -> Vec<TaskInput> {
+    run.plan.nodes[i]
+        .upstream
+        .iter()
+        .flat_map(|&u| {
+            let upstream = &run.stages[u];
+            upstream.outputs.iter().map(|o| TaskInput {
+                stage: upstream.instance.clone(),
+                name: o.name.clone(),
+                digest: o.digest.clone(),
+                size: o.size,
+            })
+        })
+        .collect()
 }
 
 /// A param name as an environment variable suffix: upper case, anything else than letters
@@ -165,6 +196,7 @@ mod tests {
             deadline_ms: None,
             cancel_requested: false,
             retries: Vec::new(),
+            no_cache: false,
         };
         Run::new(record, plan)
     }
@@ -179,7 +211,7 @@ mod tests {
         let store = MemoryStore::new();
         let secrets = SecretSource {
             key: None,
-            store: &store,
+            store: Some(&store),
         };
         let task = build_task(
             &run,
@@ -249,7 +281,7 @@ mod tests {
             .unwrap();
         let secrets = SecretSource {
             key: Some(&key),
-            store: &store,
+            store: Some(&store),
         };
         let run = one_stage_run(WITH_SECRET);
         let task = build_task(
@@ -271,7 +303,7 @@ mod tests {
         let store = MemoryStore::new();
         let secrets = SecretSource {
             key: None,
-            store: &store,
+            store: Some(&store),
         };
         let run = one_stage_run(WITH_SECRET);
         let error = build_task(

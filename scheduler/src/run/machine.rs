@@ -2,15 +2,15 @@
 //! returns the actions the driver must take once the new state is stored. Pure: no IO, no
 //! clock; time is an argument.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use thiserror::Error;
 
 use super::plan::RunPlan;
 use super::state::{
-    AttemptOutcome, AttemptRecord, RetryMode, RetryRecord, RunRecord, RunState, StageRecord,
-    StageState,
+    ArtifactRef, AttemptOutcome, AttemptRecord, CacheNote, RetryMode, RetryRecord, RunRecord,
+    RunState, StageRecord, StageState,
 };
 use super::when::evaluate_condition;
 use crate::dag::TriggerRule;
@@ -50,6 +50,14 @@ pub enum Event {
         instance: usize,
         attempt: AttemptId,
         outcome: AttemptOutcome,
+    },
+    /// The cache holds this queued instance's result: it succeeds without running, with the
+    /// outputs and metrics of the run that made them.
+    CacheHit {
+        instance: usize,
+        note: CacheNote,
+        outputs: Vec<ArtifactRef>,
+        metrics: BTreeMap<String, f64>,
     },
     /// Time passed: backoffs expire, deadlines strike.
     Tick,
@@ -276,6 +284,31 @@ impl Run {
                 attempt,
                 outcome,
             } => self.finished(instance, &attempt, outcome, now, &mut actions)?,
+            Event::CacheHit {
+                instance,
+                note,
+                outputs,
+                metrics,
+            } => {
+                self.ensure_not_final()?;
+                let stage = self
+                    .stages
+                    .get(instance)
+                    .ok_or(TransitionError::UnknownInstance(instance))?;
+                if !matches!(stage.state, StageState::Queued { .. }) {
+                    return Err(TransitionError::NotQueued {
+                        instance: stage.instance.clone(),
+                        state: stage.state.name(),
+                    });
+                }
+                self.release_slot(instance, &mut actions);
+                let rec = &mut self.stages[instance];
+                rec.outputs = outputs;
+                rec.metrics = metrics;
+                rec.cache = Some(note);
+                rec.state = StageState::Succeeded { finished_ms: now };
+                self.settle(instance, now, &mut actions);
+            }
             Event::Tick => self.tick(now, &mut actions),
             Event::Cancel { reason } => {
                 self.ensure_not_final()?;
@@ -348,6 +381,9 @@ impl Run {
             rec.state = StageState::Pending;
             rec.failures = 0;
             rec.infra_failures = 0;
+            rec.outputs.clear();
+            rec.metrics.clear();
+            rec.cache = None;
         }
         record.retries.push(RetryRecord {
             at_ms: now,
@@ -370,6 +406,31 @@ impl Run {
         self.run_dirty = true;
         self.dirty.extend(selected.iter().copied());
         Ok(self.resume(now))
+    }
+
+    /// Records what the cache said about instance `i` (a miss and why); not a transition.
+    pub fn note_cache(&mut self, i: usize, note: CacheNote) {
+        if let Some(rec) = self.stages.get_mut(i) {
+            rec.cache = Some(note);
+            self.dirty.insert(i);
+        }
+    }
+
+    /// Keeps the outputs and metrics a successful attempt reported, before its
+    /// [`Event::Finished`] is applied; refused for an attempt that is not current.
+    pub fn record_outputs(
+        &mut self,
+        i: usize,
+        attempt: &AttemptId,
+        outputs: Vec<ArtifactRef>,
+        metrics: BTreeMap<String, f64>,
+    ) -> Result<(), TransitionError> {
+        self.current_attempt(i, attempt)?;
+        let rec = &mut self.stages[i];
+        rec.outputs = outputs;
+        rec.metrics = metrics;
+        self.dirty.insert(i);
+        Ok(())
     }
 
     /// The earliest time a [`Event::Tick`] has something to do.

@@ -40,6 +40,7 @@ impl Harness {
             deadline_ms: None,
             cancel_requested: false,
             retries: Vec::new(),
+            no_cache: false,
         };
         Harness {
             run: Run::new(record, plan),
@@ -795,4 +796,88 @@ fn a_stage_no_worker_can_run_fails_with_the_reason() {
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(h.state("d"), "upstream_failed");
+}
+
+fn model_ref() -> ArtifactRef {
+    ArtifactRef {
+        name: "model.pkl".to_owned(),
+        digest: "ab".repeat(32),
+        size: 3,
+    }
+}
+
+#[test]
+fn a_cache_hit_succeeds_a_queued_instance_without_an_attempt_and_readies_what_follows() {
+    let mut h = Harness::new(DIAMOND);
+    assert_eq!(h.start(), ["a"]);
+    let a = h.idx("a");
+    let note = CacheNote {
+        key: "k".to_owned(),
+        outcome: crate::run::CacheOutcome::Hit {
+            run: RunId::from("run-0"),
+            stage: "a".to_owned(),
+        },
+    };
+    let actions = h
+        .run
+        .apply(
+            Event::CacheHit {
+                instance: a,
+                note: note.clone(),
+                outputs: vec![model_ref()],
+                metrics: BTreeMap::from([("acc".to_owned(), 0.9)]),
+            },
+            T0 + 1,
+        )
+        .expect("a queued instance can hit");
+    let mut ready = h.ready_names(&actions);
+    ready.sort();
+    assert_eq!(ready, ["b", "c"]);
+    let rec = &h.run.stages[a];
+    assert_eq!(rec.state.name(), "succeeded");
+    assert!(rec.attempts.is_empty());
+    assert_eq!(rec.outputs, vec![model_ref()]);
+    assert_eq!(rec.metrics["acc"], 0.9);
+    assert_eq!(rec.cache, Some(note.clone()));
+    // Only a queued instance can hit.
+    let d = h.idx("d");
+    let refused = h.run.apply(
+        Event::CacheHit {
+            instance: d,
+            note,
+            outputs: Vec::new(),
+            metrics: BTreeMap::new(),
+        },
+        T0 + 2,
+    );
+    assert!(matches!(refused, Err(TransitionError::NotQueued { .. })));
+}
+
+#[test]
+fn outputs_are_kept_only_for_the_current_attempt_and_cleared_by_a_retry() {
+    let mut h = Harness::new(DIAMOND);
+    h.start();
+    let a = h.idx("a");
+    let attempt = h.dispatch("a", T0);
+    let stale = h.run.record_outputs(
+        a,
+        &AttemptId::from("old"),
+        vec![model_ref()],
+        BTreeMap::new(),
+    );
+    assert!(matches!(stale, Err(TransitionError::StaleAttempt { .. })));
+    h.run
+        .record_outputs(a, &attempt, vec![model_ref()], BTreeMap::new())
+        .expect("current attempt");
+    h.finish("a", &attempt, AttemptOutcome::Exited { code: 0 }, T0 + 1);
+    for name in ["b", "c", "d"] {
+        h.run_stage(name, 0, T0 + 2);
+    }
+    assert_eq!(h.run.record.state, RunState::Succeeded);
+    assert_eq!(h.run.stages[a].outputs, vec![model_ref()]);
+    let selected = h.run.retry_selection(&RetryMode::From("a".into())).unwrap();
+    h.run
+        .retry(&selected, RetryMode::From("a".into()), T0 + 3)
+        .unwrap();
+    assert!(h.run.stages[a].outputs.is_empty());
 }

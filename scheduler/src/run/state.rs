@@ -86,6 +86,9 @@ pub struct RunRecord {
     /// Earlier `vishwa retry` calls, oldest first.
     #[serde(default)]
     pub retries: Vec<RetryRecord>,
+    /// Cache lookups are off for this run (`--no-cache`); results still fill the cache.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cache: bool,
 }
 
 /// One `vishwa retry` of a run.
@@ -276,6 +279,37 @@ pub struct StageRecord {
     /// (or that a cache hit carried over); used by `when:` conditions and `vishwa compare`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, f64>,
+    /// The declared outputs of the successful attempt (or of the run a cache hit reused).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<ArtifactRef>,
+    /// What the cache said, for stages with `cache: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheNote>,
+}
+
+/// One stored output file: its name under `/vishwa/out`, content digest and size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    pub name: String,
+    /// sha256 of the content, hex.
+    pub digest: String,
+    pub size: u64,
+}
+
+/// The cache's verdict on one stage instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheNote {
+    /// The cache key (sha256, hex).
+    pub key: String,
+    pub outcome: CacheOutcome,
+}
+
+/// A hit names where the outputs came from; a miss says why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum CacheOutcome {
+    Hit { run: RunId, stage: String },
+    Miss { reason: String },
 }
 
 impl StageRecord {
@@ -290,6 +324,8 @@ impl StageRecord {
             infra_failures: 0,
             queued_ms: None,
             metrics: BTreeMap::new(),
+            outputs: Vec::new(),
+            cache: None,
         }
     }
 }

@@ -41,6 +41,7 @@ impl Harness {
             deadline_ms: None,
             cancel_requested: false,
             retries: Vec::new(),
+            no_cache: false,
         };
         let mut h = Harness {
             run: Run::new(record, plan),

@@ -22,6 +22,7 @@ fn run_record(id: &str, dag: &str) -> RunRecord {
         deadline_ms: None,
         cancel_requested: false,
         retries: Vec::new(),
+        no_cache: false,
     }
 }
 
@@ -231,6 +232,112 @@ async fn secrets_and_audit_entries_round_trip(store: &dyn Store) {
     assert_eq!(store.list_audit(100).unwrap().len(), 5);
 }
 
+fn artifact(run: &str, stage: &str, name: &str, digest: &str) -> ArtifactRecord {
+    ArtifactRecord {
+        run: RunId::from(run),
+        stage: stage.to_owned(),
+        name: name.to_owned(),
+        digest: digest.to_owned(),
+        size: 42,
+        created_ms: 9,
+        cached_from: None,
+    }
+}
+
+async fn artifact_index_lists_by_run_by_digest_and_consumers(store: &dyn Store) {
+    let d1 = "aa".repeat(32);
+    let d2 = "ab".repeat(32);
+    let mut b = WriteBatch::new();
+    b.put_artifact(artifact("r1", "train[choc]", "model.pkl", &d1));
+    b.put_artifact(artifact("r1", "train[choc]", "metrics.json", &d2));
+    b.put_artifact(artifact("r10", "train", "model.pkl", &d1));
+    let mut cached = artifact("r2", "train[choc]", "model.pkl", &d1);
+    cached.cached_from = Some(RunId::from("r1"));
+    b.put_artifact(cached.clone());
+    b.put_consumer(ConsumerRecord {
+        digest: d1.clone(),
+        run: RunId::from("r1"),
+        stage: "eval".to_owned(),
+    });
+    b.put_consumer(ConsumerRecord {
+        digest: d2.clone(),
+        run: RunId::from("r1"),
+        stage: "report".to_owned(),
+    });
+    store.commit(b).unwrap();
+    store.sync().await.unwrap();
+
+    // By run: a run id that prefixes another stays apart; ordered by stage, then name.
+    let r1 = store.run_artifacts(&RunId::from("r1")).unwrap();
+    let names: Vec<&str> = r1.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["metrics.json", "model.pkl"]);
+    assert_eq!(
+        store.run_artifacts(&RunId::from("r2")).unwrap(),
+        vec![cached]
+    );
+    assert!(store.run_artifacts(&RunId::from("r3")).unwrap().is_empty());
+    // By digest and by prefix.
+    let producers = store.artifacts_by_digest(&d1).unwrap();
+    let runs: Vec<&str> = producers.iter().map(|a| a.run.as_str()).collect();
+    assert_eq!(runs, ["r1", "r10", "r2"]);
+    assert_eq!(store.artifacts_by_digest("a").unwrap().len(), 4);
+    assert_eq!(store.artifacts_by_digest("ab").unwrap().len(), 1);
+    assert_eq!(store.all_artifacts().unwrap().len(), 4);
+    // Lineage.
+    let consumers = store.consumers_of(&d1).unwrap();
+    assert_eq!(consumers.len(), 1);
+    assert_eq!(consumers[0].stage, "eval");
+    // Deletes take both the run and the digest entries.
+    let mut b = WriteBatch::new();
+    b.delete_artifact(artifact("r10", "train", "model.pkl", &d1));
+    b.delete_consumer(consumers[0].clone());
+    store.commit(b).unwrap();
+    assert_eq!(store.artifacts_by_digest(&d1).unwrap().len(), 2);
+    assert!(store.run_artifacts(&RunId::from("r10")).unwrap().is_empty());
+    assert!(store.consumers_of(&d1).unwrap().is_empty());
+}
+
+async fn cache_entries_and_last_lookups_round_trip(store: &dyn Store) {
+    let entry = CacheEntry {
+        key: "k1".to_owned(),
+        run: RunId::from("r1"),
+        stage: "train".to_owned(),
+        outputs: vec![crate::run::ArtifactRef {
+            name: "model.pkl".to_owned(),
+            digest: "aa".repeat(32),
+            size: 3,
+        }],
+        metrics: BTreeMap::from([("acc".to_owned(), 0.5)]),
+        created_ms: 1,
+    };
+    let lookup = LastLookup {
+        dag: "d".to_owned(),
+        stage: "train[choc]".to_owned(),
+        key: "k1".to_owned(),
+        run: RunId::from("r1"),
+        components: CacheComponents {
+            image: "img".to_owned(),
+            ..Default::default()
+        },
+    };
+    let mut b = WriteBatch::new();
+    b.put_cache(entry.clone());
+    b.put_last_lookup(lookup.clone());
+    store.commit(b).unwrap();
+    assert_eq!(store.get_cache("k1").unwrap(), Some(entry.clone()));
+    assert_eq!(store.get_cache("k2").unwrap(), None);
+    assert_eq!(store.list_cache().unwrap(), vec![entry]);
+    assert_eq!(
+        store.get_last_lookup("d", "train[choc]").unwrap(),
+        Some(lookup)
+    );
+    assert_eq!(store.get_last_lookup("d", "train").unwrap(), None);
+    let mut b = WriteBatch::new();
+    b.delete_cache("k1".to_owned());
+    store.commit(b).unwrap();
+    assert!(store.list_cache().unwrap().is_empty());
+}
+
 macro_rules! conformance {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -271,6 +378,18 @@ macro_rules! conformance {
             async fn schedule_records_commit_with_runs_and_replace_by_dag() {
                 let (store, _guard) = $make;
                 super::schedule_records_commit_with_runs_and_replace_by_dag(&store).await;
+            }
+
+            #[tokio::test]
+            async fn artifact_index_lists_by_run_by_digest_and_consumers() {
+                let (store, _guard) = $make;
+                super::artifact_index_lists_by_run_by_digest_and_consumers(&store).await;
+            }
+
+            #[tokio::test]
+            async fn cache_entries_and_last_lookups_round_trip() {
+                let (store, _guard) = $make;
+                super::cache_entries_and_last_lookups_round_trip(&store).await;
             }
         }
     };

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    AuditEntry, DagRecord, DagVersion, LogRecord, ScheduleRecord, SecretRecord, Store, StoreError,
-    WriteBatch, WriteOp,
+    ArtifactRecord, AuditEntry, CacheEntry, ConsumerRecord, DagRecord, DagVersion, LastLookup,
+    LogRecord, ScheduleRecord, SecretRecord, Store, StoreError, WriteBatch, WriteOp,
 };
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
@@ -22,6 +22,11 @@ struct Inner {
     schedules: BTreeMap<String, ScheduleRecord>,
     secrets: BTreeMap<String, SecretRecord>,
     audit: Vec<AuditEntry>,
+    /// By (run, stage, name).
+    artifacts: BTreeMap<(RunId, String, String), ArtifactRecord>,
+    consumers: BTreeMap<(String, RunId, String), ConsumerRecord>,
+    cache: BTreeMap<String, CacheEntry>,
+    lookups: BTreeMap<(String, String), LastLookup>,
 }
 
 /// A [`Store`] held in memory.
@@ -63,6 +68,29 @@ impl Store for MemoryStore {
                 }
                 WriteOp::Schedule(c) => {
                     inner.schedules.insert(c.dag.clone(), c);
+                }
+                WriteOp::Artifact(a) => {
+                    let k = (a.run.clone(), a.stage.clone(), a.name.clone());
+                    inner.artifacts.insert(k, a);
+                }
+                WriteOp::Consumer(c) => {
+                    let k = (c.digest.clone(), c.run.clone(), c.stage.clone());
+                    inner.consumers.insert(k, c);
+                }
+                WriteOp::Cache(e) => {
+                    inner.cache.insert(e.key.clone(), e);
+                }
+                WriteOp::LastLookup(l) => {
+                    inner.lookups.insert((l.dag.clone(), l.stage.clone()), l);
+                }
+                WriteOp::DeleteArtifact(a) => {
+                    inner.artifacts.remove(&(a.run, a.stage, a.name));
+                }
+                WriteOp::DeleteConsumer(c) => {
+                    inner.consumers.remove(&(c.digest, c.run, c.stage));
+                }
+                WriteOp::DeleteCache(k) => {
+                    inner.cache.remove(&k);
                 }
             }
         }
@@ -162,5 +190,56 @@ impl Store for MemoryStore {
         let inner = self.lock();
         let skip = inner.audit.len().saturating_sub(limit);
         Ok(inner.audit[skip..].to_vec())
+    }
+
+    fn run_artifacts(&self, run: &RunId) -> Result<Vec<ArtifactRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .artifacts
+            .values()
+            .filter(|a| &a.run == run)
+            .cloned()
+            .collect())
+    }
+
+    fn artifacts_by_digest(&self, prefix: &str) -> Result<Vec<ArtifactRecord>, StoreError> {
+        let mut found: Vec<ArtifactRecord> = self
+            .lock()
+            .artifacts
+            .values()
+            .filter(|a| a.digest.starts_with(prefix))
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| {
+            (&a.digest, &a.run, &a.stage, &a.name).cmp(&(&b.digest, &b.run, &b.stage, &b.name))
+        });
+        Ok(found)
+    }
+
+    fn all_artifacts(&self) -> Result<Vec<ArtifactRecord>, StoreError> {
+        Ok(self.lock().artifacts.values().cloned().collect())
+    }
+
+    fn consumers_of(&self, digest: &str) -> Result<Vec<ConsumerRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .consumers
+            .values()
+            .filter(|c| c.digest == digest)
+            .cloned()
+            .collect())
+    }
+
+    fn get_cache(&self, key: &str) -> Result<Option<CacheEntry>, StoreError> {
+        Ok(self.lock().cache.get(key).cloned())
+    }
+
+    fn list_cache(&self) -> Result<Vec<CacheEntry>, StoreError> {
+        Ok(self.lock().cache.values().cloned().collect())
+    }
+
+    fn get_last_lookup(&self, dag: &str, stage: &str) -> Result<Option<LastLookup>, StoreError> {
+        let k = (dag.to_owned(), stage.to_owned());
+        Ok(self.lock().lookups.get(&k).cloned())
     }
 }

@@ -11,6 +11,7 @@ use thiserror::Error;
 use crate::ids::{Millis, RunId};
 use crate::run::{RunRecord, StageRecord};
 
+mod artifacts;
 mod memory;
 mod schedule;
 mod security;
@@ -19,6 +20,7 @@ mod sled_store;
 #[cfg(test)]
 mod conformance;
 
+pub use artifacts::{ArtifactRecord, CacheComponents, CacheEntry, ConsumerRecord, LastLookup};
 pub use memory::MemoryStore;
 pub use schedule::ScheduleRecord;
 pub use security::{AuditEntry, SecretRecord};
@@ -99,6 +101,13 @@ pub(crate) enum WriteOp {
     Run(RunRecord),
     Stage(RunId, StageRecord),
     Schedule(ScheduleRecord),
+    Artifact(ArtifactRecord),
+    Consumer(ConsumerRecord),
+    Cache(CacheEntry),
+    LastLookup(LastLookup),
+    DeleteArtifact(ArtifactRecord),
+    DeleteConsumer(ConsumerRecord),
+    DeleteCache(String),
 }
 
 impl WriteBatch {
@@ -130,6 +139,41 @@ impl WriteBatch {
     /// Stores (or replaces) where a DAG's schedule stands.
     pub fn put_schedule(&mut self, schedule: ScheduleRecord) {
         self.ops.push(WriteOp::Schedule(schedule));
+    }
+
+    /// Indexes one output of a stage instance (and its digest, for lineage).
+    pub fn put_artifact(&mut self, artifact: ArtifactRecord) {
+        self.ops.push(WriteOp::Artifact(artifact));
+    }
+
+    /// Records that a stage instance took a digest as an input.
+    pub fn put_consumer(&mut self, consumer: ConsumerRecord) {
+        self.ops.push(WriteOp::Consumer(consumer));
+    }
+
+    /// Stores (or replaces) a cache entry.
+    pub fn put_cache(&mut self, entry: CacheEntry) {
+        self.ops.push(WriteOp::Cache(entry));
+    }
+
+    /// Stores (or replaces) the last cache lookup of a DAG's stage instance.
+    pub fn put_last_lookup(&mut self, lookup: LastLookup) {
+        self.ops.push(WriteOp::LastLookup(lookup));
+    }
+
+    /// Drops an output from the index (retention).
+    pub fn delete_artifact(&mut self, artifact: ArtifactRecord) {
+        self.ops.push(WriteOp::DeleteArtifact(artifact));
+    }
+
+    /// Drops a consumer record (retention).
+    pub fn delete_consumer(&mut self, consumer: ConsumerRecord) {
+        self.ops.push(WriteOp::DeleteConsumer(consumer));
+    }
+
+    /// Drops a cache entry (its blobs are gone).
+    pub fn delete_cache(&mut self, key: String) {
+        self.ops.push(WriteOp::DeleteCache(key));
     }
 
     /// Whether the batch holds no writes.
@@ -190,6 +234,19 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     /// The newest `limit` audit entries, oldest first.
     fn list_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The outputs of a run, ordered by stage instance and file name.
+    fn run_artifacts(&self, run: &RunId) -> Result<Vec<ArtifactRecord>, StoreError>;
+    /// Every output whose digest starts with `prefix` (a whole digest finds exactly its
+    /// producers), ordered by digest, run, stage and name.
+    fn artifacts_by_digest(&self, prefix: &str) -> Result<Vec<ArtifactRecord>, StoreError>;
+    /// Every indexed output, for retention and garbage collection.
+    fn all_artifacts(&self) -> Result<Vec<ArtifactRecord>, StoreError>;
+    /// The stage instances that took a digest as an input, ordered by run and stage.
+    fn consumers_of(&self, digest: &str) -> Result<Vec<ConsumerRecord>, StoreError>;
+    fn get_cache(&self, key: &str) -> Result<Option<CacheEntry>, StoreError>;
+    /// Every cache entry, ordered by key.
+    fn list_cache(&self) -> Result<Vec<CacheEntry>, StoreError>;
+    fn get_last_lookup(&self, dag: &str, stage: &str) -> Result<Option<LastLookup>, StoreError>;
 }
 
 /// Counts runs per state; handy for invariants and listings.

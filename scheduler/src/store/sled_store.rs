@@ -2,8 +2,8 @@
 //!
 //! Layout: one tree `state` holds every record that must change together, under key
 //! prefixes (`d/` DAGs, `v/` DAG versions, `r/` runs, `s/` stage instances, `c/` schedule
-//! cursors), so a batch is one
-//! atomic `apply_batch`. Logs live in their own tree with binary keys
+//! cursors, `a/` outputs by run, `ad/` outputs by digest, `u/` consumers by digest, `k/`
+//! cache entries, `kl/` last cache lookups), so a batch is one atomic `apply_batch`. Logs live in their own tree with binary keys
 //! `run \0 stage \0 attempt(u32 BE) seq(u64 BE)` and values `stream(u8) time(i64 BE) bytes`.
 //! Secrets (ciphertext only) live in tree `secrets` keyed by name; the audit log in tree
 //! `audit` keyed by a monotonic id (u64 BE).
@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AuditEntry, DagRecord, DagVersion, LogRecord, LogStreamKind, ScheduleRecord, SecretRecord,
-    Store, StoreError, WriteBatch, WriteOp,
+    ArtifactRecord, AuditEntry, CacheEntry, ConsumerRecord, DagRecord, DagVersion, LastLookup,
+    LogRecord, LogStreamKind, ScheduleRecord, SecretRecord, Store, StoreError, WriteBatch, WriteOp,
 };
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
@@ -125,6 +125,18 @@ fn key(prefix: &str, parts: &[&str]) -> Vec<u8> {
     k
 }
 
+fn artifact_key(a: &ArtifactRecord) -> Vec<u8> {
+    key("a/", &[a.run.as_str(), &a.stage, &a.name])
+}
+
+fn artifact_digest_key(a: &ArtifactRecord) -> Vec<u8> {
+    key("ad/", &[&a.digest, a.run.as_str(), &a.stage, &a.name])
+}
+
+fn consumer_key(c: &ConsumerRecord) -> Vec<u8> {
+    key("u/", &[&c.digest, c.run.as_str(), &c.stage])
+}
+
 fn log_prefix(run: &RunId, stage: Option<&str>) -> Vec<u8> {
     let mut k = run.as_str().as_bytes().to_vec();
     k.push(0);
@@ -187,6 +199,19 @@ impl Store for SledStore {
                     b.insert(key("s/", &[run.as_str(), &s.instance]), encode(s))
                 }
                 WriteOp::Schedule(c) => b.insert(key("c/", &[&c.dag]), encode(c)),
+                WriteOp::Artifact(a) => {
+                    b.insert(artifact_key(a), encode(a));
+                    b.insert(artifact_digest_key(a), encode(a));
+                }
+                WriteOp::Consumer(c) => b.insert(consumer_key(c), encode(c)),
+                WriteOp::Cache(e) => b.insert(key("k/", &[&e.key]), encode(e)),
+                WriteOp::LastLookup(l) => b.insert(key("kl/", &[&l.dag, &l.stage]), encode(l)),
+                WriteOp::DeleteArtifact(a) => {
+                    b.remove(artifact_key(a));
+                    b.remove(artifact_digest_key(a));
+                }
+                WriteOp::DeleteConsumer(c) => b.remove(consumer_key(c)),
+                WriteOp::DeleteCache(k) => b.remove(key("k/", &[k])),
             }
         }
         self.state.apply_batch(b)?;
@@ -308,5 +333,37 @@ impl Store for SledStore {
             .collect::<Result<Vec<AuditEntry>, StoreError>>()?;
         entries.reverse();
         Ok(entries)
+    }
+
+    fn run_artifacts(&self, run: &RunId) -> Result<Vec<ArtifactRecord>, StoreError> {
+        let mut prefix = key("a/", &[run.as_str()]);
+        prefix.push(0);
+        self.scan(&prefix)
+    }
+
+    fn artifacts_by_digest(&self, prefix: &str) -> Result<Vec<ArtifactRecord>, StoreError> {
+        self.scan(&key("ad/", &[prefix]))
+    }
+
+    fn all_artifacts(&self) -> Result<Vec<ArtifactRecord>, StoreError> {
+        self.scan(b"a/")
+    }
+
+    fn consumers_of(&self, digest: &str) -> Result<Vec<ConsumerRecord>, StoreError> {
+        let mut prefix = key("u/", &[digest]);
+        prefix.push(0);
+        self.scan(&prefix)
+    }
+
+    fn get_cache(&self, cache_key: &str) -> Result<Option<CacheEntry>, StoreError> {
+        self.get(&key("k/", &[cache_key]))
+    }
+
+    fn list_cache(&self) -> Result<Vec<CacheEntry>, StoreError> {
+        self.scan(b"k/")
+    }
+
+    fn get_last_lookup(&self, dag: &str, stage: &str) -> Result<Option<LastLookup>, StoreError> {
+        self.get(&key("kl/", &[dag, stage]))
     }
 }

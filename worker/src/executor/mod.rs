@@ -136,6 +136,31 @@ pub enum ExecutorError {
     /// Waiting on or reading from the attempt failed.
     #[error("{0}")]
     Io(String),
+    /// The stage exited 0 without writing a declared output.
+    #[error(
+        "declared output `{name}` was not written: the stage exited 0 without creating /vishwa/out/{name}"
+    )]
+    OutputMissing { name: String },
+    /// Moving an artifact between the worker and the scheduler failed.
+    #[error("{direction} `{name}`: {reason}")]
+    Artifact {
+        name: String,
+        direction: &'static str,
+        reason: String,
+        transient: bool,
+    },
+    /// An input's bytes do not hash to the digest the scheduler indexed.
+    #[error(
+        "input `{name}` does not match its digest: expected sha256 {expected}, got {actual}; the stored artifact is corrupt"
+    )]
+    DigestMismatch {
+        name: String,
+        expected: String,
+        actual: String,
+    },
+    /// `metrics.json` is not a flat JSON object of numbers.
+    #[error("/vishwa/out/metrics.json: {reason}")]
+    BadMetrics { reason: String },
 }
 
 impl ExecutorError {
@@ -147,6 +172,10 @@ impl ExecutorError {
             ExecutorError::ImageUnavailable { .. }
                 | ExecutorError::Docker(_)
                 | ExecutorError::BundleUnavailable { .. }
+                | ExecutorError::Artifact {
+                    transient: true,
+                    ..
+                }
         )
     }
 }

@@ -1,0 +1,353 @@
+//! A stage's files in and out: each attempt gets its own host folders, `in/` (mounted
+//! read-only at `/vishwa/in`) filled with the outputs of the stages it needs, each checked
+//! against its digest, and `out/` (mounted at `/vishwa/out`), from which the declared outputs
+//! are uploaded after exit 0, hashed while they stream, and `metrics.json` is read.
+//!
+//! Inputs land in `in/<stage>/<file>`; a fan-out instance keeps its name, so a consumer of
+//! `train` sees `in/train[chocolate]/model.pkl`, `in/train[vanilla]/model.pkl`, ... (a `/` in
+//! an instance name becomes `_`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tonic::Code;
+use vishwa_proto::v1 as pb;
+
+use crate::executor::ExecutorError;
+
+type Client = crate::connect::WorkerClient;
+
+/// Where a stage reads its inputs inside its container.
+pub const CONTAINER_IN: &str = "/vishwa/in";
+/// Where a stage writes its outputs inside its container.
+pub const CONTAINER_OUT: &str = "/vishwa/out";
+/// The file in `/vishwa/out` whose numbers become the stage's metrics.
+pub const METRICS_FILE: &str = "metrics.json";
+/// Bytes per upload chunk.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Largest metrics.json read.
+const MAX_METRICS_BYTES: u64 = 1 << 20;
+
+/// One attempt's host folders.
+#[derive(Debug, Clone)]
+pub struct AttemptDirs {
+    pub root: PathBuf,
+    pub input: PathBuf,
+    pub output: PathBuf,
+}
+
+impl AttemptDirs {
+    /// Creates fresh `in/` and `out/` for `attempt` under `base`.
+    pub fn create(base: &Path, attempt: &str) -> Result<AttemptDirs, ExecutorError> {
+        let root = base.join(safe_component(attempt));
+        let dirs = AttemptDirs {
+            input: root.join("in"),
+            output: root.join("out"),
+            root,
+        };
+        let io = |e: std::io::Error| {
+            ExecutorError::Io(format!(
+                "cannot create the attempt's folders under {}: {e}",
+                base.display()
+            ))
+        };
+        if dirs.root.exists() {
+            std::fs::remove_dir_all(&dirs.root).map_err(io)?;
+        }
+        std::fs::create_dir_all(&dirs.input).map_err(io)?;
+        std::fs::create_dir_all(&dirs.output).map_err(io)?;
+        // The container may run as any user: it must be able to write its outputs.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dirs.output, std::fs::Permissions::from_mode(0o777))
+            .map_err(io)?;
+        Ok(dirs)
+    }
+
+    /// Removes the folders; what is left is only logged.
+    pub fn remove(&self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.root) {
+            tracing::warn!(dir = %self.root.display(), error = %e, "cannot remove an attempt's folders");
+        }
+    }
+}
+
+/// A file or folder name that cannot leave its parent.
+fn safe_component(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+        .collect();
+    match cleaned.as_str() {
+        "" | "." | ".." => format!("_{cleaned}"),
+        _ => cleaned,
+    }
+}
+
+fn transient(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Internal
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Aborted
+    )
+}
+
+/// Downloads every input into `dirs.input/<stage>/<name>`, verifying each digest.
+pub async fn fetch_inputs(
+    client: &Client,
+    dirs: &AttemptDirs,
+    inputs: &[pb::ArtifactInput],
+) -> Result<(), ExecutorError> {
+    for input in inputs {
+        let dir = dirs.input.join(safe_component(&input.stage));
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| ExecutorError::Io(format!("creating {}: {e}", dir.display())))?;
+        fetch_one(client, input, &dir.join(safe_component(&input.name))).await?;
+    }
+    Ok(())
+}
+
+async fn fetch_one(
+    client: &Client,
+    input: &pb::ArtifactInput,
+    path: &Path,
+) -> Result<(), ExecutorError> {
+    let name = format!("{}/{}", input.stage, input.name);
+    let failed = |reason: String, transient: bool| ExecutorError::Artifact {
+        name: name.clone(),
+        direction: "fetching input",
+        reason,
+        transient,
+    };
+    let mut stream = client
+        .clone()
+        .fetch_artifact(pb::FetchArtifactRequest {
+            digest: input.digest.clone(),
+        })
+        .await
+        .map_err(|s| failed(s.message().to_owned(), transient(&s)))?
+        .into_inner();
+    let io = |e: std::io::Error| failed(format!("writing {}: {e}", path.display()), true);
+    let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|s| failed(s.message().to_owned(), transient(&s)))?;
+        size += chunk.data.len() as u64;
+        hasher.update(&chunk.data);
+        file.write_all(&chunk.data).await.map_err(io)?;
+    }
+    file.flush().await.map_err(io)?;
+    let actual = hex::encode(hasher.finalize());
+    if actual != input.digest {
+        return Err(ExecutorError::DigestMismatch {
+            name,
+            expected: input.digest.clone(),
+            actual,
+        });
+    }
+    if size != input.size {
+        return Err(failed(
+            format!("it is {size} bytes, but the index says {}", input.size),
+            false,
+        ));
+    }
+    Ok(())
+}
+
+/// Uploads each declared output of a finished attempt; a missing one, or one that is not a
+/// plain file, fails the attempt naming it.
+pub async fn upload_outputs(
+    client: &Client,
+    worker_id: &str,
+    attempt_id: &str,
+    dirs: &AttemptDirs,
+    outputs: &[String],
+) -> Result<Vec<pb::ArtifactRef>, ExecutorError> {
+    let mut uploaded = Vec::with_capacity(outputs.len());
+    for name in outputs {
+        let path = dirs.output.join(safe_component(name));
+        // Not followed: a link could point at any file on the worker's host.
+        let meta = match tokio::fs::symlink_metadata(&path).await {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ExecutorError::OutputMissing { name: name.clone() });
+            }
+            Err(e) => {
+                return Err(ExecutorError::Io(format!("reading output `{name}`: {e}")));
+            }
+        };
+        if !meta.file_type().is_file() {
+            return Err(ExecutorError::Artifact {
+                name: name.clone(),
+                direction: "uploading output",
+                reason: "it is not a regular file (a folder or a symlink); write the file itself, or pack a folder with tar".to_owned(),
+                transient: false,
+            });
+        }
+        uploaded.push(upload_one(client, worker_id, attempt_id, name, &path, meta.len()).await?);
+    }
+    Ok(uploaded)
+}
+
+async fn upload_one(
+    client: &Client,
+    worker_id: &str,
+    attempt_id: &str,
+    name: &str,
+    path: &Path,
+    size: u64,
+) -> Result<pb::ArtifactRef, ExecutorError> {
+    let failed = |reason: String, transient: bool| ExecutorError::Artifact {
+        name: name.to_owned(),
+        direction: "uploading output",
+        reason,
+        transient,
+    };
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| failed(format!("opening it: {e}"), false))?;
+    let (tx, rx) = mpsc::channel::<pb::ArtifactChunk>(4);
+    let header = pb::ArtifactChunk {
+        attempt_id: attempt_id.to_owned(),
+        worker_id: worker_id.to_owned(),
+        name: name.to_owned(),
+        size,
+        ..Default::default()
+    };
+    // Read and hash while the upload runs; the digest goes in a last, empty chunk.
+    let reader = tokio::spawn(async move {
+        let mut hasher = Sha256::new();
+        let mut first = Some(header);
+        loop {
+            let mut buf = vec![0u8; CHUNK_BYTES];
+            let n = file.read(&mut buf).await?;
+            buf.truncate(n);
+            hasher.update(&buf);
+            let mut chunk = first.take().unwrap_or_default();
+            chunk.data = buf.into();
+            if n == 0 {
+                chunk.digest = hex::encode(hasher.finalize());
+                let _ = tx.send(chunk).await;
+                return Ok::<(), std::io::Error>(());
+            }
+            if tx.send(chunk).await.is_err() {
+                return Ok(());
+            }
+        }
+    });
+    let result = client
+        .clone()
+        .upload_artifact(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    let read = reader.await;
+    match read {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(failed(format!("reading it: {e}"), false)),
+        Err(e) => return Err(failed(format!("reading it: {e}"), false)),
+    }
+    let stored = result
+        .map_err(|s| failed(s.message().to_owned(), transient(&s)))?
+        .into_inner();
+    Ok(stored)
+}
+
+/// Reads `metrics.json` from the attempt's outputs: absent means no metrics; anything but a
+/// flat JSON object of numbers is an error naming the key at fault.
+pub fn read_metrics(dirs: &AttemptDirs) -> Result<BTreeMap<String, f64>, ExecutorError> {
+    let path = dirs.output.join(METRICS_FILE);
+    let bad = |reason: String| ExecutorError::BadMetrics { reason };
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(bad(format!("cannot read it: {e}"))),
+    };
+    if !meta.file_type().is_file() {
+        return Err(bad("it is not a regular file".to_owned()));
+    }
+    if meta.len() > MAX_METRICS_BYTES {
+        return Err(bad(format!(
+            "it is {} bytes, over the limit of {MAX_METRICS_BYTES}",
+            meta.len()
+        )));
+    }
+    let text = std::fs::read(&path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    parse_metrics(&text)
+}
+
+/// Parses a flat JSON object of numbers.
+pub fn parse_metrics(text: &[u8]) -> Result<BTreeMap<String, f64>, ExecutorError> {
+    let bad = |reason: String| ExecutorError::BadMetrics { reason };
+    let value: serde_json::Value =
+        serde_json::from_slice(text).map_err(|e| bad(format!("it is not valid JSON: {e}")))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(bad(format!(
+            "it must be a JSON object of numbers like {{\"accuracy\": 0.93}}, not {}",
+            json_kind(&value)
+        )));
+    };
+    let mut metrics = BTreeMap::new();
+    for (key, value) in map {
+        let Some(number) = value.as_f64() else {
+            return Err(bad(format!(
+                "key `{key}` is {}, not a number; metrics are a flat object of numbers",
+                json_kind(&value)
+            )));
+        };
+        metrics.insert(key, number);
+    }
+    Ok(metrics)
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_a_flat_object_of_numbers() {
+        let m = parse_metrics(br#"{"accuracy": 0.93, "rows": 500}"#).unwrap();
+        assert_eq!(m["accuracy"], 0.93);
+        assert_eq!(m["rows"], 500.0);
+        let err = parse_metrics(br#"{"accuracy": "high"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("key `accuracy` is a string"),
+            "{err}"
+        );
+        let err = parse_metrics(br#"{"nested": {"a": 1}}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("key `nested` is an object"),
+            "{err}"
+        );
+        let err = parse_metrics(b"[1, 2]").unwrap_err();
+        assert!(err.to_string().contains("not a list"), "{err}");
+        let err = parse_metrics(b"{accuracy: 1").unwrap_err();
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn names_cannot_leave_their_folder() {
+        assert_eq!(safe_component("train[a/b]"), "train[a_b]");
+        assert_eq!(safe_component(".."), "_..");
+        assert_eq!(safe_component("train[chocolate]"), "train[chocolate]");
+    }
+}
