@@ -186,7 +186,7 @@ fn a_run_over_tls_with_tokens_gets_its_secret_and_no_log_record_or_listing_shows
     cluster.submit(
         "secretive.yaml",
         &format!(
-            "name: {dag}\nstages:\n  - name: use\n    image: {IMAGE}\n    env:\n      API_KEY: {{secret: api-key}}\n      PLAIN: visible\n    command: |\n      echo \"whole=$API_KEY plain=$PLAIN\"\n      head=\"${{API_KEY%??????}}\"\n      printf 'split=%s' \"$head\"\n      sleep 1\n      printf '%s\\n' \"${{API_KEY#$head}}\"\n      case \"$API_KEY\" in s3cr3t-*-value) echo received-intact >&2;; esac\n"
+            "name: {dag}\nstages:\n  - name: use\n    image: {IMAGE}\n    env:\n      API_KEY: {{secret: api-key}}\n      PLAIN: visible\n    command: |\n      echo \"whole=$API_KEY plain=$PLAIN\"\n      head=\"${{API_KEY%??????}}\"\n      printf 'split=%s' \"$head\"\n      sleep 1\n      printf '%s\\n' \"${{API_KEY#$head}}\"\n      case \"$API_KEY\" in s3cr3t-*-value) echo received-intact;; esac\n"
         ),
     );
     let run = cluster.trigger(&dag, &[]);
@@ -196,7 +196,8 @@ fn a_run_over_tls_with_tokens_gets_its_secret_and_no_log_record_or_listing_shows
     let logs = cluster.vishwa(&["logs", &run]).stdout;
     assert!(logs.contains("whole=*** plain=visible"), "{logs}");
     // `vishwa logs` shows each output chunk on its own line; joined, the split value is one
-    // masked value.
+    // masked value. Everything checked here is on stdout: lines of stdout and stderr written
+    // a moment apart may be stored in either order.
     let joined: String = logs
         .lines()
         .map(|l| l.trim_start_matches("use | "))
