@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod artifacts;
 mod bundle;
+mod cache;
 mod child;
 mod command;
 mod cpu;
@@ -84,6 +85,9 @@ enum Benchmark {
     /// A 1 GB output handed to another worker against a loopback TCP copy; a 1,000-item
     /// fan-out of no-op stages.
     Artifacts,
+    /// `vishwa run dags/cake-popularity` twice on one data dir: the fully cached rerun
+    /// against the first run (real Docker; builds the python-ml image if missing).
+    Cache,
 }
 
 fn main() -> Result<()> {
@@ -154,6 +158,10 @@ fn main() -> Result<()> {
         if wants(Benchmark::Artifacts) {
             eprintln!("artifacts");
             sections.push(artifacts::run(vishwa, reps(3), &date)?);
+        }
+        if wants(Benchmark::Cache) {
+            eprintln!("cache");
+            sections.push(cache::run(vishwa, reps(3), &date)?);
         }
     }
     if !cli.no_write && cli.shape.is_none() {

@@ -86,7 +86,7 @@ pub(crate) fn header_section(machine: &Machine, date: &str) -> Section {
          ```\n\
          \n\
          or one at a time with `scheduler`, `peers`, `docker`, `validate`, `recovery`, \
-         `failover`, `spread`, `bundle` or `artifacts` in place of `all` (`--reps N` changes the \
+         `failover`, `spread`, `bundle`, `artifacts` or `cache` in place of `all` (`--reps N` changes the \
          repetitions, `--no-write` only prints). The machine is small \
          and noisy, so each figure is a median over repetitions, and each comparison is a ratio \
          against a baseline measured in the same run, interleaved with it.\n\
