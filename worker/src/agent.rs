@@ -26,7 +26,8 @@ use vishwa_proto::v1 as pb;
 
 use crate::api::convert::{ExecutorChoice, log_stream, outcome, task_spec};
 use crate::artifacts::{
-    AttemptDirs, CONTAINER_IN, CONTAINER_OUT, fetch_inputs, read_metrics, upload_outputs,
+    AttemptDirPool, AttemptDirs, CONTAINER_IN, CONTAINER_OUT, fetch_inputs, read_metrics,
+    upload_outputs,
 };
 use crate::bundle::BundleCache;
 use crate::capacity::Capacity;
@@ -160,6 +161,7 @@ pub async fn run_worker(
     {
         warn!(dir = %attempts_dir.display(), error = %e, "cannot remove earlier attempts' folders");
     }
+    let attempt_dirs = Arc::new(AttemptDirPool::new(attempts_dir));
     let bundles =
         Arc::new(
             BundleCache::open(&config.cache_dir).map_err(|e| WorkerError::Cache {
@@ -188,6 +190,7 @@ pub async fn run_worker(
             client: client.clone(),
             executors: &executors,
             bundles: &bundles,
+            attempt_dirs: &attempt_dirs,
             shared: shared.clone(),
             tracker: &tracker,
         };
@@ -301,6 +304,7 @@ struct Session<'a> {
     client: Client,
     executors: &'a Executors,
     bundles: &'a Arc<BundleCache>,
+    attempt_dirs: &'a Arc<AttemptDirPool>,
     shared: Arc<Shared>,
     tracker: &'a TaskTracker,
 }
@@ -418,7 +422,7 @@ impl Session<'_> {
                     owner: owner_label(self.config),
                     executors: self.executors.clone(),
                     bundles: self.bundles.clone(),
-                    attempts_dir: self.config.cache_dir.join("attempts"),
+                    attempt_dirs: self.attempt_dirs.clone(),
                     allow_process: self.config.allow_process,
                     allow_mounts: self.config.allow_mounts.clone(),
                     shared: self.shared.clone(),
@@ -439,7 +443,7 @@ struct Attempt {
     executors: Executors,
     bundles: Arc<BundleCache>,
     /// Where each attempt gets its `in/` and `out/` folders.
-    attempts_dir: PathBuf,
+    attempt_dirs: Arc<AttemptDirPool>,
     allow_process: bool,
     allow_mounts: Vec<PathBuf>,
     shared: Arc<Shared>,
@@ -465,7 +469,7 @@ impl Attempt {
             cancel.clone(),
         ));
         let mut produced = Produced::default();
-        let dirs = AttemptDirs::create(&self.attempts_dir, &spec.attempt_id);
+        let dirs = self.attempt_dirs.acquire();
         let result = if cancel.is_cancelled() {
             Ok(ExitReport::Cancelled)
         } else {
@@ -490,8 +494,8 @@ impl Attempt {
             warn!(attempt = %spec.attempt_id, error = %e, "log forwarding failed");
         }
         self.report(&spec, &result, produced).await;
-        if let Ok(dirs) = &dirs {
-            dirs.remove();
+        if let Ok(dirs) = dirs {
+            self.attempt_dirs.release(dirs);
         }
         self.shared.running().remove(&spec.attempt_id);
     }
