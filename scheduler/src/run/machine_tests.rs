@@ -579,6 +579,38 @@ fn fan_out_respects_max_parallel_and_the_join_waits_for_every_instance() {
 }
 
 #[test]
+fn a_fan_out_of_100_items_never_holds_more_than_max_parallel() {
+    let items: Vec<String> = (0..100).map(|i| format!("i{i}")).collect();
+    let yaml = format!(
+        "name: wide\nstages:\n  - name: shard\n    image: busybox\n    for_each: [{}]\n    \
+         max_parallel: 5\n    command: [echo, '{{{{ item }}}}']\n  - {{name: join, needs: [shard], \
+         image: busybox, command: [true]}}\n",
+        items.join(", ")
+    );
+    let mut h = Harness::new(&yaml);
+    let mut in_flight = h.start();
+    assert_eq!(in_flight.len(), 5);
+    let mut finished = 0;
+    let mut joined = false;
+    // Finish instances in a scrambled order; every newly ready one joins the in-flight set.
+    while let Some(pos) = (!in_flight.is_empty()).then(|| (finished * 7) % in_flight.len()) {
+        let done = in_flight.remove(pos);
+        let next = h.run_stage(&done, 0, T0);
+        finished += 1;
+        for name in next {
+            if name == "join" {
+                joined = true;
+            } else {
+                in_flight.push(name);
+            }
+        }
+        assert!(in_flight.len() <= 5, "{} shards at once", in_flight.len());
+    }
+    assert_eq!(finished, 100);
+    assert!(joined, "the join became ready after the last shard");
+}
+
+#[test]
 fn an_empty_fan_out_is_skipped() {
     let mut h = Harness::with_params(FAN_OUT, BTreeMap::from([("flavours".into(), "[]".into())]));
     let ready = h.start();
