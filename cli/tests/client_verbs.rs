@@ -373,7 +373,12 @@ stages:
     let running = wait_until(Duration::from_secs(30), || {
         get_json(&servers)["stages"][0]["state"] == "running"
     });
-    assert!(running, "the stage never ran\n{}", servers.logs());
+    assert!(
+        running,
+        "the stage never ran\n{}\n{}",
+        servers.vishwa(&["get", &run]),
+        servers.logs()
+    );
     assert!(
         wait_until(Duration::from_secs(10), || {
             common::running_containers_of_run(&run) == 1

@@ -83,7 +83,6 @@ impl AttemptDirs {
 pub struct AttemptDirPool {
     base: PathBuf,
     free: std::sync::Mutex<Vec<AttemptDirs>>,
-    next: std::sync::atomic::AtomicU64,
 }
 
 impl AttemptDirPool {
@@ -92,7 +91,6 @@ impl AttemptDirPool {
         AttemptDirPool {
             base,
             free: std::sync::Mutex::new(Vec::new()),
-            next: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -102,11 +100,17 @@ impl AttemptDirPool {
 
     /// Empty `in/` and `out/` folders for one attempt.
     pub fn acquire(&self) -> Result<AttemptDirs, ExecutorError> {
-        if let Some(dirs) = self.free().pop() {
+        // Another worker sharing this cache folder may have swept it when it started.
+        if let Some(dirs) = self.free().pop()
+            && dirs.input.is_dir()
+            && dirs.output.is_dir()
+        {
             return Ok(dirs);
         }
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        AttemptDirs::create(&self.base, &format!("slot-{n}"))
+        // Unique across pools and processes: workers may share a cache folder.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        AttemptDirs::create(&self.base, &format!("slot-{}-{n}", std::process::id()))
     }
 
     /// Empties an attempt's folders and keeps them for the next one; folders that cannot
