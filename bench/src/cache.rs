@@ -20,7 +20,7 @@ const DAG: &str = "dags/cake-popularity";
 const IMAGE: &str = "vishwa-examples/python-ml:1";
 const SOCKET: &str = "/var/run/docker.sock";
 
-/// What the store says about the runs on one data directory, oldest first.
+/// Cache verdicts on the stages of the newest run in one data directory.
 struct Counted {
     stages: usize,
     hits: usize,
