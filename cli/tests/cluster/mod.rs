@@ -14,30 +14,31 @@ pub mod invariants;
 pub mod netns;
 pub mod view;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use bollard::Docker;
 use bollard::models::ContainerSummary;
-use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 use nix::fcntl::{Flock, FlockArg};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tempfile::TempDir;
+use vishwa_integration_tests::auth::write_cluster_tokens;
+use vishwa_integration_tests::blocking::BlockingDocker;
+use vishwa_integration_tests::containers::{attempt_labels, run_labels, worker_labels};
+use vishwa_integration_tests::net::free_addr;
+use vishwa_integration_tests::poll::wait_until_blocking;
+use vishwa_integration_tests::process::{self, log_tail};
 use vishwa_scheduler::store::SledStore;
 
 pub use view::RunView;
-
-/// Admin token of clusters that use tokens (see [`ClusterConfig::tokens`]).
-pub const ADMIN_TOKEN: &str = "cluster-admin-token-0123456789";
-/// Worker token of clusters that use tokens.
-pub const WORKER_TOKEN: &str = "cluster-worker-token-0123456789";
+/// Admin and worker tokens of clusters that use tokens (see [`ClusterConfig::tokens`]).
+pub use vishwa_integration_tests::auth::{ADMIN_TOKEN, WORKER_TOKEN};
+pub use vishwa_integration_tests::names::{now_ms, unique_suffix};
+pub use vishwa_integration_tests::process::Outcome;
 
 /// The `vishwa` binary under test.
 pub const VISHWA: &str = env!("CARGO_BIN_EXE_vishwa");
@@ -50,21 +51,6 @@ const START_LIMIT: Duration = Duration::from_secs(30);
 /// Log lines of each process shown when a test fails.
 const LOG_TAIL_LINES: usize = 120;
 
-/// A name no other cluster (in this or a concurrent test process) uses.
-pub fn unique_suffix() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    format!(
-        "{:x}{:x}{}",
-        std::process::id() & 0xffff,
-        nanos & 0xfffff,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 /// The seed of a test's random choices: `VISHWA_CRASH_SEED` when set, else from the clock.
 /// Printed, so a failure can be replayed.
 pub fn seed() -> u64 {
@@ -76,56 +62,9 @@ pub fn seed() -> u64 {
     seed
 }
 
-/// Wall-clock time in milliseconds since the epoch, the unit of the scheduler's timestamps.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Checks `condition` every 100 ms until it holds or `timeout` passes; returns whether it held.
-pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// What a finished CLI command printed and how it exited.
-#[derive(Debug)]
-pub struct Outcome {
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Outcome {
-    pub fn ok(&self) -> bool {
-        self.status.success()
-    }
-
-    /// Panics, showing both streams, unless the command succeeded.
-    pub fn expect_ok(self, what: &str) -> Outcome {
-        assert!(self.ok(), "{what} failed: {self}");
-        self
-    }
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
+pub fn wait_until(timeout: Duration, condition: impl FnMut() -> bool) -> bool {
+    wait_until_blocking(timeout, Duration::from_millis(100), condition)
 }
 
 /// Settings of a cluster's scheduler.
@@ -186,8 +125,7 @@ pub struct Cluster {
     runs: Mutex<BTreeSet<String>>,
     /// Children started with [`Cluster::spawn_cli`], killed on drop.
     clients: Mutex<Vec<Child>>,
-    runtime: tokio::runtime::Runtime,
-    docker: Docker,
+    docker: BlockingDocker,
 }
 
 impl Cluster {
@@ -198,38 +136,20 @@ impl Cluster {
     }
 
     pub fn with_config(config: ClusterConfig) -> Cluster {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("cannot start a runtime");
-        let docker = runtime.block_on(async {
-            let docker = vishwa_integration_tests::docker::connect_docker()
-                .await
-                .expect("these tests need a reachable Docker engine; they never skip");
-            vishwa_integration_tests::images::ensure_busybox_image(&docker)
-                .await
-                .expect("cannot build the busybox test image");
-            docker
-        });
+        let docker = BlockingDocker::connect();
+        docker.ensure_busybox_image();
         let dir = tempfile::Builder::new()
             .prefix("vishwa-crash-")
             .tempdir()
             .expect("cannot create a temporary directory");
         let data = dir.path().join("data");
-        let addr = free_address(config.listen_ip);
+        let addr = free_addr(config.listen_ip);
         let mut config = config;
         if !config.listen_ip.is_loopback() {
             config.tokens = true;
         }
         if config.tokens {
-            std::fs::write(
-                dir.path().join("tokens.yaml"),
-                format!(
-                    "- {{name: admin, role: admin, token: {ADMIN_TOKEN}}}\n\
-                     - {{name: workers, role: worker, token: {WORKER_TOKEN}}}\n"
-                ),
-            )
-            .expect("cannot write the tokens file");
+            write_cluster_tokens(&dir.path().join("tokens.yaml"));
         }
         let scheme = if config.tls.is_some() {
             "https"
@@ -248,7 +168,6 @@ impl Cluster {
             worker_names: Mutex::new(BTreeSet::new()),
             runs: Mutex::new(BTreeSet::new()),
             clients: Mutex::new(Vec::new()),
-            runtime,
             docker,
         }
     }
@@ -475,7 +394,7 @@ impl Cluster {
     pub fn signal_worker(&self, name: &str, signal: Signal) {
         let workers = lock(&self.workers);
         let worker = workers.get(name).expect("no such worker");
-        kill(Pid::from_raw(worker.child.id() as i32), signal).expect("cannot signal the worker");
+        process::signal(&worker.child, signal).expect("cannot signal the worker");
     }
 
     /// Waits up to `limit` for worker `name` to exit; None if it is still running.
@@ -538,11 +457,11 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        let outcome = Outcome {
+        let outcome = Outcome::new(
             status,
-            stdout: std::fs::read_to_string(&out).unwrap_or_default(),
-            stderr: std::fs::read_to_string(&err).unwrap_or_default(),
-        };
+            std::fs::read(&out).unwrap_or_default(),
+            &std::fs::read(&err).unwrap_or_default(),
+        );
         let _ = std::fs::remove_file(out);
         let _ = std::fs::remove_file(err);
         outcome
@@ -628,11 +547,7 @@ impl Cluster {
             .write_all(input)
             .expect("cannot write to vishwa's stdin");
         let out = child.wait_with_output().expect("cannot wait for vishwa");
-        Outcome {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Outcome::new(out.status, out.stdout, &out.stderr)
     }
 
     /// Writes `yaml` to a file and submits it.
@@ -713,51 +628,27 @@ impl Cluster {
 
     /// Containers (running or not) carrying every label of `labels` (`key=value`).
     pub fn containers(&self, labels: &[String]) -> Vec<ContainerSummary> {
-        let filters = HashMap::from([("label", labels.to_vec())]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        self.runtime
-            .block_on(self.docker.list_containers(Some(options)))
-            .expect("cannot list containers")
+        self.docker.labelled(labels)
     }
 
     /// Containers of run `run`.
     pub fn containers_of_run(&self, run: &str) -> Vec<ContainerSummary> {
-        self.containers(&["vishwa.managed=true".into(), format!("vishwa.run={run}")])
+        self.containers(&run_labels(run))
     }
 
     /// Containers of attempt `attempt`.
     pub fn containers_of_attempt(&self, attempt: &str) -> Vec<ContainerSummary> {
-        self.containers(&[
-            "vishwa.managed=true".into(),
-            format!("vishwa.attempt={attempt}"),
-        ])
+        self.containers(&attempt_labels(attempt))
     }
 
     /// Containers started by worker `worker`.
     pub fn containers_of_worker(&self, worker: &str) -> Vec<ContainerSummary> {
-        self.containers(&[
-            "vishwa.managed=true".into(),
-            format!("vishwa.worker={worker}"),
-        ])
+        self.containers(&worker_labels(worker))
     }
 
     /// Waits up to `limit` until no container of run `run` exists; returns whether none does.
     pub fn wait_no_containers_of_run(&self, run: &str, limit: Duration) -> bool {
         wait_until(limit, || self.containers_of_run(run).is_empty())
-    }
-
-    fn remove_containers(&self, containers: Vec<ContainerSummary>) {
-        let options = RemoveContainerOptionsBuilder::default().force(true).build();
-        for c in containers {
-            if let Some(id) = c.id {
-                let _ = self
-                    .runtime
-                    .block_on(self.docker.remove_container(&id, Some(options.clone())));
-            }
-        }
     }
 
     // ---- the store ----
@@ -797,15 +688,10 @@ impl Cluster {
                 .map(|n| format!("worker-{n}")),
         );
         for name in names {
-            let text =
-                std::fs::read_to_string(self.dir().join(format!("{name}.log"))).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            let path = self.dir().join(format!("{name}.log"));
             eprintln!(
-                "===== {name}.log (last {} of {} lines) =====\n{}",
-                tail.len(),
-                lines.len(),
-                tail.join("\n")
+                "===== {name}.log (last {LOG_TAIL_LINES} lines) =====\n{}",
+                log_tail(&path, LOG_TAIL_LINES)
             );
         }
     }
@@ -831,13 +717,11 @@ impl Drop for Cluster {
         }
         let runs: Vec<String> = lock(&self.runs).iter().cloned().collect();
         for run in runs {
-            let containers = self.containers_of_run(&run);
-            self.remove_containers(containers);
+            self.docker.remove_labelled(&run_labels(&run));
         }
         let workers: Vec<String> = lock(&self.worker_names).iter().cloned().collect();
         for worker in workers {
-            let containers = self.containers_of_worker(&worker);
-            self.remove_containers(containers);
+            self.docker.remove_labelled(&worker_labels(&worker));
         }
         if std::thread::panicking() {
             // Keep the logs and the store for a post-mortem.
@@ -849,26 +733,7 @@ impl Drop for Cluster {
 
 /// Sends SIGTERM to `child` and waits up to `limit` for it; SIGKILL and panic past it.
 fn terminate(child: &mut Child, what: &str, limit: Duration) -> (ExitStatus, Duration) {
-    let started = Instant::now();
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("cannot send SIGTERM");
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status, started.elapsed());
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not exit within {limit:?} of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A port free right now on `ip`.
-fn free_address(ip: IpAddr) -> SocketAddr {
-    let listener = TcpListener::bind(SocketAddr::new(ip, 0))
-        .unwrap_or_else(|e| panic!("cannot bind a port on {ip}: {e}"));
-    listener.local_addr().unwrap()
+    process::terminate(child, what, limit)
 }
 
 fn humantime(d: Duration) -> String {
