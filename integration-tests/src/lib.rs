@@ -5,6 +5,7 @@
 //! - [`process`]: child processes run to their end or stopped with SIGTERM then SIGKILL;
 //! - [`inproc`]: a scheduler and workers inside the test process, on a real socket;
 //! - [`cluster`]: a scheduler with one Docker-and-process worker and a client, in process;
+//! - [`procs`]: a scheduler and workers as `vishwa` child processes, killed and restarted;
 //! - [`auth`]: bearer tokens; [`docker`], [`images`], [`containers`], [`blocking`]: the
 //!   local engine, the locally built test images, containers found (and removed) by label.
 
@@ -19,3 +20,4 @@ pub mod names;
 pub mod net;
 pub mod poll;
 pub mod process;
+pub mod procs;
