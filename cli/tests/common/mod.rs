@@ -4,7 +4,6 @@
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
@@ -15,7 +14,9 @@ use vishwa_integration_tests::blocking::{BlockingDocker, block_on};
 use vishwa_integration_tests::containers;
 use vishwa_integration_tests::docker::connect_docker;
 pub use vishwa_integration_tests::process::{Outcome, run_to_end};
+use vishwa_integration_tests::procs::{Cluster, ClusterConfig};
 use vishwa_integration_tests::{names, poll, process};
+use vishwa_scheduler::SchedulerConfig;
 
 /// How long one `vishwa` command may take before the test fails.
 pub const COMMAND_LIMIT: Duration = Duration::from_secs(90);
@@ -76,94 +77,71 @@ pub fn write_file(dir: &Path, file: &str, text: &str) -> String {
     path.display().to_string()
 }
 
-/// `vishwa scheduler` and `vishwa worker` as child processes, stopped (SIGTERM, then SIGKILL)
-/// when dropped. Their logs are kept in the temporary directory for failure messages.
+/// `vishwa scheduler` and `vishwa worker` as child processes: the shared harness's process
+/// cluster ([`vishwa_integration_tests::procs::Cluster`]) with the scheduler's default
+/// heartbeat and lease and one worker `w1`. Its logs are kept for failure messages.
 pub struct Servers {
     pub url: String,
-    addr: SocketAddr,
-    scheduler: Child,
-    /// Schedulers started so far, to name their logs.
-    schedulers_started: u32,
-    /// Workers by name, oldest first.
-    workers: Vec<(String, Child)>,
-    dir: TempDir,
+    cluster: Cluster,
 }
 
-/// How long the servers get to come up.
-const STARTUP_LIMIT: Duration = Duration::from_secs(20);
-
 impl Servers {
-    /// Starts a scheduler on a loopback port of its choosing (it binds port 0 and logs the
-    /// address, so no other server can take the port first) over a temporary store, waits
-    /// until it answers, then starts a worker `w1` with 2 slots that may run process stages.
+    /// Starts a scheduler on a free loopback port over a temporary store, waits until it
+    /// answers, then starts a worker `w1` with 2 slots that may run process stages and waits
+    /// until it registered.
     pub fn start() -> Servers {
-        let dir = tempfile::Builder::new()
-            .prefix("vishwa-cli-test-")
-            .tempdir()
-            .unwrap();
-        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-        let (scheduler, addr) = start_scheduler(dir.path(), any_port, 1)
-            .unwrap_or_else(|log| panic!("vishwa scheduler did not start; its log:\n{log}"));
+        let defaults = SchedulerConfig::default();
+        let cluster = Cluster::with_config(ClusterConfig {
+            vishwa: PathBuf::from(VISHWA),
+            heartbeat: defaults.heartbeat_interval,
+            lease: defaults.lease,
+            ..ClusterConfig::default()
+        });
+        cluster.start_scheduler();
         let mut servers = Servers {
-            url: format!("http://{addr}"),
-            addr,
-            scheduler,
-            schedulers_started: 1,
-            workers: Vec::new(),
-            dir,
+            url: cluster.url.clone(),
+            cluster,
         };
         servers.start_worker("w1");
         servers
     }
 
+    /// The cluster underneath, for what these helpers do not cover.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
     /// Kills the scheduler with SIGKILL (no chance to clean up) and waits until it is gone.
     pub fn kill_scheduler(&mut self) {
-        let _ = self.scheduler.kill();
-        let _ = self.scheduler.wait();
+        if self.cluster.scheduler_running() {
+            self.cluster.kill_scheduler();
+        }
     }
 
     /// Starts a new scheduler on the same address over the same store.
     pub fn restart_scheduler(&mut self) {
-        self.schedulers_started += 1;
-        match start_scheduler(self.dir.path(), self.addr, self.schedulers_started) {
-            Ok((scheduler, _)) => self.scheduler = scheduler,
-            Err(log) => panic!("the scheduler did not start again; its log:\n{log}"),
-        }
+        self.cluster.start_scheduler();
     }
 
-    /// Starts another worker with 2 slots that may run process stages.
+    /// Starts another worker with 2 slots that may run process stages; on SIGTERM, running
+    /// stages get 2 s to finish before they are stopped.
     pub fn start_worker(&mut self, name: &str) {
-        let log = |suffix: &str| File::create(self.dir.path().join(format!("{name}.{suffix}")));
-        let worker = vishwa_command(&[
-            "worker",
-            "--scheduler",
-            &self.url,
-            "--name",
-            name,
-            "--slots",
-            "2",
-            "--allow-process",
-            // On SIGTERM, running stages get 2 s to finish before they are stopped.
-            "--grace",
-            "2s",
-        ])
-        .stdout(log("out").unwrap())
-        .stderr(log("log").unwrap())
-        .spawn()
-        .expect("cannot start vishwa worker");
-        self.workers.push((name.to_owned(), worker));
+        self.cluster
+            .start_worker(name, 2, &["--allow-process", "--grace", "2s"]);
     }
 
     /// Stops a worker the way a service manager does (SIGTERM) and waits until it exited.
     pub fn stop_worker(&mut self, name: &str) -> ExitStatus {
-        let index = self
-            .workers
-            .iter()
-            .position(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no worker {name}"));
-        let (_, mut worker) = self.workers.remove(index);
-        stop(&mut worker);
-        worker.wait().unwrap()
+        self.cluster.signal_worker(name, Signal::SIGTERM);
+        match self.cluster.wait_worker_exit(name, Duration::from_secs(10)) {
+            Some(status) => status,
+            None => {
+                self.cluster.kill_worker(name);
+                self.cluster
+                    .wait_worker_exit(name, Duration::from_secs(1))
+                    .expect("a killed worker has exited")
+            }
+        }
     }
 
     /// Runs a client verb against these servers.
@@ -188,74 +166,15 @@ impl Servers {
 
     /// The scheduler's and the workers' logs, for failure messages.
     pub fn logs(&self) -> String {
-        let read =
-            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        let mut text = String::new();
-        for n in 1..=self.schedulers_started {
-            text.push_str(&format!(
-                "--- scheduler {n} log ---\n{}\n",
-                read(&format!("scheduler-{n}.log"))
-            ));
-        }
-        for (name, _) in &self.workers {
+        let mut text = format!("--- scheduler log ---\n{}\n", self.cluster.scheduler_log());
+        for name in self.cluster.worker_names() {
             text.push_str(&format!(
                 "\n--- {name} log ---\n{}",
-                read(&format!("{name}.log"))
+                self.cluster.worker_log(&name)
             ));
         }
         text
     }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        // The worker first, so it stops its containers while the scheduler still listens.
-        for (_, worker) in &mut self.workers {
-            stop(worker);
-        }
-        stop(&mut self.scheduler);
-    }
-}
-
-/// Starts `vishwa scheduler` on `listen` over `dir/data` and waits until it says where it
-/// listens and answers there; returns it with that address, or its log if it did not start.
-fn start_scheduler(dir: &Path, listen: SocketAddr, n: u32) -> Result<(Child, SocketAddr), String> {
-    let data = dir.join("data");
-    let log = dir.join(format!("scheduler-{n}.log"));
-    let mut scheduler = vishwa_command(&[
-        "scheduler",
-        "--listen",
-        &listen.to_string(),
-        "--data",
-        data.to_str().unwrap(),
-    ])
-    .stdout(File::create(dir.join(format!("scheduler-{n}.out"))).unwrap())
-    .stderr(File::create(&log).unwrap())
-    .spawn()
-    .expect("cannot start vishwa scheduler");
-    let mut exited = false;
-    let mut addr = None;
-    let answers = wait_until(STARTUP_LIMIT, || {
-        exited = matches!(scheduler.try_wait(), Ok(Some(_)));
-        addr = addr.or_else(|| listening_addr(&std::fs::read_to_string(&log).unwrap_or_default()));
-        exited
-            || addr.is_some_and(|addr| {
-                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-            })
-    });
-    match addr {
-        Some(addr) if answers && !exited => Ok((scheduler, addr)),
-        _ => {
-            stop(&mut scheduler);
-            Err(std::fs::read_to_string(&log).unwrap_or_default())
-        }
-    }
-}
-
-/// The address in the scheduler's `scheduler listening addr=...` log line.
-fn listening_addr(log: &str) -> Option<SocketAddr> {
-    let (_, rest) = log.split_once("scheduler listening addr=")?;
-    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// Asks a child to stop with SIGTERM and kills it if it is still there after 10 s.

@@ -141,6 +141,11 @@ impl Cluster {
         }
     }
 
+    /// Every worker name started so far, in order of name.
+    pub fn worker_names(&self) -> Vec<String> {
+        lock(&self.worker_names).iter().cloned().collect()
+    }
+
     /// What worker `name` logged so far.
     pub fn worker_log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir().join(format!("worker-{name}.log"))).unwrap_or_default()
