@@ -15,7 +15,7 @@ use vishwa_integration_tests::process;
 use vishwa_proto::v1 as pb;
 
 pub(crate) use vishwa_integration_tests::net::free_local_addr;
-pub(crate) use vishwa_integration_tests::process::log_tail;
+pub(crate) use vishwa_integration_tests::process::{log_tail, scheduler_args};
 
 /// The client API of a scheduler.
 pub(crate) type Client = pb::vishwa_client::VishwaClient<Channel>;
@@ -108,19 +108,6 @@ impl Drop for Server {
         }
         let _ = self.child.wait();
     }
-}
-
-/// Arguments of `vishwa scheduler` on `addr` with its store in `data`, then `extra` flags.
-pub(crate) fn scheduler_args(data: &Path, addr: SocketAddr, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "scheduler".to_owned(),
-        "--listen".to_owned(),
-        addr.to_string(),
-        "--data".to_owned(),
-        data.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args
 }
 
 /// Polls `check` every few milliseconds until it gives a value, for at most `limit`.

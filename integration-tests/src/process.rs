@@ -3,6 +3,7 @@
 //! does (SIGTERM, then SIGKILL after a grace period).
 
 use std::fs::File;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -44,6 +45,19 @@ pub fn vishwa_command(binary: &Path, args: &[&str]) -> Command {
         .env_remove("RUST_LOG")
         .stdin(Stdio::null());
     command
+}
+
+/// Arguments of `vishwa scheduler` listening on `addr` with its store in `data`, then `extra`.
+pub fn scheduler_args(data: &Path, addr: SocketAddr, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "scheduler".to_owned(),
+        "--listen".to_owned(),
+        addr.to_string(),
+        "--data".to_owned(),
+        data.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
 }
 
 /// What a finished command printed and how it exited.

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{Cluster, START_LIMIT, humantime, lock, terminate};
 use crate::names::now_ms;
+use crate::process::scheduler_args;
 
 impl Cluster {
     // ---- the scheduler ----
@@ -35,17 +36,13 @@ impl Cluster {
     /// The arguments every scheduler of a cluster starts with: its address, store and
     /// timings. The one place to add what a scheduler needs to listen beyond loopback.
     pub fn scheduler_args(&self) -> Vec<String> {
-        let mut args = vec![
-            "scheduler".to_owned(),
-            "--listen".to_owned(),
-            self.addr.to_string(),
-            "--data".to_owned(),
-            self.data.display().to_string(),
-            "--heartbeat".to_owned(),
-            humantime(self.config.heartbeat),
-            "--lease".to_owned(),
-            humantime(self.config.lease),
-        ];
+        let heartbeat = humantime(self.config.heartbeat);
+        let lease = humantime(self.config.lease);
+        let mut args = scheduler_args(
+            &self.data,
+            self.addr,
+            &["--heartbeat", &heartbeat, "--lease", &lease],
+        );
         if self.config.tokens {
             args.push("--tokens".to_owned());
             args.push(self.dir().join("tokens.yaml").display().to_string());
