@@ -107,7 +107,7 @@ async fn measure(vishwa: &Path, folder: &Path, rep: usize) -> Result<Timings> {
         .prefix("vishwa-bench-bundle-")
         .tempdir()?;
     let data = dir.path().join("data");
-    let addr = free_local_addr()?;
+    let addr = free_local_addr();
     let url = format!("http://{addr}");
     let args = scheduler_args(&data, addr, &[]);
     let mut scheduler = Server::spawn(vishwa, &args, &dir.path().join("scheduler.log"))?;

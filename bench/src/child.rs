@@ -4,16 +4,18 @@
 //! benchmark never leaves one behind.
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use tonic::transport::Channel;
+use vishwa_integration_tests::process;
 use vishwa_proto::v1 as pb;
+
+pub(crate) use vishwa_integration_tests::net::free_local_addr;
+pub(crate) use vishwa_integration_tests::process::{log_tail, scheduler_args};
 
 /// The client API of a scheduler.
 pub(crate) type Client = pb::vishwa_client::VishwaClient<Channel>;
@@ -79,20 +81,11 @@ impl Server {
 
     /// Asks it to stop (SIGTERM) and waits up to `grace`, then kills it.
     pub(crate) fn stop(&mut self, grace: Duration) -> Result<()> {
-        if self.child.try_wait()?.is_some() {
-            return Ok(());
+        if !process::stop(&mut self.child, grace) {
+            eprintln!("  {} did not stop within {grace:?}; killed it", self.what);
         }
-        let pid = Pid::from_raw(i32::try_from(self.pid())?);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if self.child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        eprintln!("  {} did not stop within {grace:?}; killing it", self.what);
-        self.kill()
+        self.child.wait()?;
+        Ok(())
     }
 
     /// Fails, with the end of its log, if it has exited.
@@ -117,41 +110,13 @@ impl Drop for Server {
     }
 }
 
-/// Arguments of `vishwa scheduler` on `addr` with its store in `data`, then `extra` flags.
-pub(crate) fn scheduler_args(data: &Path, addr: SocketAddr, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "scheduler".to_owned(),
-        "--listen".to_owned(),
-        addr.to_string(),
-        "--data".to_owned(),
-        data.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args
-}
-
-/// A loopback address with a port that was free a moment ago, for a child to listen on.
-pub(crate) fn free_local_addr() -> Result<SocketAddr> {
-    let listener = StdListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-    Ok(listener.local_addr()?)
-}
-
 /// Polls `check` every few milliseconds until it gives a value, for at most `limit`.
-pub(crate) async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<T>
+pub(crate) async fn wait_for<T, F, Fut>(what: &str, limit: Duration, check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            bail!("gave up waiting for {what} after {limit:?}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    vishwa_integration_tests::poll::wait_for(what, limit, POLL, check).await
 }
 
 /// Waits until something listens on `addr` (the scheduler binds before it opens its store),
@@ -185,13 +150,6 @@ pub(crate) async fn connect_client(url: &str, limit: Duration) -> Result<Client>
         }
     })
     .await
-}
-
-/// The last `lines` lines of a log file.
-pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
-    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
 /// Milliseconds since the Unix epoch of a wall-clock time, as the scheduler records times.

@@ -114,7 +114,7 @@ async fn measure(vishwa: &Path, rep: usize) -> Result<Failover> {
     let dir = tempfile::Builder::new()
         .prefix("vishwa-bench-failover-")
         .tempdir()?;
-    let addr = free_local_addr()?;
+    let addr = free_local_addr();
     let url = format!("http://{addr}");
     let flags = ["--lease", LEASE_FLAG, "--heartbeat", HEARTBEAT_FLAG];
     let args = scheduler_args(&dir.path().join("data"), addr, &flags);

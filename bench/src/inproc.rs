@@ -3,19 +3,18 @@
 //! counts what it was given and notes when its first task arrived, so a benchmark can watch
 //! dispatch from the worker's side.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use vishwa_integration_tests::inproc::{self, worker_config};
+use vishwa_worker::Executors;
 use vishwa_worker::executor::{
     EventSink, ExecEvent, Executor, ExecutorError, ExitReport, TaskSpec,
 };
-use vishwa_worker::{Capacity, Executors, WorkerConfig, WorkerError, run_worker};
 
 /// How long stopping a worker may take before it is abandoned (it only takes that long when
 /// the scheduler is gone and its last reports cannot be delivered).
@@ -90,8 +89,7 @@ impl Executor for BenchExecutor {
 /// A worker agent running on the harness's runtime.
 pub(crate) struct InProcessWorker {
     pub(crate) executor: Arc<BenchExecutor>,
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), WorkerError>>,
+    worker: inproc::InProcessWorker,
 }
 
 impl InProcessWorker {
@@ -106,45 +104,25 @@ impl InProcessWorker {
         cache_dir: PathBuf,
         executor: Arc<BenchExecutor>,
     ) -> InProcessWorker {
-        let config = WorkerConfig {
-            scheduler: url.to_owned(),
-            name: name.to_owned(),
-            slots,
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect::<BTreeMap<_, _>>(),
-            allow_process: false,
-            allow_mounts: Vec::new(),
-            grace: Duration::ZERO,
-            cache_dir,
-            capacity: Capacity::detect(),
-            token: None,
-            tls_ca: None,
-        };
+        let mut config = worker_config(url, name, slots, cache_dir);
+        config.labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let executors = Executors {
             docker: Some(executor.clone() as Arc<dyn Executor>),
             process: None,
         };
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run_worker(config, executors, shutdown.clone()));
         InProcessWorker {
             executor,
-            shutdown,
-            task,
+            worker: inproc::InProcessWorker::spawn(config, executors),
         }
     }
 
     /// Stops it: held stages are cancelled and reported; call it while the scheduler is up.
     pub(crate) async fn stop(self) -> Result<()> {
-        self.shutdown.cancel();
-        let mut task = self.task;
-        match tokio::time::timeout(STOP_LIMIT, &mut task).await {
-            Ok(joined) => joined??,
-            Err(_) => {
-                eprintln!("  an in-process worker did not stop in {STOP_LIMIT:?}; abandoning it");
-                task.abort();
-            }
+        if !self.worker.stop_within(STOP_LIMIT).await? {
+            eprintln!("  an in-process worker did not stop in {STOP_LIMIT:?}; abandoning it");
         }
         Ok(())
     }

@@ -152,7 +152,7 @@ async fn measure(vishwa: &Path, layout: Layout, rep: usize) -> Result<Figures> {
     let dir = tempfile::Builder::new()
         .prefix("vishwa-bench-spread-")
         .tempdir()?;
-    let addr = free_local_addr()?;
+    let addr = free_local_addr();
     let url = format!("http://{addr}");
     let args = scheduler_args(&dir.path().join("data"), addr, &[]);
     let mut scheduler = Server::spawn(vishwa, &args, &dir.path().join("scheduler.log"))?;

@@ -332,12 +332,10 @@ fn unknown_run_ids_fail_with_one_clear_line() {
 #[test]
 fn client_verbs_without_a_scheduler_fail_with_one_line_saying_so() {
     // A port nothing listens on: bound, then released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = format!("http://127.0.0.1:{port}");
+    let server = format!(
+        "http://{}",
+        vishwa_integration_tests::net::free_local_addr()
+    );
     let outcome = vishwa(&["--server", &server, "runs"]);
     assert_eq!(outcome.code(), 1, "{outcome}");
     let error = outcome.stderr.trim_end();

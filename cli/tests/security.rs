@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use cluster::{ADMIN_TOKEN, Cluster, ClusterConfig, ClusterTls, IMAGE, VISHWA, wait_until};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, date_time_ymd};
+use vishwa_integration_tests::net::free_local_addr;
+use vishwa_integration_tests::process::vishwa_command;
 
 /// A CA and what it signed, written as PEM files.
 struct Pki {
@@ -78,13 +80,7 @@ fn tls_cluster(pki: &Pki, certs: &Path) -> Cluster {
 
 /// `vishwa ARGS...` with nothing from the environment, to its end: (success, stdout+stderr).
 fn bare_vishwa(args: &[&str]) -> (bool, String) {
-    let out = Command::new(VISHWA)
-        .args(args)
-        .env_remove("VISHWA_SERVER")
-        .env_remove("VISHWA_TOKEN")
-        .env_remove("VISHWA_TLS_CA")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
+    let out = vishwa_command(Path::new(VISHWA), args)
         .output()
         .expect("cannot run vishwa");
     let text = format!(
@@ -105,16 +101,9 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// Starts a TLS scheduler with `cert`/`key` and waits until its port accepts connections.
 fn start_tls_scheduler(dir: &Path, cert: &Path, key: &Path) -> (Proc, SocketAddr) {
-    let addr = free_port();
+    let addr = free_local_addr();
     let child = Command::new(VISHWA)
         .args(["scheduler", "--listen", &addr.to_string(), "--data"])
         .arg(dir.join("data"))
@@ -440,12 +429,7 @@ fn vishwa_within(args: &[&str], limit: Duration) -> (Option<bool>, String) {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("out");
     let err_path = dir.path().join("err");
-    let mut child = Command::new(VISHWA)
-        .args(args)
-        .env_remove("VISHWA_TOKEN")
-        .env_remove("VISHWA_TLS_CA")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
+    let mut child = vishwa_command(Path::new(VISHWA), args)
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
@@ -488,7 +472,7 @@ fn a_worker_with_a_wrong_or_missing_token_stops_and_says_why() {
 fn an_open_scheduler_says_it_serves_local_users_only() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let addr = free_port().to_string();
+    let addr = free_local_addr().to_string();
     let (exited, out) = vishwa_within(
         &[
             "scheduler",

@@ -5,32 +5,26 @@
 //! a temporary directory that is removed with the cluster (or in one the test owns, to restart
 //! a scheduler over it), and the client is connected before `start` returns.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bollard::Docker;
 use futures::StreamExt;
 use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use vishwa_proto::v1 as pb;
 use vishwa_proto::v1::vishwa_client::VishwaClient;
-use vishwa_scheduler::{Scheduler, SchedulerConfig};
-use vishwa_worker::executor::Executor;
-use vishwa_worker::executor::docker::DockerExecutor;
-use vishwa_worker::executor::process::ProcessExecutor;
-use vishwa_worker::{Executors, WorkerConfig, WorkerError, run_worker};
+use vishwa_scheduler::SchedulerConfig;
 
 use crate::containers::remove_containers_of_run;
 use crate::docker::connect_docker;
 use crate::images::ensure_busybox_image;
+use crate::inproc::{
+    InProcessScheduler, InProcessWorker, docker_and_process_executors, worker_config,
+};
+use crate::names::unique_name;
 
 /// How often [`TestCluster::wait_for_run_end`] asks for the run.
 const RUN_POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -41,17 +35,7 @@ pub const WORKER_NAME: &str = "it-worker";
 /// A DAG name no other test (in this or a concurrent test process) uses: `prefix-<suffix>`.
 /// Run ids start with the DAG's name, so container labels never mix runs of different tests.
 pub fn unique_dag_name(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    format!(
-        "{prefix}-{:x}{:x}{}",
-        std::process::id(),
-        nanos,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    unique_name(prefix)
 }
 
 /// How to start a [`TestCluster`].
@@ -81,10 +65,8 @@ pub struct TestCluster {
     url: String,
     data_dir: PathBuf,
     _temp: Option<TempDir>,
-    scheduler: Option<Scheduler>,
-    scheduler_shutdown: CancellationToken,
-    worker: Option<JoinHandle<Result<(), WorkerError>>>,
-    worker_shutdown: CancellationToken,
+    worker: Option<InProcessWorker>,
+    scheduler: Option<InProcessScheduler>,
     /// Runs triggered through this cluster, whose containers a failed test removes.
     runs: Vec<String>,
 }
@@ -111,47 +93,21 @@ impl TestCluster {
             }
         };
 
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the scheduler's port")?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let scheduler_shutdown = CancellationToken::new();
-        let config = SchedulerConfig {
-            listen: listener.local_addr()?,
+        let scheduler = InProcessScheduler::start(SchedulerConfig {
             data_dir: data_dir.clone(),
             ..SchedulerConfig::default()
-        };
-        let scheduler = Scheduler::start(&config, listener, scheduler_shutdown.clone())
-            .await
-            .with_context(|| format!("starting a scheduler over {}", data_dir.display()))?;
+        })
+        .await?;
+        let url = scheduler.url.clone();
 
-        let docker_executor: Arc<dyn Executor> = Arc::new(
-            DockerExecutor::connect()
-                .await
-                .context("the worker cannot reach docker")?,
+        let mut config = worker_config(
+            &url,
+            WORKER_NAME,
+            options.slots,
+            data_dir.join("worker-cache"),
         );
-        let executors = Executors {
-            docker: Some(docker_executor),
-            process: Some(Arc::new(ProcessExecutor::new())),
-        };
-        let worker_shutdown = CancellationToken::new();
-        let worker = tokio::spawn(run_worker(
-            WorkerConfig {
-                scheduler: url.clone(),
-                name: WORKER_NAME.to_owned(),
-                slots: options.slots,
-                labels: BTreeMap::new(),
-                allow_process: true,
-                allow_mounts: Vec::new(),
-                grace: Duration::ZERO,
-                cache_dir: data_dir.join("worker-cache"),
-                capacity: vishwa_worker::Capacity::detect(),
-                token: None,
-                tls_ca: None,
-            },
-            executors,
-            worker_shutdown.clone(),
-        ));
+        config.allow_process = true;
+        let worker = InProcessWorker::spawn(config, docker_and_process_executors().await?);
 
         let client = VishwaClient::connect(url.clone())
             .await
@@ -163,10 +119,8 @@ impl TestCluster {
             url,
             data_dir,
             _temp: temp,
-            scheduler: Some(scheduler),
-            scheduler_shutdown,
             worker: Some(worker),
-            worker_shutdown,
+            scheduler: Some(scheduler),
             runs: Vec::new(),
         })
     }
@@ -323,13 +277,11 @@ impl TestCluster {
     /// Stops the worker, then the scheduler, and waits until both are gone (the store is
     /// closed afterwards, so a new scheduler may open it).
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.worker_shutdown.cancel();
         if let Some(worker) = self.worker.take() {
-            worker.await.context("the worker panicked")??;
+            worker.stop().await?;
         }
-        self.scheduler_shutdown.cancel();
         if let Some(scheduler) = self.scheduler.take() {
-            scheduler.wait().await.context("stopping the scheduler")?;
+            scheduler.stop().await?;
         }
         Ok(())
     }
@@ -339,8 +291,8 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         // A test that failed midway still stops its worker (which kills its containers) and
         // its scheduler.
-        self.worker_shutdown.cancel();
-        self.scheduler_shutdown.cancel();
+        drop(self.worker.take());
+        drop(self.scheduler.take());
         // The test's runtime ends with the test, taking the worker's own cleanup with it: remove
         // what a failed test left running from a runtime of our own. A passing test stopped
         // the cluster and checked that nothing was left, so there is nothing to hide.

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bollard::Docker;
+use bollard::models::ContainerSummary;
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
-use vishwa_worker::executor::docker::{LABEL_RUN, LABEL_STAGE};
+use vishwa_worker::executor::docker::{
+    LABEL_ATTEMPT, LABEL_MANAGED, LABEL_RUN, LABEL_STAGE, LABEL_WORKER,
+};
 
 use crate::poll::wait_until;
 
@@ -21,15 +24,49 @@ pub struct RunContainer {
     pub state: String,
 }
 
-/// Every container labelled with `run_id`, whatever its state (`all=true`).
-pub async fn containers_of_run(docker: &Docker, run_id: &str) -> anyhow::Result<Vec<RunContainer>> {
-    let filters = HashMap::from([("label", vec![format!("{LABEL_RUN}={run_id}")])]);
+/// Every container carrying all of `labels` (`key=value`), whatever its state (`all=true`).
+pub async fn labelled_containers(
+    docker: &Docker,
+    labels: &[String],
+) -> anyhow::Result<Vec<ContainerSummary>> {
+    let filters = HashMap::from([("label", labels.to_vec())]);
     let options = ListContainersOptionsBuilder::default()
         .all(true)
         .filters(&filters)
         .build();
-    let summaries = docker
+    docker
         .list_containers(Some(options))
+        .await
+        .with_context(|| format!("listing the containers labelled {labels:?}"))
+}
+
+/// The labels that pick a run's containers out of every Vishwa-managed one.
+pub fn run_labels(run_id: &str) -> Vec<String> {
+    vec![
+        format!("{LABEL_MANAGED}=true"),
+        format!("{LABEL_RUN}={run_id}"),
+    ]
+}
+
+/// The labels of one attempt's containers.
+pub fn attempt_labels(attempt: &str) -> Vec<String> {
+    vec![
+        format!("{LABEL_MANAGED}=true"),
+        format!("{LABEL_ATTEMPT}={attempt}"),
+    ]
+}
+
+/// The labels of containers a worker started (workers label them `name@scheduler`).
+pub fn worker_labels(worker: &str) -> Vec<String> {
+    vec![
+        format!("{LABEL_MANAGED}=true"),
+        format!("{LABEL_WORKER}={worker}"),
+    ]
+}
+
+/// Every container labelled with `run_id`, whatever its state (`all=true`).
+pub async fn containers_of_run(docker: &Docker, run_id: &str) -> anyhow::Result<Vec<RunContainer>> {
+    let summaries = labelled_containers(docker, &[format!("{LABEL_RUN}={run_id}")])
         .await
         .with_context(|| format!("listing the containers of run {run_id}"))?;
     Ok(summaries
@@ -88,18 +125,27 @@ pub async fn wait_until_no_containers_of_run(
 
 /// Force-removes every container of `run_id`; for cleaning up after a test that failed midway.
 pub async fn remove_containers_of_run(docker: &Docker, run_id: &str) -> anyhow::Result<()> {
-    let options = RemoveContainerOptionsBuilder::default().force(true).build();
-    for container in containers_of_run(docker, run_id).await? {
-        match docker
-            .remove_container(&container.id, Some(options.clone()))
-            .await
-        {
-            // Gone already: its worker removed it meanwhile.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
-            result => result.with_context(|| format!("removing container {}", container.name))?,
+    remove_labelled(docker, &[format!("{LABEL_RUN}={run_id}")]).await
+}
+
+/// Force-removes every container carrying all of `labels`.
+pub async fn remove_labelled(docker: &Docker, labels: &[String]) -> anyhow::Result<()> {
+    for container in labelled_containers(docker, labels).await? {
+        if let Some(id) = &container.id {
+            force_remove(docker, id).await?;
         }
     }
     Ok(())
+}
+
+/// Force-removes container `id`; one already gone is fine.
+pub async fn force_remove(docker: &Docker, id: &str) -> anyhow::Result<()> {
+    let options = RemoveContainerOptionsBuilder::default().force(true).build();
+    match docker.remove_container(id, Some(options)).await {
+        // Gone already: its worker removed it meanwhile.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        result => result.with_context(|| format!("removing container {id}")),
+    }
 }

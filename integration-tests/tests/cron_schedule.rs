@@ -2,17 +2,16 @@
 //! tempdir sled store, a real worker with the process executor, a DAG scheduled every 2 s.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use vishwa_integration_tests::inproc::{
+    InProcessScheduler, InProcessWorker, process_executors, worker_config,
+};
+use vishwa_integration_tests::names::now_ms;
 use vishwa_integration_tests::poll::wait_until;
 use vishwa_proto::v1 as pb;
 use vishwa_proto::v1::vishwa_client::VishwaClient;
-use vishwa_scheduler::{Scheduler, SchedulerConfig};
-use vishwa_worker::executor::process::ProcessExecutor;
-use vishwa_worker::{Executors, WorkerConfig, run_worker};
+use vishwa_scheduler::SchedulerConfig;
 
 const DAG: &str = "name: every-two-seconds
 schedule:
@@ -69,37 +68,16 @@ async fn scheduled_runs(
 #[tokio::test]
 async fn a_seconds_level_schedule_fires_real_runs_with_slot_ids_and_logical_times() {
     let data = tempfile::tempdir().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let config = SchedulerConfig {
+    let scheduler = InProcessScheduler::start(SchedulerConfig {
         data_dir: data.path().to_path_buf(),
         ..SchedulerConfig::default()
-    };
-    let scheduler = Scheduler::start(&config, listener, shutdown.clone())
-        .await
-        .unwrap();
-    let worker_shutdown = CancellationToken::new();
-    let worker = tokio::spawn(run_worker(
-        WorkerConfig {
-            scheduler: url.clone(),
-            name: "cron-test".into(),
-            slots: 4,
-            labels: Default::default(),
-            allow_process: true,
-            allow_mounts: Vec::new(),
-            grace: Duration::ZERO,
-            cache_dir: data.path().join("worker-cache"),
-            capacity: vishwa_worker::Capacity::detect(),
-            token: None,
-            tls_ca: None,
-        },
-        Executors {
-            docker: None,
-            process: Some(Arc::new(ProcessExecutor::new())),
-        },
-        worker_shutdown.clone(),
-    ));
+    })
+    .await
+    .unwrap();
+    let url = scheduler.url.clone();
+    let mut config = worker_config(&url, "cron-test", 4, data.path().join("worker-cache"));
+    config.allow_process = true;
+    let worker = InProcessWorker::spawn(config, process_executors());
 
     let mut client = VishwaClient::connect(url.clone()).await.unwrap();
     let submitted = client
@@ -194,15 +172,6 @@ async fn a_seconds_level_schedule_fires_real_runs_with_slot_ids_and_logical_time
         "a paused schedule fired"
     );
 
-    worker_shutdown.cancel();
-    let _ = worker.await;
-    shutdown.cancel();
-    scheduler.wait().await.unwrap();
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    let _ = worker.stop().await;
+    scheduler.stop().await.unwrap();
 }

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+use vishwa_integration_tests::inproc::InProcessScheduler;
 use vishwa_proto::v1 as pb;
 use vishwa_scheduler::auth::{METHOD_ROLES, Role, method_name};
 use vishwa_scheduler::{Scheduler, SchedulerConfig, ServeError};
@@ -32,8 +33,7 @@ const DAG: &str = "name: audited\nstages:\n  - name: only\n    image: vishwa-tes
 
 struct Server {
     channel: Channel,
-    shutdown: CancellationToken,
-    scheduler: Option<Scheduler>,
+    scheduler: Option<InProcessScheduler>,
     _data: tempfile::TempDir,
 }
 
@@ -42,21 +42,20 @@ impl Server {
         let data = tempfile::tempdir().unwrap();
         let tokens = data.path().join("tokens.yaml");
         std::fs::write(&tokens, TOKENS).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        let config = SchedulerConfig {
+        let scheduler = InProcessScheduler::start(SchedulerConfig {
             data_dir: data.path().join("data"),
             tokens: Some(tokens),
             ..SchedulerConfig::default()
-        };
-        let scheduler = Scheduler::start(&config, listener, shutdown.clone())
+        })
+        .await
+        .unwrap();
+        let channel = Channel::from_shared(scheduler.url.clone())
+            .unwrap()
+            .connect()
             .await
             .unwrap();
-        let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
         Server {
             channel,
-            shutdown,
             scheduler: Some(scheduler),
             _data: data,
         }
@@ -248,9 +247,8 @@ impl Server {
     }
 
     async fn stop(mut self) {
-        self.shutdown.cancel();
         if let Some(s) = self.scheduler.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(20), s.wait()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(20), s.stop()).await;
         }
     }
 }

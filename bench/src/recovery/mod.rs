@@ -85,7 +85,7 @@ impl Series {
         let dir = tempfile::Builder::new()
             .prefix("vishwa-bench-recovery-")
             .tempdir()?;
-        let addr = free_local_addr()?;
+        let addr = free_local_addr();
         let url = format!("http://{addr}");
         let args = scheduler_args(&dir.path().join("data"), addr, &[]);
         let mut server = Server::spawn(vishwa, &args, &dir.path().join("scheduler-0.log"))?;

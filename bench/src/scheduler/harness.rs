@@ -7,21 +7,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use vishwa_integration_tests::inproc::{
+    InProcessScheduler, InProcessWorker, connect_client, worker_config,
+};
 use vishwa_proto::v1 as pb;
+use vishwa_scheduler::SchedulerConfig;
 use vishwa_scheduler::engine::{DispatchMetrics, EngineEvent};
 use vishwa_scheduler::ids::RunId;
 use vishwa_scheduler::run::{RunState, StageState};
 use vishwa_scheduler::store::{MemoryStore, Store};
-use vishwa_scheduler::{Scheduler, SchedulerConfig};
+use vishwa_worker::Executors;
 use vishwa_worker::executor::{
     EventSink, ExecEvent, Executor, ExecutorError, ExitReport, TaskSpec,
 };
-use vishwa_worker::{Executors, WorkerConfig, WorkerError, run_worker};
 
 use crate::cpu::process_cpu_time;
 
@@ -86,10 +87,8 @@ pub(crate) struct RunFigures {
 
 /// A scheduler and its workers, in this process.
 pub(crate) struct Cluster {
-    scheduler: Scheduler,
-    shutdown: CancellationToken,
-    worker_shutdown: CancellationToken,
-    workers: Vec<JoinHandle<Result<(), WorkerError>>>,
+    scheduler: InProcessScheduler,
+    workers: Vec<InProcessWorker>,
     client: Client,
     _data: tempfile::TempDir,
 }
@@ -102,53 +101,40 @@ impl Cluster {
             .prefix("vishwa-bench-")
             .tempdir()
             .context("cannot create a data dir")?;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let shutdown = CancellationToken::new();
         let config = SchedulerConfig {
             data_dir: data.path().to_path_buf(),
             ..SchedulerConfig::default()
         };
         let scheduler = match layout.store {
-            StoreKind::Sled => Scheduler::start(&config, listener, shutdown.clone()).await?,
+            StoreKind::Sled => InProcessScheduler::start(config).await?,
             StoreKind::Memory => {
                 let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-                Scheduler::start_with_store(&config, store, listener, shutdown.clone()).await?
+                InProcessScheduler::start_with_store(config, store).await?
             }
         };
-        let worker_shutdown = CancellationToken::new();
+        let url = scheduler.url.clone();
         let executor: Arc<dyn Executor> = Arc::new(NoopExecutor);
         let workers = (0..layout.workers)
             .map(|i| {
-                let config = WorkerConfig {
-                    scheduler: url.clone(),
-                    name: format!("bench-{i}"),
-                    slots: layout.slots,
-                    labels: BTreeMap::from([(WORKER_LABEL.to_owned(), i.to_string())]),
-                    allow_process: false,
-                    allow_mounts: Vec::new(),
-                    grace: std::time::Duration::ZERO,
-                    cache_dir: data.path().join(format!("cache-{i}")),
-                    capacity: vishwa_worker::Capacity::detect(),
-                    token: None,
-                    tls_ca: None,
-                };
+                let mut config = worker_config(
+                    &url,
+                    &format!("bench-{i}"),
+                    layout.slots,
+                    data.path().join(format!("cache-{i}")),
+                );
+                config.labels = BTreeMap::from([(WORKER_LABEL.to_owned(), i.to_string())]);
                 let executors = Executors {
                     docker: Some(executor.clone()),
                     process: None,
                 };
-                tokio::spawn(run_worker(config, executors, worker_shutdown.clone()))
+                InProcessWorker::spawn(config, executors)
             })
             .collect();
-        let client = Client::connect(url)
+        let client = connect_client(&url)
             .await
-            .context("cannot connect to the scheduler")?
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
+            .context("cannot connect to the scheduler")?;
         let mut cluster = Cluster {
             scheduler,
-            shutdown,
-            worker_shutdown,
             workers,
             client,
             _data: data,
@@ -162,7 +148,7 @@ impl Cluster {
 
     /// Submits `yaml`, triggers it, and waits for the run to end; the run must succeed.
     pub(crate) async fn run_dag(&mut self, yaml: &str) -> Result<RunFigures> {
-        let engine = &self.scheduler.engine;
+        let engine = &self.scheduler.scheduler().engine;
         let submitted = self
             .client
             .submit_dag(pb::SubmitDagRequest {
@@ -237,12 +223,10 @@ impl Cluster {
 
     /// Stops the workers, then the scheduler, and removes the data dir.
     pub(crate) async fn stop(self) -> Result<()> {
-        self.worker_shutdown.cancel();
         for worker in self.workers {
-            worker.await??;
+            worker.stop().await?;
         }
-        self.shutdown.cancel();
-        self.scheduler.wait().await?;
+        self.scheduler.stop().await?;
         Ok(())
     }
 }

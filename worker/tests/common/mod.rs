@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use vishwa_integration_tests::names::unique_name;
 use vishwa_worker::executor::{
     CommandSpec, ExecEvent, Executor, ExecutorError, ExitReport, OutputStream, TaskSpec,
 };
@@ -17,16 +17,7 @@ const EVENT_BUFFER: usize = 16;
 
 /// An attempt id no other test (in this or a concurrent test process) uses.
 pub(crate) fn unique_attempt_id(test: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    format!(
-        "{test}-{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    unique_name(test)
 }
 
 /// A task for `test` with a fresh attempt id; the image is filled in by Docker tests.
