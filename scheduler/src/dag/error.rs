@@ -7,7 +7,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::cron::CronError;
-use crate::dag::model::{Location, StageName};
+use crate::dag::basic::{Location, StageName};
 
 /// The part of a DAG file an error is about, printed after the message (` in stage `x``).
 #[derive(Debug, Clone, PartialEq, Eq)]
