@@ -308,3 +308,62 @@ impl Blobs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(data: &[u8], digest: &str) -> Result<Piece, String> {
+        Ok(Piece {
+            data: Bytes::copy_from_slice(data),
+            digest: digest.to_owned(),
+        })
+    }
+
+    #[tokio::test]
+    async fn both_layouts_put_list_and_remove_the_same_way() {
+        let sharded = |d: &str| format!("sha256/{}/{}", &d[..2], &d[2..]);
+        let flat = |d: &str| format!("{d}.tar");
+        let layouts: [(Layout, &dyn Fn(&str) -> String); 2] =
+            [(Layout::Sharded, &sharded), (Layout::Flat("tar"), &flat)];
+        for (layout, relative) in layouts {
+            let dir = tempfile::tempdir().unwrap();
+            let blobs = Blobs::open(dir.path(), layout, 1 << 20).unwrap();
+            let digest = hex::encode(Sha256::digest(b"hello world"));
+            let pieces = futures::stream::iter([piece(b"hello ", ""), piece(b"world", &digest)]);
+            assert_eq!(blobs.put(11, pieces).await.unwrap(), (digest.clone(), 11));
+            assert_eq!(
+                std::fs::read(dir.path().join(relative(&digest))).unwrap(),
+                b"hello world"
+            );
+            let listed: Vec<String> = blobs.list().unwrap().into_iter().map(|e| e.0).collect();
+            assert_eq!(listed, vec![digest.clone()], "{layout:?}");
+            blobs.remove(&digest).unwrap();
+            blobs.remove(&digest).unwrap();
+            assert!(!blobs.has(&digest).unwrap());
+            assert!(blobs.list().unwrap().is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_short_upload_is_refused_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path(), Layout::Sharded, 1 << 20).unwrap();
+        let digest = hex::encode(Sha256::digest(b"hello"));
+        let pieces = futures::stream::iter([piece(b"hell", &digest)]);
+        let err = blobs.put(5, pieces).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BlobError::SizeMismatch {
+                    announced: 5,
+                    actual: 4
+                }
+            ),
+            "{err}"
+        );
+        assert!(blobs.list().unwrap().is_empty());
+        let incoming = std::fs::read_dir(dir.path().join("incoming")).unwrap();
+        assert_eq!(incoming.count(), 0);
+    }
+}
