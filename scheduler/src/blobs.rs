@@ -322,20 +322,18 @@ mod tests {
 
     #[tokio::test]
     async fn both_layouts_put_list_and_remove_the_same_way() {
-        let sharded = |d: &str| format!("sha256/{}/{}", &d[..2], &d[2..]);
-        let flat = |d: &str| format!("{d}.tar");
-        let layouts: [(Layout, &dyn Fn(&str) -> String); 2] =
-            [(Layout::Sharded, &sharded), (Layout::Flat("tar"), &flat)];
-        for (layout, relative) in layouts {
+        for layout in [Layout::Sharded, Layout::Flat("tar")] {
             let dir = tempfile::tempdir().unwrap();
             let blobs = Blobs::open(dir.path(), layout, 1 << 20).unwrap();
             let digest = hex::encode(Sha256::digest(b"hello world"));
             let pieces = futures::stream::iter([piece(b"hello ", ""), piece(b"world", &digest)]);
             assert_eq!(blobs.put(11, pieces).await.unwrap(), (digest.clone(), 11));
-            assert_eq!(
-                std::fs::read(dir.path().join(relative(&digest))).unwrap(),
-                b"hello world"
-            );
+            let relative = match layout {
+                Layout::Sharded => format!("sha256/{}/{}", &digest[..2], &digest[2..]),
+                Layout::Flat(extension) => format!("{digest}.{extension}"),
+            };
+            let kept = std::fs::read(dir.path().join(relative)).unwrap();
+            assert_eq!(kept, b"hello world");
             let listed: Vec<String> = blobs.list().unwrap().into_iter().map(|e| e.0).collect();
             assert_eq!(listed, vec![digest.clone()], "{layout:?}");
             blobs.remove(&digest).unwrap();
