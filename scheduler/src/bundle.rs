@@ -2,16 +2,16 @@
 //! (sha256) in the scheduler's data dir, and streamed to workers on other machines, so no
 //! shared filesystem is needed. Every byte is verified against the digest on the way in.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use futures::{Stream, StreamExt};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vishwa_proto::v1 as pb;
 
+use crate::blobs::{BlobError, Blobs, Layout, Piece};
+
 /// Bytes per chunk when a bundle is streamed.
-pub const CHUNK_BYTES: usize = 1 << 20;
+pub use crate::blobs::CHUNK_BYTES;
 /// Largest bundle accepted unless configured otherwise.
 pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 256 << 20;
 
@@ -36,50 +36,48 @@ pub enum BundleError {
     Io(String),
 }
 
-/// Checks that `digest` looks like a sha256 in hex.
-pub fn check_digest(digest: &str) -> Result<(), BundleError> {
-    let ok = digest.len() == 64
-        && digest
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if ok {
-        Ok(())
-    } else {
-        Err(BundleError::BadDigest {
-            digest: digest.chars().take(80).collect(),
-        })
+impl From<BlobError> for BundleError {
+    fn from(e: BlobError) -> BundleError {
+        match e {
+            BlobError::BadDigest { digest } => BundleError::BadDigest { digest },
+            BlobError::TooLarge { size, limit } => BundleError::TooLarge { size, limit },
+            BlobError::DigestMismatch { expected, actual } => {
+                BundleError::DigestMismatch { expected, actual }
+            }
+            BlobError::SizeMismatch { announced, actual } => {
+                BundleError::SizeMismatch { announced, actual }
+            }
+            BlobError::Missing { digest } => BundleError::Missing { digest },
+            BlobError::Io(message) => BundleError::Io(message),
+        }
     }
 }
 
-/// Bundles on disk, one file per digest.
+/// Checks that `digest` looks like a sha256 in hex.
+pub fn check_digest(digest: &str) -> Result<(), BundleError> {
+    Ok(crate::blobs::check_digest(digest)?)
+}
+
+/// Bundles on disk as `<digest>.tar`, in the shared [`Blobs`] store.
 #[derive(Debug, Clone)]
 pub struct BundleStore {
-    dir: PathBuf,
-    max_bytes: u64,
+    blobs: Blobs,
 }
 
 impl BundleStore {
     /// Opens (creating) the bundle folder `dir`.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<BundleStore, BundleError> {
-        std::fs::create_dir_all(dir.join("incoming"))
-            .map_err(|e| BundleError::Io(format!("creating {}: {e}", dir.display())))?;
-        Ok(BundleStore {
-            dir: dir.to_path_buf(),
-            max_bytes,
-        })
-    }
-
-    fn path(&self, digest: &str) -> PathBuf {
-        self.dir.join(format!("{digest}.tar"))
+        let blobs = Blobs::open(dir, Layout::Flat("tar"), max_bytes)?;
+        Ok(BundleStore { blobs })
     }
 
     /// Whether the bundle `digest` is here.
     pub fn has(&self, digest: &str) -> Result<bool, BundleError> {
-        check_digest(digest)?;
-        Ok(self.path(digest).is_file())
+        Ok(self.blobs.has(digest)?)
     }
 
     /// Receives an upload, verifies size and digest, and keeps it. Returns digest and size.
+    /// The first chunk names the digest, so a bundle already here is not read again.
     pub async fn receive<S, E>(&self, chunks: S) -> Result<(String, u64), BundleError>
     where
         S: Stream<Item = Result<pb::BundleChunk, E>> + Unpin,
@@ -91,85 +89,25 @@ impl BundleStore {
             Some(Err(e)) => return Err(BundleError::Io(format!("receiving the upload: {e}"))),
             None => return Err(BundleError::Empty),
         };
-        let digest = first.digest.clone();
-        check_digest(&digest)?;
-        if first.size > self.max_bytes {
-            return Err(BundleError::TooLarge {
-                size: first.size,
-                limit: self.max_bytes,
-            });
+        check_digest(&first.digest)?;
+        self.blobs.check_size(first.size)?;
+        if self.blobs.has(&first.digest)? {
+            return Ok((first.digest, first.size));
         }
-        if self.path(&digest).is_file() {
-            return Ok((digest, first.size));
-        }
-        let incoming = self
-            .dir
-            .join("incoming")
-            .join(format!("{digest}.{}", std::process::id()));
-        let result = self.write_verified(&incoming, &first, &mut chunks).await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&incoming).await;
-        }
-        result?;
-        tokio::fs::rename(&incoming, self.path(&digest))
-            .await
-            .map_err(|e| BundleError::Io(format!("keeping bundle {digest}: {e}")))?;
-        Ok((digest, first.size))
-    }
-
-    async fn write_verified<S, E>(
-        &self,
-        path: &Path,
-        first: &pb::BundleChunk,
-        rest: &mut S,
-    ) -> Result<(), BundleError>
-    where
-        S: Stream<Item = Result<pb::BundleChunk, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        let io = |e: std::io::Error| BundleError::Io(format!("writing {}: {e}", path.display()));
-        let mut file = tokio::fs::File::create(path).await.map_err(io)?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut data = first.data.clone();
-        loop {
-            size += data.len() as u64;
-            if size > self.max_bytes || size > first.size {
-                return Err(if size > self.max_bytes {
-                    BundleError::TooLarge {
-                        size,
-                        limit: self.max_bytes,
-                    }
-                } else {
-                    BundleError::SizeMismatch {
-                        announced: first.size,
-                        actual: size,
-                    }
-                });
-            }
-            hasher.update(&data);
-            file.write_all(&data).await.map_err(io)?;
-            match rest.next().await {
-                Some(Ok(chunk)) => data = chunk.data,
-                Some(Err(e)) => return Err(BundleError::Io(format!("receiving the upload: {e}"))),
-                None => break,
-            }
-        }
-        file.sync_all().await.map_err(io)?;
-        if size != first.size {
-            return Err(BundleError::SizeMismatch {
-                announced: first.size,
-                actual: size,
-            });
-        }
-        let actual = hex::encode(hasher.finalize());
-        if actual != first.digest {
-            return Err(BundleError::DigestMismatch {
-                expected: first.digest.clone(),
-                actual,
-            });
-        }
-        Ok(())
+        let size = first.size;
+        let first = Piece {
+            data: first.data,
+            digest: first.digest,
+        };
+        // Only the first chunk names the digest.
+        let rest = chunks.map(|chunk| {
+            chunk.map(|c| Piece {
+                data: c.data,
+                digest: String::new(),
+            })
+        });
+        let pieces = futures::stream::once(async { Ok(first) }).chain(rest);
+        Ok(self.blobs.put(size, Box::pin(pieces)).await?)
     }
 
     /// Streams a kept bundle in chunks; the first names its digest and size.
@@ -178,48 +116,21 @@ impl BundleStore {
         digest: &str,
         tx: tokio::sync::mpsc::Sender<Result<pb::BundleChunk, tonic::Status>>,
     ) -> Result<(), BundleError> {
-        check_digest(digest)?;
-        let path = self.path(digest);
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|_| BundleError::Missing {
-                digest: digest.to_owned(),
-            })?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| BundleError::Io(e.to_string()))?
-            .len();
-        let mut first = true;
-        loop {
-            let mut buf = vec![0u8; CHUNK_BYTES];
-            let n = file
-                .read(&mut buf)
-                .await
-                .map_err(|e| BundleError::Io(format!("reading {}: {e}", path.display())))?;
-            if n == 0 && !first {
-                return Ok(());
-            }
-            buf.truncate(n);
-            let chunk = pb::BundleChunk {
-                digest: if first {
-                    digest.to_owned()
-                } else {
-                    String::new()
-                },
-                size: if first { size } else { 0 },
-                data: buf.into(),
-            };
-            first = false;
-            if tx.send(Ok(chunk)).await.is_err() || n == 0 {
-                return Ok(());
-            }
-        }
+        let chunk = |size: Option<u64>, data| {
+            Ok(pb::BundleChunk {
+                digest: size.map(|_| digest.to_owned()).unwrap_or_default(),
+                size: size.unwrap_or(0),
+                data,
+            })
+        };
+        Ok(self.blobs.send(digest, tx, chunk).await?)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest, Sha256};
+
     use super::*;
 
     fn digest_of(data: &[u8]) -> String {

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod artifacts;
 pub mod auth;
+pub mod blobs;
 pub mod bundle;
 pub mod cron;
 pub mod dag;

@@ -7,17 +7,15 @@
 use std::path::{Path, PathBuf};
 
 use futures::{Stream, StreamExt};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vishwa_proto::v1 as pb;
 
-use crate::ids::AttemptId;
+use crate::blobs::{BlobError, Blobs, Layout, Piece};
 
 pub mod retention;
 
 /// Bytes per chunk when an artifact is streamed.
-pub const CHUNK_BYTES: usize = 1 << 20;
+pub use crate::blobs::CHUNK_BYTES;
 /// Largest artifact accepted unless configured otherwise (`--max-artifact-bytes`).
 pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 8 << 30;
 
@@ -56,6 +54,27 @@ pub enum ArtifactError {
 }
 
 impl ArtifactError {
+    /// The blob store's error `e`, about the output `name`.
+    fn about(name: &str, e: BlobError) -> ArtifactError {
+        let name = name.to_owned();
+        match e {
+            BlobError::BadDigest { digest } => ArtifactError::BadDigest { digest },
+            BlobError::TooLarge { size, limit } => ArtifactError::TooLarge { name, size, limit },
+            BlobError::DigestMismatch { expected, actual } => ArtifactError::DigestMismatch {
+                name,
+                expected,
+                actual,
+            },
+            BlobError::SizeMismatch { announced, actual } => ArtifactError::SizeMismatch {
+                name,
+                announced,
+                actual,
+            },
+            BlobError::Missing { digest } => ArtifactError::Missing { digest },
+            BlobError::Io(message) => ArtifactError::Io(message),
+        }
+    }
+
     /// Whether a retry may succeed (storage trouble) rather than the upload being wrong.
     pub fn is_io(&self) -> bool {
         matches!(self, ArtifactError::Io(_))
@@ -64,17 +83,7 @@ impl ArtifactError {
 
 /// Checks that `digest` looks like a sha256 in hex.
 pub fn check_digest(digest: &str) -> Result<(), ArtifactError> {
-    let ok = digest.len() == 64
-        && digest
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ArtifactError::BadDigest {
-            digest: digest.chars().take(80).collect(),
-        })
-    }
+    crate::blobs::check_digest(digest).map_err(|e| ArtifactError::about("", e))
 }
 
 /// What an upload's first chunk says.
@@ -86,79 +95,52 @@ pub struct UploadHeader {
     pub size: u64,
 }
 
-/// Artifact blobs on disk, one file per digest.
+/// Artifact blobs on disk, one file per digest, in the shared [`Blobs`] store.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
-    dir: PathBuf,
-    max_bytes: u64,
+    blobs: Blobs,
 }
 
 impl BlobStore {
     /// Opens (creating) the artifact folder `dir`.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<BlobStore, ArtifactError> {
-        std::fs::create_dir_all(dir.join("incoming"))
-            .and_then(|()| std::fs::create_dir_all(dir.join("sha256")))
-            .map_err(|e| ArtifactError::Io(format!("creating {}: {e}", dir.display())))?;
-        Ok(BlobStore {
-            dir: dir.to_path_buf(),
-            max_bytes,
-        })
+        let blobs = Blobs::open(dir, Layout::Sharded, max_bytes)
+            .map_err(|e| ArtifactError::about("", e))?;
+        Ok(BlobStore { blobs })
+    }
+
+    /// The content-addressed store underneath.
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
     }
 
     /// Largest artifact accepted, in bytes.
     pub fn max_bytes(&self) -> u64 {
-        self.max_bytes
+        self.blobs.max_bytes()
     }
 
     /// Where the blob of `digest` lives: `sha256/ab/cdef…`.
     pub fn path(&self, digest: &str) -> PathBuf {
-        self.dir
-            .join("sha256")
-            .join(&digest[..2])
-            .join(&digest[2..])
+        self.blobs.path(digest)
     }
 
     /// Whether the blob `digest` is here.
     pub fn has(&self, digest: &str) -> Result<bool, ArtifactError> {
-        check_digest(digest)?;
-        Ok(self.path(digest).is_file())
+        self.blobs
+            .has(digest)
+            .map_err(|e| ArtifactError::about("", e))
     }
 
     /// Removes the blob `digest`; a missing one is not an error.
     pub fn remove(&self, digest: &str) -> Result<(), ArtifactError> {
-        check_digest(digest)?;
-        match std::fs::remove_file(self.path(digest)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ArtifactError::Io(format!("removing blob {digest}: {e}"))),
-        }
+        self.blobs
+            .remove(digest)
+            .map_err(|e| ArtifactError::about("", e))
     }
 
     /// Every blob digest here with the time its file was last written.
     pub fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, ArtifactError> {
-        let io = |e: std::io::Error| ArtifactError::Io(format!("listing blobs: {e}"));
-        let mut found = Vec::new();
-        for shard in std::fs::read_dir(self.dir.join("sha256")).map_err(io)? {
-            let shard = shard.map_err(io)?;
-            let prefix = shard.file_name().to_string_lossy().into_owned();
-            if !shard.file_type().map_err(io)?.is_dir() {
-                continue;
-            }
-            for blob in std::fs::read_dir(shard.path()).map_err(io)? {
-                let blob = blob.map_err(io)?;
-                let digest = format!("{prefix}{}", blob.file_name().to_string_lossy());
-                if check_digest(&digest).is_err() {
-                    continue;
-                }
-                let modified = blob
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .unwrap_or(std::time::UNIX_EPOCH);
-                found.push((digest, modified));
-            }
-        }
-        found.sort();
-        Ok(found)
+        self.blobs.list().map_err(|e| ArtifactError::about("", e))
     }
 
     /// Receives one upload, hashing while it is written; keeps it only when the digest the
@@ -187,118 +169,27 @@ impl BlobStore {
             }
         }
         let header = UploadHeader {
-            attempt: first.attempt_id.clone(),
-            worker: first.worker_id.clone(),
-            name: first.name.clone(),
+            attempt: first.attempt_id,
+            worker: first.worker_id,
+            name: first.name,
             size: first.size,
         };
-        if first.size > self.max_bytes {
-            return Err(ArtifactError::TooLarge {
-                name: header.name,
-                size: first.size,
-                limit: self.max_bytes,
-            });
-        }
-        let incoming = self.dir.join("incoming").join(format!(
-            "{}.{}",
-            std::process::id(),
-            AttemptId::random()
-        ));
-        let result = self
-            .write_verified(&incoming, &header, first, &mut chunks)
-            .await;
-        let digest = match result {
-            Ok(digest) => digest,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&incoming).await;
-                return Err(e);
-            }
+        let first = Piece {
+            data: first.data,
+            digest: first.digest,
         };
-        let path = self.path(&digest);
-        let io = |e: std::io::Error| ArtifactError::Io(format!("keeping blob {digest}: {e}"));
-        if path.is_file() {
-            let _ = tokio::fs::remove_file(&incoming).await;
-            // Touched, so retention does not collect it before the index refers to it.
-            let _ = std::fs::File::options()
-                .append(true)
-                .open(&path)
-                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
-        } else {
-            if let Some(parent) = path.parent() {
-                tokio::fs::create_dir_all(parent).await.map_err(io)?;
-            }
-            tokio::fs::rename(&incoming, &path).await.map_err(io)?;
-        }
-        let size = header.size;
+        let pieces = futures::stream::once(async { Ok(first) }).chain(chunks.map(|chunk| {
+            chunk.map(|c| Piece {
+                data: c.data,
+                digest: c.digest,
+            })
+        }));
+        let (digest, size) = self
+            .blobs
+            .put(header.size, Box::pin(pieces))
+            .await
+            .map_err(|e| ArtifactError::about(&header.name, e))?;
         Ok((header, digest, size))
-    }
-
-    async fn write_verified<S, E>(
-        &self,
-        path: &Path,
-        header: &UploadHeader,
-        first: pb::ArtifactChunk,
-        rest: &mut S,
-    ) -> Result<String, ArtifactError>
-    where
-        S: Stream<Item = Result<pb::ArtifactChunk, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        let io = |e: std::io::Error| ArtifactError::Io(format!("writing {}: {e}", path.display()));
-        let mut file = tokio::fs::File::create(path).await.map_err(io)?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut claimed = first.digest;
-        let mut data = first.data;
-        loop {
-            size += data.len() as u64;
-            if size > self.max_bytes {
-                return Err(ArtifactError::TooLarge {
-                    name: header.name.clone(),
-                    size,
-                    limit: self.max_bytes,
-                });
-            }
-            if size > header.size {
-                return Err(ArtifactError::SizeMismatch {
-                    name: header.name.clone(),
-                    announced: header.size,
-                    actual: size,
-                });
-            }
-            hasher.update(&data);
-            file.write_all(&data).await.map_err(io)?;
-            match rest.next().await {
-                Some(Ok(chunk)) => {
-                    if !chunk.digest.is_empty() {
-                        claimed = chunk.digest;
-                    }
-                    data = chunk.data;
-                }
-                Some(Err(e)) => {
-                    return Err(ArtifactError::Io(format!("receiving the upload: {e}")));
-                }
-                None => break,
-            }
-        }
-        file.sync_all().await.map_err(io)?;
-        if size != header.size {
-            return Err(ArtifactError::SizeMismatch {
-                name: header.name.clone(),
-                announced: header.size,
-                actual: size,
-            });
-        }
-        let actual = hex::encode(hasher.finalize());
-        check_digest(&claimed)?;
-        if actual != claimed {
-            return Err(ArtifactError::DigestMismatch {
-                name: header.name.clone(),
-                expected: claimed,
-                actual,
-            });
-        }
-        Ok(actual)
     }
 
     /// Streams a kept blob in chunks; the first names its digest and size. The bytes are sent
@@ -309,54 +200,26 @@ impl BlobStore {
         name: &str,
         tx: tokio::sync::mpsc::Sender<Result<pb::ArtifactChunk, tonic::Status>>,
     ) -> Result<(), ArtifactError> {
-        check_digest(digest)?;
-        let path = self.path(digest);
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|_| ArtifactError::Missing {
-                digest: digest.to_owned(),
-            })?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| ArtifactError::Io(e.to_string()))?
-            .len();
-        let mut first = true;
-        loop {
-            let mut buf = vec![0u8; CHUNK_BYTES];
-            let n = file
-                .read(&mut buf)
-                .await
-                .map_err(|e| ArtifactError::Io(format!("reading {}: {e}", path.display())))?;
-            if n == 0 && !first {
-                return Ok(());
-            }
-            buf.truncate(n);
-            let chunk = pb::ArtifactChunk {
-                digest: if first {
-                    digest.to_owned()
-                } else {
-                    String::new()
-                },
-                name: if first {
-                    name.to_owned()
-                } else {
-                    String::new()
-                },
-                size: if first { size } else { 0 },
-                data: buf.into(),
+        let chunk = |size: Option<u64>, data| {
+            Ok(pb::ArtifactChunk {
+                digest: size.map(|_| digest.to_owned()).unwrap_or_default(),
+                name: size.map(|_| name.to_owned()).unwrap_or_default(),
+                size: size.unwrap_or(0),
+                data,
                 ..Default::default()
-            };
-            first = false;
-            if tx.send(Ok(chunk)).await.is_err() || n == 0 {
-                return Ok(());
-            }
-        }
+            })
+        };
+        self.blobs
+            .send(digest, tx, chunk)
+            .await
+            .map_err(|e| ArtifactError::about(name, e))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest, Sha256};
+
     use super::*;
 
     fn digest_of(data: &[u8]) -> String {

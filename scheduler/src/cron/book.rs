@@ -10,8 +10,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
+use super::Schedule;
 use super::zone::next_fire_ms;
-use crate::dag::Schedule;
 use crate::ids::Millis;
 
 /// One scheduled DAG.
@@ -152,7 +152,7 @@ impl ScheduleBook {
 mod tests {
     use super::*;
     use crate::cron::CronExpr;
-    use crate::dag::{Catchup, Overlap};
+    use crate::cron::{Catchup, Overlap};
 
     fn every(cron: &str) -> Schedule {
         Schedule {

@@ -15,9 +15,9 @@
 use chrono::DateTime;
 use chrono_tz::Tz;
 
+use super::Catchup;
 use super::CronExpr;
 use super::zone::next_fire_ms;
-use crate::dag::Catchup;
 use crate::ids::{Millis, RunId};
 
 /// How late a slot may be seen and still count as on time under `catchup: none`.

@@ -24,7 +24,7 @@ use cel::objects::{Key, Map};
 use cel::{Context, Program, Value};
 use thiserror::Error;
 
-use crate::dag::model::ParamValue;
+use crate::dag::basic::ParamValue;
 
 /// Longest condition accepted, in characters. The CEL parser and evaluator recurse once per
 /// level of the expression; within this length every shape of expression stays far inside

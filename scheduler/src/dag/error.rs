@@ -7,7 +7,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::cron::CronError;
-use crate::dag::model::{Location, StageName};
+use crate::dag::basic::{Location, StageName};
 
 /// The part of a DAG file an error is about, printed after the message (` in stage `x``).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,10 +80,32 @@ fn fmt_path(path: &[StageName]) -> String {
     names.join(" -> ")
 }
 
-/// One mistake in a DAG file. Every variant carries `at`, the place in the file it is about
-/// (line 0 when the YAML has none).
-#[derive(Debug, Clone, PartialEq, Error)]
-pub enum DagError {
+/// Declares [`DagError`] with [`DagError::location`]: every variant must carry `at`, and
+/// adding one to the enum is enough for `location` to know it.
+macro_rules! dag_errors {
+    ($(
+        $(#[$meta:meta])*
+        $variant:ident { $($field:ident: $ty:ty),* $(,)? }
+    ),* $(,)?) => {
+        /// One mistake in a DAG file. Every variant carries `at`, the place in the file it is
+        /// about (line 0 when the YAML has none).
+        #[derive(Debug, Clone, PartialEq, Error)]
+        pub enum DagError {
+            $($(#[$meta])* $variant { $($field: $ty),* },)*
+        }
+
+        impl DagError {
+            /// Returns where in the file the error is; line 0 when unknown.
+            pub fn location(&self) -> Location {
+                match self {
+                    $(DagError::$variant { at, .. })|* => *at,
+                }
+            }
+        }
+    };
+}
+
+dag_errors! {
     #[error("empty DAG file")]
     EmptyFile { at: Location },
     #[error("DAG file is {bytes} bytes, more than the limit of {limit}")]
@@ -357,72 +379,6 @@ pub enum DagError {
         reason: String,
         at: Location,
     },
-}
-
-impl DagError {
-    /// Returns where in the file the error is; line 0 when unknown.
-    pub fn location(&self) -> Location {
-        use DagError::*;
-        match self {
-            EmptyFile { at }
-            | TooLarge { at, .. }
-            | ControlCharacter { at, .. }
-            | Yaml { at, .. }
-            | TooComplex { at, .. }
-            | UnknownField { at, .. }
-            | MissingField { at, .. }
-            | WrongType { at, .. }
-            | UnknownVariant { at, .. }
-            | DuplicateKey { at, .. }
-            | InvalidDagName { at, .. }
-            | InvalidStageName { at, .. }
-            | DuplicateStage { at, .. }
-            | NoStages { at }
-            | UnknownDependency { at, .. }
-            | SelfDependency { at, .. }
-            | DuplicateDependency { at, .. }
-            | Cycle { at, .. }
-            | DurationWithoutUnit { at, .. }
-            | InvalidDuration { at, .. }
-            | ZeroTimeout { at, .. }
-            | BackoffAboveMax { at, .. }
-            | InvalidCpus { at, .. }
-            | InvalidMemory { at, .. }
-            | InvalidEnvName { at, .. }
-            | ReservedEnvName { at, .. }
-            | InvalidSecretName { at, .. }
-            | EmptyCommand { at, .. }
-            | ProcessStageWithoutCommand { at, .. }
-            | MissingImage { at, .. }
-            | InvalidOutput { at, .. }
-            | DuplicateOutput { at, .. }
-            | InvalidMount { at, .. }
-            | EmptyWhen { at, .. }
-            | InvalidForEach { at, .. }
-            | ForEachUnknownParam { at, .. }
-            | ForEachParamNotList { at, .. }
-            | ForEachItemNotScalar { at, .. }
-            | MaxParallelZero { at, .. }
-            | MaxParallelWithoutForEach { at, .. }
-            | ItemOutsideForEach { at, .. }
-            | TemplateSyntax { at, .. }
-            | UnknownTemplateReference { at, .. }
-            | InvalidCron { at, .. }
-            | UnknownTimezone { at, .. }
-            | MaxActiveRunsZero { at }
-            | InvalidParamName { at, .. }
-            | InvalidParamValue { at, .. }
-            | NotAllowedInDefaults { at, .. }
-            | WhenSyntax { at, .. }
-            | WhenUnknownParam { at, .. }
-            | WhenUnknownStage { at, .. }
-            | WhenStageNotUpstream { at, .. }
-            | WhenUnknownStageField { at, .. }
-            | WhenUnknownVariable { at, .. }
-            | WhenTooLong { at, .. }
-            | WhenUnchecked { at, .. } => *at,
-        }
-    }
 }
 
 /// Every error found in one DAG file, printed compiler-style:

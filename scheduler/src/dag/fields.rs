@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
+use crate::dag::basic::Location;
 use crate::dag::error::{DagError, Scope};
-use crate::dag::model::{
-    Command, EnvValue, ExecutorKind, Location, Mount, RetryPolicy, TriggerRule,
-};
+use crate::dag::model::{Command, EnvValue, ExecutorKind, Mount, RetryPolicy, TriggerRule};
 use crate::dag::raw::{RawCommand, RawCommon, RawEnvValue, RawRetries};
-use crate::dag::validate::Validator;
+use crate::dag::validator::Validator;
 use crate::dag::values::{
     DurationProblem, is_identifier, is_secret_name, loc, output_problem, parse_duration,
     parse_memory, parse_mount,

@@ -6,8 +6,8 @@ use std::borrow::Cow;
 use serde_saphyr::budget::BudgetBreach;
 use serde_saphyr::{DefaultMessageFormatter, Error as YamlError, MessageFormatter};
 
+use crate::dag::basic::Location;
 use crate::dag::error::DagError;
-use crate::dag::model::Location;
 use crate::dag::raw::RawDag;
 use crate::dag::values::{closest, loc};
 

@@ -9,6 +9,7 @@
 //! value on the stage wins. `env:`, `worker:` and `resources:` merge key by key (the stage's
 //! keys win); `outputs`, `mounts` and `retries` given on a stage replace the defaults whole.
 
+mod basic;
 mod condition;
 mod error;
 mod fields;
@@ -21,8 +22,12 @@ mod raw;
 mod render;
 mod template;
 mod validate;
+mod validator;
 mod values;
 
+/// A schedule is cron's concept; a DAG file only declares one.
+pub use crate::cron::{Catchup, Overlap, Schedule};
+pub use basic::{DagName, Location, ParamValue, StageName};
 pub use condition::{
     Condition, ConditionError, ConditionInput, InstanceView, MAX_CONDITION_CHARS, STAGE_FIELDS,
     StageView,

@@ -5,59 +5,14 @@
 //! built.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 
+use crate::cron::Schedule;
+use crate::dag::basic::{DagName, Location, ParamValue, StageName};
 use crate::dag::condition::Condition;
-
-/// Name of a DAG: `[a-z][a-z0-9-]*`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct DagName(pub String);
-
-/// Name of a stage as written in the DAG file (a fan-out instance adds `[item]` to it).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct StageName(pub String);
-
-impl fmt::Display for DagName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Display for StageName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl DagName {
-    /// Returns the name as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl StageName {
-    /// Returns the name as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A place in a DAG file, 1-based, for error messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Location {
-    pub line: usize,
-    pub column: usize,
-}
-
-/// A parameter value: a YAML scalar (string, number, bool) or a list of them.
-pub type ParamValue = serde_json::Value;
 
 /// A validated DAG.
 #[derive(Debug, Clone)]
@@ -207,36 +162,4 @@ pub struct Stage {
     pub mounts: Vec<Mount>,
     /// Where the stage starts in the file.
     pub location: Location,
-}
-
-/// What to do about slots missed while the scheduler was down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Catchup {
-    None,
-    #[default]
-    Latest,
-    All,
-}
-
-/// What to do when a slot comes while the previous run is still active.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Overlap {
-    #[default]
-    Skip,
-    Allow,
-    CancelPrevious,
-}
-
-/// A validated schedule.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    /// The expression as written (crontab, 5 or 6 fields, or an `@` macro).
-    pub cron: String,
-    /// The same expression translated for the `cron` crate (Quartz syntax).
-    pub expression: crate::cron::CronExpr,
-    pub timezone: chrono_tz::Tz,
-    pub catchup: Catchup,
-    pub overlap: Overlap,
 }

@@ -6,7 +6,8 @@ use std::fmt;
 
 use thiserror::Error;
 
-use crate::dag::model::{Dag, ForEach, ParamValue, StageName};
+use crate::dag::basic::{ParamValue, StageName};
+use crate::dag::model::{Dag, ForEach};
 use crate::dag::template::for_each_param_name;
 
 /// The type of a param, taken from its default.

@@ -11,7 +11,9 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use crate::dag::model::{Catchup, ExecutorKind, Overlap, ParamValue, TriggerRule};
+use crate::cron::{Catchup, Overlap};
+use crate::dag::basic::ParamValue;
+use crate::dag::model::{ExecutorKind, TriggerRule};
 
 /// A YAML mapping with string keys, in file order, keys with their locations.
 #[derive(Debug)]

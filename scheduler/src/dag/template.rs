@@ -12,7 +12,7 @@ use minijinja::value::{Serde, ValueKind};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use thiserror::Error;
 
-use crate::dag::model::ParamValue;
+use crate::dag::basic::ParamValue;
 
 /// What a template may refer to when rendered.
 #[derive(Debug, Clone, Copy)]

@@ -2,7 +2,7 @@
 //! `defaults:` merged in, templates, dependencies and cycles. Every mistake found is
 //! recorded; the file is refused if there is any.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -12,20 +12,20 @@ use petgraph::algo::has_path_connecting;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_saphyr::Spanned;
 
-use crate::cron::CronExpr;
+use crate::cron::{CronExpr, Schedule};
+use crate::dag::basic::{DagName, Location, ParamValue, StageName};
 use crate::dag::condition::{
     Condition, ConditionProblem, ConditionScope, MAX_CONDITION_CHARS, on_cel_stack,
 };
 use crate::dag::error::{DagError, Scope};
 use crate::dag::fields::Fields;
 use crate::dag::graph::{build_graph, find_cycles, topological_order};
-use crate::dag::model::{
-    Dag, DagName, EnvValue, ForEach, Location, ParamValue, Resources, Schedule, Stage, StageName,
-};
+use crate::dag::model::{Dag, EnvValue, ForEach, Resources, Stage};
 use crate::dag::raw::{RawDag, RawDefaults, RawForEach, RawSchedule, RawStage};
 use crate::dag::template::{
     TemplateProblem, for_each_param_name, is_template, reference_problems, template_references,
 };
+use crate::dag::validator::Validator;
 use crate::dag::values::{closest, is_dag_name, is_identifier, is_stage_name, loc};
 
 /// A dependency edge (upstream, downstream) by stage index, with the place of the `needs`
@@ -35,49 +35,9 @@ type PlacedEdge = ((usize, usize), Location);
 /// A stage's `when` text with the place of its value, checked once the graph is known.
 type PlacedWhen = Option<(String, Location)>;
 
-/// Suggestions cost an edit distance against every candidate; once this many candidates
-/// have been compared, a file full of mistakes gets its errors without suggestions.
-const SUGGESTION_BUDGET: usize = 200_000;
-
-/// Collects the errors found while checking one file.
-pub(crate) struct Validator<'s> {
-    /// The file text, to quote values as written.
-    pub(crate) source: &'s str,
-    errors: Vec<DagError>,
-    params: BTreeMap<String, ParamValue>,
-    /// Template text → its references, or its syntax error; DAGs repeat templates a lot.
-    templates: HashMap<String, Result<Vec<String>, String>>,
-    suggestion_budget: usize,
-}
-
-impl Validator<'_> {
-    pub(crate) fn push(&mut self, error: DagError) {
-        self.errors.push(error);
-    }
-
-    fn suggest<'a>(
-        &mut self,
-        target: &str,
-        candidates: impl ExactSizeIterator<Item = &'a str>,
-    ) -> Option<String> {
-        let work = candidates.len();
-        if work > self.suggestion_budget {
-            return None;
-        }
-        self.suggestion_budget -= work;
-        closest(target, candidates)
-    }
-}
-
 /// Validates a parsed file. On failure returns every error, in file order.
 pub(crate) fn validate(raw: RawDag, source: &str) -> Result<Dag, Vec<DagError>> {
-    let mut v = Validator {
-        source,
-        errors: Vec::new(),
-        params: BTreeMap::new(),
-        templates: HashMap::new(),
-        suggestion_budget: SUGGESTION_BUDGET,
-    };
+    let mut v = Validator::new(source);
     if !is_dag_name(&raw.name.value) {
         v.push(DagError::InvalidDagName {
             name: raw.name.value.clone(),

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use crate::dag::basic::Location;
 use crate::dag::error::{MountProblem, OutputProblem};
-use crate::dag::model::{Location, Mount};
+use crate::dag::model::Mount;
 
 /// Converts a serde-saphyr location (1-based; 0 when unknown) into ours.
 pub(crate) fn loc(at: &serde_saphyr::Location) -> Location {

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use super::*;
 use crate::dag::parse_dag;
 use crate::ids::RunId;
+use crate::ids::{AttemptId, WorkerId};
+use crate::run::state::{ArtifactRef, AttemptOutcome, CacheNote, RunRecord, RunState, StageState};
 use crate::run::{RetryMode, RunPlan, TriggerKind};
 
 const T0: Millis = 1_000_000;
