@@ -173,9 +173,11 @@ if ! docker run --rm --network none "$IMAGE" python3 -c "import $modules" \
     echo "error: $IMAGE cannot import vishwa_ml's modules ($modules); see above" >&2
     exit 1
 fi
-# The layer this one replaced, unless a model image still builds on it.
+# The layer this one replaced, once no tag names it (removing it by id would take its other
+# tags with it) and unless a model image still builds on it.
 current="$(docker image inspect --format '{{.Id}}' "$IMAGE")"
-if [ -n "$previous_digest" ] && [ "$previous" != "$current" ]; then
+if [ -n "$previous_digest" ] && [ "$previous" != "$current" ] \
+    && [ "$(docker image inspect --format '{{len .RepoTags}}' "$previous" 2>/dev/null)" = 0 ]; then
     docker image rm "$previous" >/dev/null 2>&1 || true
 fi
 echo "built $IMAGE (vishwa_ml $digest on $BASE_IMAGE) in $(( $(date +%s) - started ))s"
