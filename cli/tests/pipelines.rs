@@ -4,14 +4,17 @@
 //! Docker socket, predictions over HTTP, drift. Also: a bad batch stops the run at validation
 //! with a readable report, and a gate that does not hold skips packaging and deployment.
 //!
-//! The image `vishwa-examples/python-ml:1` is built by `.ci/run`; when it is missing these
-//! tests build it with `dags/images/build-python-ml.sh` (debootstrap: root and a few minutes).
+//! The image `vishwa-examples/python-ml:1` is built by `.ci/run`; these tests run
+//! `dags/images/build-python-ml.sh` first, which does nothing when the image holds the current
+//! shared package `vishwa_ml`, rebuilds only its thin layer when the package changed, and builds
+//! the debootstrap base (root and a few minutes) only when that is missing. The package's own
+//! unit tests run in the image too.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -42,11 +45,9 @@ fn docker() -> Docker {
     Docker::connect_with_local_defaults().expect("Docker must be reachable")
 }
 
-/// Builds the python-ml image with the repository's script unless Docker has it.
+/// Brings the python-ml image up to date with the repository's script (a no-op when its
+/// `vishwa_ml` layer matches dags/images/python).
 fn ensure_python_ml_image() {
-    if block_on(docker().inspect_image(PYTHON_ML_IMAGE)).is_ok() {
-        return;
-    }
     let script = dags_dir().join("images/build-python-ml.sh");
     let mut command = Command::new("sh");
     command.arg(&script);
@@ -181,7 +182,7 @@ fn run_pipeline(dag: &str, params: &[String]) -> Outcome {
     run_to_end(vishwa_command(&args), PIPELINE_LIMIT)
 }
 
-/// A Docker tag made from a run id, as package.py makes it.
+/// A Docker tag made from a run id, as `vishwa_ml.package` makes it.
 fn version_tag(run_id: &str) -> String {
     run_id
         .to_lowercase()
@@ -420,26 +421,49 @@ fn student_intelligence_trains_a_model_per_course_and_deploys_the_set() {
     assert_eq!(status, 400, "{error}");
 }
 
-/// Each bundle must be self-contained, so the helpers both pipelines use are copied into each;
-/// they must not drift apart.
+/// The package both pipelines share, `vishwa_ml` (dags/images/python), passes its unit tests as
+/// installed in the image: the tests are mounted, the code under test is the image's own.
 #[test]
-fn the_helpers_shared_by_both_pipelines_are_identical_copies() {
-    let cake: PathBuf = dags_dir().join("cake-popularity");
-    let students: PathBuf = dags_dir().join("student-intelligence");
-    for file in [
-        "dockerapi.py",
-        "io_paths.py",
-        "serve.py",
-        "package.py",
-        "deploy.py",
-        "gate.py",
-        "driftstats.py",
+fn the_shared_python_package_passes_its_unit_tests_in_the_image() {
+    let _one = PIPELINES.lock().unwrap_or_else(|e| e.into_inner());
+    ensure_python_ml_image();
+    let tests = dags_dir().join("images/python/tests");
+    let mut command = Command::new("docker");
+    command
+        .args(["run", "--rm", "--network", "none", "--mount"])
+        .arg(format!(
+            "type=bind,source={},target=/tests,readonly",
+            tests.display()
+        ))
+        .args([PYTHON_ML_IMAGE, "python3", "-m", "unittest", "discover"])
+        .args(["-v", "-s", "/tests", "-t", "/tests"]);
+    let outcome = run_to_end(command, Duration::from_secs(300));
+    outcome.expect_code(0);
+    // unittest reports on stderr; a discovery that found nothing would also exit 0.
+    let ran = outcome
+        .stderr
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("Ran ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0u32);
+    assert!(
+        ran >= 20,
+        "expected the package's 20+ tests to run: {outcome}"
+    );
+    for module in [
+        "test_serve",
+        "test_dockerapi",
+        "test_driftstats",
+        "test_validation",
     ] {
-        let a = std::fs::read(cake.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let b = std::fs::read(students.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(
-            a == b,
-            "dags/cake-popularity/{file} and dags/student-intelligence/{file} differ; copy one over the other"
+            outcome.stderr.contains(module),
+            "{module} did not run: {outcome}"
         );
     }
 }
@@ -530,7 +554,7 @@ fn cake_popularity_scripts_run_stage_by_stage_in_the_image() {
         "{metrics}"
     );
 
-    let gate = "python3 gate.py --stage evaluate --metric accuracy --min";
+    let gate = "python3 -m vishwa_ml.gate --stage evaluate --metric accuracy --min";
     let refused = stage(work, "gate", &format!("{gate} 1.01"), 1);
     assert!(refused.stderr.contains("not promoting"), "{refused}");
     stage(work, "gate", &format!("{gate} 0.75"), 0);
@@ -538,7 +562,7 @@ fn cake_popularity_scripts_run_stage_by_stage_in_the_image() {
     let package = stage(
         work,
         "package",
-        r#"python3 package.py --name cake-popularity --model train/model.pkl
+        r#"python3 -m vishwa_ml.package --name cake-popularity --model train/model.pkl
            --metrics evaluate/metrics.json --example {"age":19}"#,
         0,
     );
@@ -547,7 +571,7 @@ fn cake_popularity_scripts_run_stage_by_stage_in_the_image() {
         "{package}"
     );
     let deploy = format!(
-        "python3 deploy.py --container {} --network {} --host-port 0",
+        "python3 -m vishwa_ml.deploy --container {} --network {} --host-port 0",
         deployment.container, deployment.network
     );
     stage(work, "deploy", &deploy, 0);
@@ -593,8 +617,8 @@ fn cake_popularity_scripts_run_stage_by_stage_in_the_image() {
     }
 }
 
-/// The student pipeline's scripts stage by stage (package and deploy are the cake pipeline's,
-/// checked above): fan-out instances' outputs under `train[<course>]`, the comparison, the gate
+/// The student pipeline's scripts stage by stage (package and deploy are the shared
+/// `vishwa_ml` ones, checked above with the cake pipeline): fan-out instances' outputs under `train[<course>]`, the comparison, the gate
 /// and drift.
 #[test]
 fn student_intelligence_scripts_run_stage_by_stage_in_the_image() {
@@ -633,7 +657,7 @@ fn student_intelligence_scripts_run_stage_by_stage_in_the_image() {
     assert_eq!(metrics_of(work, "select")["courses"], 2);
     stage(
         "gate",
-        "python3 gate.py --stage select --metric worst_accuracy --min 0.7",
+        "python3 -m vishwa_ml.gate --stage select --metric worst_accuracy --min 0.7",
     );
     let drift = stage("drift", "python3 drift.py --students 500 --seed 111");
     assert!(drift.stdout.contains("no drift"), "{drift}");

@@ -8,8 +8,9 @@ duplicate id, a missing column) so the validate stage has something to refuse.
 
 import argparse
 
+from vishwa_ml.io_paths import flag, output_file, write_metrics
+
 import survey
-from io_paths import flag, output_file, write_metrics
 
 
 def main():

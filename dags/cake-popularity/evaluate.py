@@ -9,7 +9,7 @@ import pandas as pd
 from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, precision_score,
                              recall_score, roc_auc_score)
 
-from io_paths import input_file, write_json, write_metrics
+from vishwa_ml.io_paths import input_file, write_json, write_metrics
 
 
 def main():

@@ -10,8 +10,9 @@ import argparse
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from vishwa_ml.io_paths import input_file, output_file, write_json, write_metrics
+
 import survey
-from io_paths import input_file, output_file, write_json, write_metrics
 
 
 def main():

@@ -1,6 +1,6 @@
 """monitor: drift of a fresh batch of survey answers against the training data.
 
-Per feature: PSI and (for numbers) the Kolmogorov–Smirnov statistic (driftstats.py).
+Per feature: PSI and (for numbers) the Kolmogorov–Smirnov statistic (vishwa_ml.driftstats).
 metrics.json holds them all plus `max_psi` and `drifted_features`. Above `--threshold` the
 stage warns; with `--fail-on-drift true` it fails, which is how a retraining alarm is wired.
 
@@ -11,18 +11,16 @@ import argparse
 
 import pandas as pd
 
+from vishwa_ml import driftstats
+from vishwa_ml.io_paths import input_file
+
 import survey
-from driftstats import drift_report, print_report
-from io_paths import flag, input_file, write_json, write_metrics
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, required=True)
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--shift", type=float, default=0.0)
-    parser.add_argument("--threshold", type=float, default=0.2)
-    parser.add_argument("--fail-on-drift", type=flag, default=False)
+    driftstats.add_arguments(parser)
     args = parser.parse_args()
     if args.rows < 10:
         parser.error(f"--rows must be at least 10, got {args.rows}")
@@ -31,21 +29,8 @@ def main():
     fresh = survey.generate(args.rows, args.seed, shift=args.shift)
     print(f"fresh batch: {len(fresh)} rows (seed {args.seed}, shift {args.shift}) against "
           f"{len(reference)} training rows")
-    rows, metrics, drifted = drift_report(reference, fresh, survey.NUMERIC,
-                                          survey.CATEGORICAL, args.threshold)
-    print_report(rows, args.threshold)
-    write_json("drift.json", {"threshold": args.threshold, "drifted": drifted,
-                              "features": {c: {"psi": p, "ks": k} for c, p, k in rows}})
-    write_metrics(metrics)
-    if drifted:
-        message = (f"drift above PSI {args.threshold} in {', '.join(drifted)}: the model was "
-                   f"trained on a different population; retrain on fresh data")
-        if args.fail_on_drift:
-            print(f"error: {message}")
-            raise SystemExit(1)
-        print(f"warning: {message}")
-    else:
-        print(f"no drift: every feature's PSI is at most {args.threshold}")
+    driftstats.judge(reference, fresh, survey.NUMERIC, survey.CATEGORICAL, args,
+                     "the model was trained on a different population; retrain on fresh data")
 
 
 if __name__ == "__main__":

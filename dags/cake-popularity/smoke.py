@@ -13,8 +13,8 @@ import time
 import urllib.error
 import urllib.request
 
-from dockerapi import Docker, DockerError
-from io_paths import fail, input_file, write_metrics
+from vishwa_ml.dockerapi import Docker, DockerError
+from vishwa_ml.io_paths import fail, input_file, write_metrics
 
 FAN = {"age": 19, "sweet_tooth": 10, "chocolate_love": 10, "price_inr": 80, "portion_g": 200,
        "flavour": "chocolate"}

@@ -16,7 +16,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from io_paths import input_file, output_file, write_metrics
+from vishwa_ml.io_paths import input_file, output_file, write_metrics
 
 
 def main():

@@ -9,8 +9,10 @@ import argparse
 
 import pandas as pd
 
+from vishwa_ml import validation
+from vishwa_ml.io_paths import input_file
+
 import survey
-from io_paths import input_file, write_json, write_metrics
 
 MAX_EXAMPLES = 5
 
@@ -26,7 +28,7 @@ def run_checks(df, min_rows):
     checks = []
 
     def check(name, ok, detail=""):
-        checks.append({"check": name, "ok": bool(ok), "detail": detail})
+        checks.append(validation.check(name, ok, detail))
 
     missing_cols = [c for c in survey.COLUMNS if c not in df.columns]
     extra_cols = [c for c in df.columns if c not in survey.COLUMNS]
@@ -80,22 +82,14 @@ def main():
 
     path = input_file("collect", "survey.csv")
     df = pd.read_csv(path)
-    checks = run_checks(df, args.min_rows)
-    failed = [c for c in checks if not c["ok"]]
-
-    print(f"validation report for {path.name} ({len(df)} rows, {len(df.columns)} columns)")
-    width = max(len(c["check"]) for c in checks)
-    for c in checks:
-        mark = "ok  " if c["ok"] else "FAIL"
-        print(f"  {mark}  {c['check']:<{width}}  {c['detail']}".rstrip())
-    write_json("report.json", {"rows": len(df), "checks": checks})
-    write_metrics({"rows": len(df), "checks": len(checks), "checks_failed": len(failed),
-                   "missing_values": int(df.isna().sum().sum())})
-    if failed:
-        print(f"validation failed: {len(failed)} of {len(checks)} checks failed; fix the "
-              f"export (or the collect stage) and run again. Nothing downstream will run.")
-        raise SystemExit(1)
-    print(f"validation passed: {len(checks)} checks, {len(df)} rows")
+    validation.report(
+        f"validation report for {path.name} ({len(df)} rows, {len(df.columns)} columns)",
+        run_checks(df, args.min_rows),
+        summary={"rows": len(df)},
+        metrics={"rows": len(df), "missing_values": int(df.isna().sum().sum())},
+        on_failure="; fix the export (or the collect stage) and run again. Nothing "
+                   "downstream will run.",
+        on_success=f", {len(df)} rows")
 
 
 if __name__ == "__main__":

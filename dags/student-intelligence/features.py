@@ -5,8 +5,9 @@ Each row: the course, the student's features, the midterm and assignments, and `
 
 import pandas as pd
 
+from vishwa_ml.io_paths import input_file, output_file, write_json, write_metrics
+
 import cohort
-from io_paths import input_file, output_file, write_json, write_metrics
 
 
 def main():

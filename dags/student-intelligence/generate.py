@@ -5,8 +5,9 @@
 
 import argparse
 
+from vishwa_ml.io_paths import output_file, write_metrics
+
 import cohort
-from io_paths import output_file, write_metrics
 
 
 def main():

@@ -11,7 +11,7 @@ import json
 import pickle
 import re
 
-from io_paths import IN, fail, output_file, write_json, write_metrics
+from vishwa_ml.io_paths import IN, fail, output_file, write_json, write_metrics
 
 INSTANCE = re.compile(r"^train\[(.+)\]$")
 

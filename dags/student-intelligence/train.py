@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 from xgboost import XGBClassifier
 
-from io_paths import fail, input_file, output_file, write_metrics
+from vishwa_ml.io_paths import fail, input_file, output_file, write_metrics
 
 
 def main():

@@ -9,7 +9,7 @@ import hashlib
 
 import pandas as pd
 
-from io_paths import input_file, write_json, write_metrics
+from vishwa_ml.io_paths import input_file, write_json, write_metrics
 
 
 def main():

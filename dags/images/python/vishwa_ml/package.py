@@ -1,10 +1,12 @@
-"""package: a Docker image holding the model, its prediction server and a model card.
+"""package: a Docker image holding the model and a model card, served by vishwa_ml.serve.
 
 Talks to the Docker Engine API over the mounted socket (no docker CLI): POST /build with a
-tar context whose Dockerfile starts FROM the pipelines' own python-ml image. Tags the image
-`vishwa-examples/<name>-model:<run id>`; writes image.json (for deploy) and model_card.md.
+tar context whose Dockerfile starts FROM the pipelines' own python-ml image (which holds this
+package, the prediction server with it). Tags the image `vishwa-examples/<name>-model:<run
+id>`; writes image.json (for deploy) and model_card.md.
 
-    python3 package.py --name cake-popularity --model train/model.pkl --metrics evaluate/metrics.json
+    python3 -m vishwa_ml.package --name cake-popularity --model train/model.pkl
+        --metrics evaluate/metrics.json --example '{"age": 19, ...}'
 """
 
 import argparse
@@ -14,17 +16,18 @@ import os
 import re
 import time
 
-from dockerapi import Docker, DockerError, tar_context
-from io_paths import IN, fail, output_file, write_json, write_metrics
+from vishwa_ml.dockerapi import Docker, DockerError, tar_context
+from vishwa_ml.io_paths import IN, fail, output_file, write_json, write_metrics
 
 BASE_IMAGE = "vishwa-examples/python-ml:1"
 
 # As few steps as possible: the classic builder commits a layer per instruction, which costs
-# seconds each on a busy host. The port and the healthcheck are set by deploy.py.
+# seconds each on a busy host. The port and the healthcheck are set by vishwa_ml.deploy.
 DOCKERFILE = f"""FROM {BASE_IMAGE}
-COPY serve.py model.pkl metadata.json model_card.md /model/
-CMD ["python3", "/model/serve.py", "--port", "8080"]
+COPY model.pkl metadata.json model_card.md /model/
+CMD ["python3", "-m", "vishwa_ml.serve", "--dir", "/model", "--port", "8080"]
 """
+
 
 def version_tag():
     """The run id as a Docker tag ([a-z0-9_.-], at most 128), or a timestamp outside Vishwa."""
@@ -60,7 +63,8 @@ def model_card(meta, metrics, example):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python3 -m vishwa_ml.package",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="model name, e.g. cake-popularity")
     parser.add_argument("--model", required=True, help="model.pkl under /vishwa/in")
     parser.add_argument("--metrics", required=True, help="metrics.json under /vishwa/in")
@@ -99,7 +103,6 @@ def main():
     started = time.monotonic()
     context = tar_context({
         "Dockerfile": DOCKERFILE.encode(),
-        "serve.py": open("serve.py", "rb").read(),
         "model.pkl": model_bytes,
         "metadata.json": json.dumps(meta, indent=2).encode(),
         "model_card.md": card.encode(),

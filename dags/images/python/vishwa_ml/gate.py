@@ -4,17 +4,18 @@ Vishwa runs this stage only when its `when:` holds (evaluate's accuracy ≥ min_
 otherwise it is skipped and so are package, deploy and what follows. The script checks the
 same rule again, so an engine that ignored `when:` would still stop a weak model here.
 
-    python3 gate.py --stage evaluate --metric accuracy --min 0.75
+    python3 -m vishwa_ml.gate --stage evaluate --metric accuracy --min 0.75
 """
 
 import argparse
 import json
 
-from io_paths import fail, input_file
+from vishwa_ml.io_paths import fail, input_file
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python3 -m vishwa_ml.gate",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--stage", required=True)
     parser.add_argument("--metric", required=True)
     parser.add_argument("--min", type=float, required=True)

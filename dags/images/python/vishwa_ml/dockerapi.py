@@ -3,9 +3,6 @@
 The package, deploy and smoke stages reach the host's Docker through a mounted
 /var/run/docker.sock (`mounts:` in dag.yaml; the worker must allow that path). The image has
 no docker CLI: these few calls are all the stages need.
-
-This file is shared by dags/cake-popularity and dags/student-intelligence (each bundle must be
-self-contained, so each holds a copy; a test checks the copies are identical).
 """
 
 import http.client

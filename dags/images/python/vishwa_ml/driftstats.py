@@ -3,13 +3,12 @@
 PSI (population stability index) over the reference's deciles for numbers, over the known
 categories for labels; the two-sample Kolmogorov–Smirnov statistic for numbers. Common rules
 of thumb: PSI below 0.1 is stable, 0.1–0.25 a moderate shift, above 0.25 a large one.
-
-Shared by dags/cake-popularity and dags/student-intelligence (each bundle holds a copy; a test
-checks the copies are identical).
 """
 
 import numpy as np
 from scipy.stats import ks_2samp
+
+from vishwa_ml.io_paths import flag, write_json, write_metrics
 
 EPS = 1e-4
 
@@ -57,6 +56,35 @@ def drift_report(reference, current, numeric, categorical, threshold):
     metrics["max_psi"] = max(value for _, value, _ in rows)
     metrics["drifted_features"] = len(drifted)
     return rows, metrics, drifted
+
+
+def add_arguments(parser):
+    """The options every drift stage takes besides its batch size."""
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--shift", type=float, default=0.0)
+    parser.add_argument("--threshold", type=float, default=0.2)
+    parser.add_argument("--fail-on-drift", type=flag, default=False)
+
+
+def judge(reference, current, numeric, categorical, args, advice):
+    """The drift stage's verdict on `current` against `reference`.
+
+    Prints the per-feature table, writes drift.json and the metrics, then says there is no
+    drift, warns, or (with --fail-on-drift true) exits 1; `advice` ends the message."""
+    rows, metrics, drifted = drift_report(reference, current, numeric, categorical,
+                                          args.threshold)
+    print_report(rows, args.threshold)
+    write_json("drift.json", {"threshold": args.threshold, "drifted": drifted,
+                              "features": {c: {"psi": p, "ks": k} for c, p, k in rows}})
+    write_metrics(metrics)
+    if not drifted:
+        print(f"no drift: every feature's PSI is at most {args.threshold}")
+        return
+    message = f"drift above PSI {args.threshold} in {', '.join(drifted)}: {advice}"
+    if args.fail_on_drift:
+        print(f"error: {message}")
+        raise SystemExit(1)
+    print(f"warning: {message}")
 
 
 def print_report(rows, threshold):

@@ -5,7 +5,7 @@ version's container of that name is stopped and replaced. The container's port 8
 published on 127.0.0.1:`--host-port` of the Docker host (0: a free port Docker picks) so a
 person can curl it. Waits for the image's healthcheck, then writes deployment.json.
 
-    python3 deploy.py --container cake-popularity-model --network vishwa-examples --host-port 8765
+    python3 -m vishwa_ml.deploy --container cake-model --network vishwa-examples --host-port 8765
 """
 
 import argparse
@@ -13,15 +13,16 @@ import json
 import os
 import time
 
-from dockerapi import Docker, DockerError
-from io_paths import fail, input_file, write_json, write_metrics
+from vishwa_ml.dockerapi import Docker, DockerError
+from vishwa_ml.io_paths import fail, input_file, write_json, write_metrics
 
 PORT = "8080/tcp"
 SECOND = 1_000_000_000  # Docker API durations are in nanoseconds
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python3 -m vishwa_ml.deploy",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--container", required=True)
     parser.add_argument("--network", required=True)
     parser.add_argument("--host-port", type=int, default=0)
@@ -48,7 +49,7 @@ def main():
             },
             "ExposedPorts": {PORT: {}},
             "Healthcheck": {
-                "Test": ["CMD", "python3", "/model/serve.py", "--check"],
+                "Test": ["CMD", "python3", "-m", "vishwa_ml.serve", "--check"],
                 "Interval": 2 * SECOND, "Timeout": 3 * SECOND, "StartPeriod": 60 * SECOND,
                 "Retries": 3,
             },

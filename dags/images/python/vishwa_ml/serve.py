@@ -1,4 +1,4 @@
-"""The prediction server baked into the model image by package.py (python's http.server).
+"""The prediction server a model image runs (python's http.server); see vishwa_ml.package.
 
     GET  /health    {"status": "ok", "model": ..., "version": ...}
     GET  /          the model card (markdown)
@@ -7,7 +7,8 @@
 
 Models are pickled dicts from the train (or select) stage: `models` maps a key to a fitted
 estimator taking raw fields; `key_field` (if any) names the request field choosing the model,
-`default` the key used when it is absent. `python3 serve.py --check` is the image's
+`default` the key used when it is absent. The model image runs
+`python3 -m vishwa_ml.serve --dir /model`; `python3 -m vishwa_ml.serve --check` is its
 HEALTHCHECK.
 """
 
@@ -18,7 +19,6 @@ import sys
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 MAX_BODY = 1 << 20
 MAX_INSTANCES = 1000
 
@@ -106,14 +106,17 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    parser = argparse.ArgumentParser(description="serve a packaged model over HTTP")
+    parser = argparse.ArgumentParser(description="serve a packaged model over HTTP",
+                                     prog="python3 -m vishwa_ml.serve")
+    parser.add_argument("--dir", default="/model",
+                        help="the folder holding model.pkl, metadata.json and model_card.md")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--check", action="store_true", help="exit 0 if the server answers")
     args = parser.parse_args()
     if args.check:
         with urllib.request.urlopen(f"http://127.0.0.1:{args.port}/health", timeout=2) as r:
             sys.exit(0 if r.status == 200 else 1)
-    Handler.model = Model(HERE)
+    Handler.model = Model(args.dir)
     server = ThreadingHTTPServer(("0.0.0.0", args.port), Handler)
     meta = Handler.model.metadata
     print(f"serving {meta['name']} {meta['version']} on port {args.port}", flush=True)
