@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::dispatch::{Ready, ReadyQueue};
 use super::metrics::DispatchMetrics;
@@ -114,9 +114,23 @@ impl Engine {
         lease_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = self.next_timer_instant();
+            let mut stopping = false;
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => {
+                    // Stop taking work, but answer what was already asked: the commands
+                    // queued now are handled and written in one last turn.
+                    stopping = true;
+                    rx.close();
+                    let mut taken = 0;
+                    while taken < MAX_COMMANDS_PER_TURN {
+                        match rx.try_recv() {
+                            Ok(command) => self.handle(command),
+                            Err(_) => break,
+                        }
+                        taken += 1;
+                    }
+                }
                 command = rx.recv() => {
                     let Some(command) = command else { break };
                     self.handle(command);
@@ -132,20 +146,23 @@ impl Engine {
                 _ = sleep_until(wake) => {}
                 _ = lease_check.tick() => self.expire_leases(now_ms()),
             }
-            self.fire_timers(now_ms());
-            self.fire_schedules(now_ms());
-            self.lose_undelivered();
-            self.resolve_cache_checks(now_ms());
-            self.dispatch();
+            if !stopping {
+                self.fire_timers(now_ms());
+                self.fire_schedules(now_ms());
+                self.lose_undelivered();
+                self.resolve_cache_checks(now_ms());
+                self.dispatch();
+            }
             if let Err(e) = self.end_turn().await {
                 // Without a working store nothing can be promised; stop rather than act on
-                // state that is not written.
+                // state that is not written. Callers waiting for this turn learn why from
+                // the store (see `EngineHandle::call`).
                 tracing::error!(error = %e, "store failed; the engine stops");
                 break;
             }
-        }
-        if let Err(e) = self.store.sync().await {
-            warn!(error = %e, "final store sync failed");
+            if stopping {
+                break;
+            }
         }
         debug!("engine stopped");
     }
@@ -422,8 +439,7 @@ impl Engine {
         }
         if !self.batch.is_empty() {
             let batch = std::mem::take(&mut self.batch);
-            self.store.commit(batch)?;
-            self.store.sync().await?;
+            self.store.commit(batch).await?;
             self.metrics.commits += 1;
         }
         for event in self.published.drain(..) {
