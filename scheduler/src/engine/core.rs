@@ -17,7 +17,7 @@ use super::{Command, DagFiles, EngineConfig, EngineEvent, WorkerMessage};
 use crate::api::ApiError;
 use crate::dag::Dag;
 use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
-use crate::run::{Action, AttemptOutcome, Event, Run, TransitionError};
+use crate::run::{Action, AttemptOutcome, Event, Run, StageState, TransitionError};
 use crate::store::{Store, WriteBatch};
 
 /// Commands taken per turn at most, so a flood cannot starve timers.
@@ -53,6 +53,9 @@ pub(crate) struct Engine {
     /// When this engine started: a stage no worker fits fails only once workers had a lease
     /// to reconnect.
     pub(super) started: Instant,
+    /// Until then (one lease after recovery) no deadline that passed while the scheduler
+    /// was down strikes: the workers come back first and report how their attempts ended.
+    pub(super) reconcile_until: Millis,
     pub(super) timers: BinaryHeap<Reverse<(Millis, RunId)>>,
     /// The wake-up time last pushed per run, so an unchanged one is not pushed again.
     pub(super) scheduled: HashMap<RunId, Millis>,
@@ -88,6 +91,7 @@ impl Engine {
             runs: HashMap::new(),
             ready: ReadyQueue::default(),
             started: Instant::now(),
+            reconcile_until: 0,
             timers: BinaryHeap::new(),
             scheduled: HashMap::new(),
             attempts: HashMap::new(),
@@ -385,11 +389,20 @@ impl Engine {
             if self.scheduled.get(&id) == Some(&at) {
                 self.scheduled.remove(&id);
             }
-            let due = self
-                .runs
-                .get(&id)
-                .and_then(Run::next_wakeup)
-                .is_some_and(|t| t <= now);
+            let Some(run) = self.runs.get(&id) else {
+                continue;
+            };
+            let due = run.next_wakeup().is_some_and(|t| t <= now);
+            if due && now < self.reconcile_until && deadline_passed(run, now) {
+                // The deadline may have passed while the scheduler was down, and the attempt
+                // may have ended then: its worker re-reports within a lease. Judge after.
+                let at = self.reconcile_until;
+                if self.scheduled.get(&id).is_none_or(|t| *t > at) {
+                    self.scheduled.insert(id.clone(), at);
+                    self.timers.push(Reverse((at, id)));
+                }
+                continue;
+            }
             if due {
                 let _ = self.apply(&id, Event::Tick, now);
             }
@@ -463,6 +476,20 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Whether a run's deadline, or that of one of its running attempts, has passed by `now`.
+fn deadline_passed(run: &Run, now: Millis) -> bool {
+    run.record.deadline_ms.is_some_and(|d| d <= now)
+        || run.stages.iter().any(|s| {
+            matches!(
+                s.state,
+                StageState::Running {
+                    deadline_ms: Some(d),
+                    ..
+                } if d <= now
+            )
+        })
 }
 
 pub(super) fn transition_error(e: TransitionError) -> ApiError {
