@@ -227,8 +227,21 @@ impl SledWriter {
 }
 
 /// An I/O error as a person reads it: `No space left on device`, without `(os error 28)`.
+/// sled wraps some OS errors in a custom error that only prints the original's `Debug`
+/// (`Os { code: 28, .. }`); the code is taken from there.
 fn io_reason(e: &std::io::Error) -> String {
     let text = e.to_string();
+    let code = e.raw_os_error().or_else(|| {
+        let (_, rest) = text.split_once("code: ")?;
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    });
+    let text = match code {
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None => text,
+    };
     match text.rfind(" (os error ") {
         Some(i) if text.ends_with(')') => text[..i].to_owned(),
         _ => text,
@@ -440,5 +453,18 @@ impl Store for SledStore {
 
     fn get_last_lookup(&self, dag: &str, stage: &str) -> Result<Option<LastLookup>, StoreError> {
         self.get(&key("kl/", &[dag, stage]))
+    }
+}
+
+#[cfg(test)]
+mod io_reason_tests {
+    #[test]
+    fn a_full_disk_reads_as_such_however_sled_wrapped_it() {
+        let os = std::io::Error::from_raw_os_error(28);
+        assert_eq!(super::io_reason(&os), "No space left on device");
+        let wrapped = std::io::Error::new(std::io::ErrorKind::StorageFull, format!("{os:?}"));
+        assert_eq!(super::io_reason(&wrapped), "No space left on device");
+        let other = std::io::Error::other("boom");
+        assert_eq!(super::io_reason(&other), "boom");
     }
 }
