@@ -250,13 +250,25 @@ fn render(measured: &[(&str, Summary)], reps: usize, load: Option<f64>, date: &s
             s.hung
         );
     }
-    if let [(_, before), (_, after)] = measured {
-        let _ = writeln!(
-            out,
-            "\nAfter ÷ before: throughput {}, p99 latency {}.",
-            ratio(after.per_second / before.per_second),
-            ratio(after.p99 / before.p99)
-        );
+    match measured {
+        [(_, before), (_, after)] if before.hung > 0 => {
+            let _ = writeln!(
+                out,
+                "\nBefore, the scheduler wedged in every repetition: {} calls got no answer \
+                 and it stopped answering any call (its latencies cover only the {} calls \
+                 answered before that), so there is no meaningful ratio. After: {} hung.",
+                before.hung, before.acknowledged, after.hung
+            );
+        }
+        [(_, before), (_, after)] => {
+            let _ = writeln!(
+                out,
+                "\nAfter ÷ before: throughput {}, p99 latency {}.",
+                ratio(after.per_second / before.per_second),
+                ratio(after.p99 / before.p99)
+            );
+        }
+        _ => {}
     }
     out
 }
