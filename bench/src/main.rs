@@ -23,6 +23,7 @@ mod report;
 mod scheduler;
 mod spread;
 mod stats;
+mod triggers;
 mod validate;
 
 /// Vishwa's benchmarks: scheduler overhead, whole commands against make, Docker overhead,
@@ -46,6 +47,9 @@ struct Cli {
     /// The `vishwa` binary to time [default: target/release/vishwa, built first].
     #[arg(long, global = true)]
     vishwa: Option<PathBuf>,
+    /// An older `vishwa` binary the `triggers` benchmark also measures, as the baseline.
+    #[arg(long, global = true)]
+    baseline: Option<PathBuf>,
     /// Workers in the scheduler benchmark.
     #[arg(long, global = true, default_value_t = 1)]
     workers: usize,
@@ -88,6 +92,9 @@ enum Benchmark {
     /// `vishwa run dags/cake-popularity` twice on one data dir: the fully cached rerun
     /// against the first run (real Docker; builds the python-ml image if missing).
     Cache,
+    /// 50 concurrent clients triggering runs: throughput, p99 latency, hung calls (against
+    /// `--baseline` too when given).
+    Triggers,
 }
 
 fn main() -> Result<()> {
@@ -162,6 +169,15 @@ fn main() -> Result<()> {
         if wants(Benchmark::Cache) {
             eprintln!("cache");
             sections.push(cache::run(vishwa, reps(3), &date)?);
+        }
+        if wants(Benchmark::Triggers) {
+            eprintln!("triggers");
+            sections.push(triggers::run(
+                vishwa,
+                cli.baseline.as_deref(),
+                reps(3),
+                &date,
+            )?);
         }
     }
     if !cli.no_write && cli.shape.is_none() {

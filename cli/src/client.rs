@@ -78,6 +78,15 @@ impl Client {
 
     fn fail(&self, status: Status) -> anyhow::Error {
         match status.code() {
+            // The scheduler itself answered (e.g. its store cannot write): its message says
+            // what is wrong; connection hints would mislead.
+            Code::Unavailable | Code::Internal if status.source().is_none() => {
+                anyhow!(
+                    "the scheduler at {} is unavailable: {}",
+                    self.server,
+                    status.message()
+                )
+            }
             Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled => {
                 let cause = status
                     .source()

@@ -27,8 +27,8 @@ use crate::tls::{TlsError, server_tls};
 
 /// Largest message either side accepts (a DAG source, a log batch).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
-/// How long shutdown waits for the engine's last turn.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long shutdown waits for in-flight calls, and then for the engine's last turn.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
 /// Settings of `vishwa scheduler`: defaults, then the config file, then flags.
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +123,9 @@ pub struct Scheduler {
     pub engine: EngineHandle,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     tracker: TaskTracker,
+    shutdown: CancellationToken,
+    /// Set when the store failed to write: the scheduler stopped because of it.
+    fatal: Arc<std::sync::Mutex<Option<StoreError>>>,
 }
 
 impl Scheduler {
@@ -185,6 +188,12 @@ impl Scheduler {
             max_running: config.max_parallel_stages,
             secrets: Some(secrets.clone()),
         };
+        let fatal = Arc::new(std::sync::Mutex::new(None));
+        tokio::spawn(stop_when_the_store_fails(
+            store.clone(),
+            fatal.clone(),
+            shutdown.clone(),
+        ));
         let engine = EngineHandle::start(store, engine_config, &tracker, shutdown.clone()).await?;
         let bundles = Arc::new(BundleStore::open(
             &config.data_dir.join("bundles"),
@@ -228,7 +237,7 @@ impl Scheduler {
                 .layer(AuthLayer::new(auth))
                 .add_service(client)
                 .add_service(worker)
-                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()),
+                .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
         );
         if let Some(addr) = addr {
             info!(%addr, tls = tls_on, "scheduler listening");
@@ -237,20 +246,62 @@ impl Scheduler {
             engine,
             server,
             tracker,
+            shutdown,
+            fatal,
         })
     }
 
-    /// Waits until the server stopped (after shutdown fired) and the engine finished.
-    pub async fn wait(self) -> Result<(), ServeError> {
-        let served = self.server.await;
+    /// Waits until shutdown fired, in-flight calls finished (for [`SHUTDOWN_GRACE`] at most)
+    /// and the engine wrote its last turn (as long again at most). Fails with the store's
+    /// error when a failed write stopped the scheduler.
+    pub async fn wait(mut self) -> Result<(), ServeError> {
+        let served = tokio::select! {
+            served = &mut self.server => served,
+            _ = self.shutdown.cancelled() => {
+                match tokio::time::timeout(SHUTDOWN_GRACE, &mut self.server).await {
+                    Ok(served) => served,
+                    Err(_) => {
+                        warn!(grace = ?SHUTDOWN_GRACE, "calls still in flight after the grace period; closing them");
+                        self.server.abort();
+                        Ok(Ok(()))
+                    }
+                }
+            }
+        };
         self.tracker.close();
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait()).await;
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(grace = ?SHUTDOWN_GRACE, "the engine did not stop within the grace period");
+        }
+        if let Some(e) = self.fatal.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return Err(ServeError::Store(e));
+        }
         match served {
             Ok(result) => result.map_err(ServeError::from),
             Err(join) => Err(ServeError::Api(ApiError::InvalidRequest {
                 field: "server",
                 reason: join.to_string(),
             })),
+        }
+    }
+}
+
+/// Stops the scheduler when the store can no longer write (a full disk): it keeps nothing
+/// it could promise, so it exits with the error and a supervisor starts it again once the
+/// disk has room, from what is durable.
+async fn stop_when_the_store_fails(
+    store: Arc<dyn Store>,
+    fatal: Arc<std::sync::Mutex<Option<StoreError>>>,
+    shutdown: CancellationToken,
+) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        e = store.wait_write_failure() => {
+            tracing::error!(error = %e, "the store cannot write; the scheduler stops");
+            *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+            shutdown.cancel();
         }
     }
 }

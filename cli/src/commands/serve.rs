@@ -185,6 +185,38 @@ pub(crate) fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
+/// How long the scheduler may take to stop once asked (a signal, a failed store): the grace
+/// for in-flight calls and the engine's last turn, well within `docker stop`'s 10 s.
+const HARD_STOP: Duration = Duration::from_secs(9);
+
+/// Exits the process, whatever state it is in, if it has not stopped [`HARD_STOP`] after
+/// shutdown began or at once on a second SIGINT/SIGTERM: a stop must never wait for SIGKILL.
+async fn exit_if_stopping_hangs(shutdown: CancellationToken) {
+    shutdown.cancelled().await;
+    let second_signal = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(HARD_STOP) => {
+            eprintln!("error: the scheduler did not stop within {HARD_STOP:?}; exiting without waiting");
+        }
+        _ = second_signal => {
+            eprintln!("error: a second signal: exiting without waiting");
+        }
+    }
+    std::process::exit(i32::from(exit::FAILED));
+}
+
 fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
     let mut config = match &args.config {
         Some(path) => {
@@ -253,6 +285,7 @@ pub(crate) async fn scheduler(args: SchedulerArgs) -> Result<u8> {
     let config = load_config(&args)?;
     let listener = bind(config.listen).await?;
     let shutdown = shutdown_on_signals();
+    tokio::spawn(exit_if_stopping_hangs(shutdown.clone()));
     info!(data = %config.data_dir.display(), "opening store");
     let scheduler = Scheduler::start(&config, listener, shutdown).await?;
     let scheme = if config.tls_cert.is_some() {

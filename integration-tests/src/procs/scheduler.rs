@@ -100,6 +100,26 @@ impl Cluster {
         }
     }
 
+    /// Waits up to `limit` for the scheduler to exit on its own; reaps it and returns its
+    /// exit status, or None (still running) after `limit`.
+    pub fn wait_scheduler_exit(&self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            {
+                let mut slot = lock(&self.scheduler);
+                let child = slot.as_mut().expect("the scheduler is not running");
+                if let Some(status) = child.try_wait().expect("cannot poll the scheduler") {
+                    slot.take();
+                    return Some(status);
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sends SIGTERM to the scheduler and waits up to `limit` for it to exit; returns its
     /// exit status and how long it took.
     pub fn term_scheduler(&self, limit: Duration) -> (ExitStatus, Duration) {

@@ -64,7 +64,9 @@ impl From<ApiError> for Status {
             ApiError::RunFinished { .. } | ApiError::StaleAttempt { .. } => {
                 Status::failed_precondition(message)
             }
-            ApiError::ShuttingDown => Status::unavailable(message),
+            ApiError::ShuttingDown | ApiError::Store(StoreError::WriteFailed { .. }) => {
+                Status::unavailable(message)
+            }
             ApiError::Store(_) | ApiError::Bundle(BundleError::Io(_)) => Status::internal(message),
             ApiError::Bundle(BundleError::Missing { .. }) => Status::not_found(message),
             ApiError::Bundle(_) => Status::invalid_argument(message),

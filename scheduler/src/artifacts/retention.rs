@@ -98,8 +98,7 @@ pub async fn collect_garbage(
         }
     }
     if !batch.is_empty() {
-        store.commit(batch)?;
-        store.sync().await?;
+        store.commit(batch).await?;
     }
     let cutoff = SystemTime::now()
         .checked_sub(grace)
@@ -249,7 +248,7 @@ mod tests {
             metrics: BTreeMap::new(),
             created_ms: 0,
         });
-        store.commit(b).unwrap();
+        store.commit(b).await.unwrap();
 
         let policy = RetentionPolicy {
             max_age: Some(Duration::from_secs(7 * 86_400)),
@@ -281,7 +280,7 @@ mod tests {
         b.put_run(finished_run("d-newer", "d", now));
         let newest = put_blob(&blobs, "newest model");
         b.put_artifact(output("d-newer", &newest));
-        store.commit(b).unwrap();
+        store.commit(b).await.unwrap();
         let policy = RetentionPolicy {
             max_age: None,
             keep_runs: Some(1),

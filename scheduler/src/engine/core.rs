@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::dispatch::{Ready, ReadyQueue};
 use super::metrics::DispatchMetrics;
@@ -17,7 +17,7 @@ use super::{Command, DagFiles, EngineConfig, EngineEvent, WorkerMessage};
 use crate::api::ApiError;
 use crate::dag::Dag;
 use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
-use crate::run::{Action, AttemptOutcome, Event, Run, TransitionError};
+use crate::run::{Action, AttemptOutcome, Event, Run, StageState, TransitionError};
 use crate::store::{Store, WriteBatch};
 
 /// Commands taken per turn at most, so a flood cannot starve timers.
@@ -53,6 +53,9 @@ pub(crate) struct Engine {
     /// When this engine started: a stage no worker fits fails only once workers had a lease
     /// to reconnect.
     pub(super) started: Instant,
+    /// Until then (one lease after recovery) no deadline that passed while the scheduler
+    /// was down strikes: the workers come back first and report how their attempts ended.
+    pub(super) reconcile_until: Millis,
     pub(super) timers: BinaryHeap<Reverse<(Millis, RunId)>>,
     /// The wake-up time last pushed per run, so an unchanged one is not pushed again.
     pub(super) scheduled: HashMap<RunId, Millis>,
@@ -88,6 +91,7 @@ impl Engine {
             runs: HashMap::new(),
             ready: ReadyQueue::default(),
             started: Instant::now(),
+            reconcile_until: 0,
             timers: BinaryHeap::new(),
             scheduled: HashMap::new(),
             attempts: HashMap::new(),
@@ -114,9 +118,23 @@ impl Engine {
         lease_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = self.next_timer_instant();
+            let mut stopping = false;
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => {
+                    // Stop taking work, but answer what was already asked: the commands
+                    // queued now are handled and written in one last turn.
+                    stopping = true;
+                    rx.close();
+                    let mut taken = 0;
+                    while taken < MAX_COMMANDS_PER_TURN {
+                        match rx.try_recv() {
+                            Ok(command) => self.handle(command),
+                            Err(_) => break,
+                        }
+                        taken += 1;
+                    }
+                }
                 command = rx.recv() => {
                     let Some(command) = command else { break };
                     self.handle(command);
@@ -132,20 +150,23 @@ impl Engine {
                 _ = sleep_until(wake) => {}
                 _ = lease_check.tick() => self.expire_leases(now_ms()),
             }
-            self.fire_timers(now_ms());
-            self.fire_schedules(now_ms());
-            self.lose_undelivered();
-            self.resolve_cache_checks(now_ms());
-            self.dispatch();
+            if !stopping {
+                self.fire_timers(now_ms());
+                self.fire_schedules(now_ms());
+                self.lose_undelivered();
+                self.resolve_cache_checks(now_ms());
+                self.dispatch();
+            }
             if let Err(e) = self.end_turn().await {
                 // Without a working store nothing can be promised; stop rather than act on
-                // state that is not written.
+                // state that is not written. Callers waiting for this turn learn why from
+                // the store (see `EngineHandle::call`).
                 tracing::error!(error = %e, "store failed; the engine stops");
                 break;
             }
-        }
-        if let Err(e) = self.store.sync().await {
-            warn!(error = %e, "final store sync failed");
+            if stopping {
+                break;
+            }
         }
         debug!("engine stopped");
     }
@@ -368,11 +389,20 @@ impl Engine {
             if self.scheduled.get(&id) == Some(&at) {
                 self.scheduled.remove(&id);
             }
-            let due = self
-                .runs
-                .get(&id)
-                .and_then(Run::next_wakeup)
-                .is_some_and(|t| t <= now);
+            let Some(run) = self.runs.get(&id) else {
+                continue;
+            };
+            let due = run.next_wakeup().is_some_and(|t| t <= now);
+            if due && now < self.reconcile_until && deadline_passed(run, now) {
+                // The deadline may have passed while the scheduler was down, and the attempt
+                // may have ended then: its worker re-reports within a lease. Judge after.
+                let at = self.reconcile_until;
+                if self.scheduled.get(&id).is_none_or(|t| *t > at) {
+                    self.scheduled.insert(id.clone(), at);
+                    self.timers.push(Reverse((at, id)));
+                }
+                continue;
+            }
             if due {
                 let _ = self.apply(&id, Event::Tick, now);
             }
@@ -422,8 +452,7 @@ impl Engine {
         }
         if !self.batch.is_empty() {
             let batch = std::mem::take(&mut self.batch);
-            self.store.commit(batch)?;
-            self.store.sync().await?;
+            self.store.commit(batch).await?;
             self.metrics.commits += 1;
         }
         for event in self.published.drain(..) {
@@ -447,6 +476,20 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Whether a run's deadline, or that of one of its running attempts, has passed by `now`.
+fn deadline_passed(run: &Run, now: Millis) -> bool {
+    run.record.deadline_ms.is_some_and(|d| d <= now)
+        || run.stages.iter().any(|s| {
+            matches!(
+                s.state,
+                StageState::Running {
+                    deadline_ms: Some(d),
+                    ..
+                } if d <= now
+            )
+        })
 }
 
 pub(super) fn transition_error(e: TransitionError) -> ApiError {

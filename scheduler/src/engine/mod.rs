@@ -19,7 +19,7 @@ use crate::dag::{Command as DagCommand, Dag, ExecutorKind, Mount, Resources};
 use crate::ids::{AttemptId, RunId, WorkerId};
 use crate::run::{ArtifactRef, AttemptOutcome, RetryMode, RunRecord, StageRecord};
 use crate::secrets::SecretBox;
-use crate::store::{LogRecord, Store};
+use crate::store::{LogRecord, Store, WriteBatch};
 
 mod artifacts;
 mod cache;
@@ -306,10 +306,11 @@ impl EngineHandle {
     /// Stores log chunks of runs, makes them durable, then tells watchers about them. A
     /// worker does not send acknowledged chunks again, so they must survive a crash.
     pub async fn append_logs(&self, batches: Vec<(RunId, Vec<LogRecord>)>) -> Result<(), ApiError> {
+        let mut batch = WriteBatch::new();
         for (run, chunks) in &batches {
-            self.store.append_logs(run, chunks)?;
+            batch.put_logs(run, chunks.clone());
         }
-        self.store.sync().await?;
+        self.store.commit(batch).await?;
         for (run, chunks) in batches {
             for record in chunks {
                 let _ = self.events.send(Arc::new(EngineEvent::Log {
@@ -323,10 +324,16 @@ impl EngineHandle {
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(make(reply))
-            .map_err(|_| ApiError::ShuttingDown)?;
-        rx.await.map_err(|_| ApiError::ShuttingDown)?
+        self.tx.send(make(reply)).map_err(|_| self.stopped())?;
+        rx.await.map_err(|_| self.stopped())?
+    }
+
+    /// Why the engine no longer answers: the store cannot write, or it is shutting down.
+    fn stopped(&self) -> ApiError {
+        match self.store.write_failure() {
+            Some(e) => ApiError::Store(e),
+            None => ApiError::ShuttingDown,
+        }
     }
 
     /// Registers a validated DAG; unchanged content changes nothing.

@@ -22,6 +22,7 @@ impl Engine {
     pub(crate) async fn recover(&mut self) -> Result<(), ApiError> {
         let now = now_ms();
         let lease = self.config.lease.as_millis() as Millis;
+        self.reconcile_until = now + lease;
         let mut runs = self.store.list_runs()?;
         runs.retain(|r| !r.state.is_final());
         runs.sort_by_key(|r| r.created_ms);

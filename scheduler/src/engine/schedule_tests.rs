@@ -244,7 +244,7 @@ async fn a_run_stored_without_its_cursor_is_not_fired_again() {
     cursor.last_slot_ms = None;
     let mut batch = WriteBatch::new();
     batch.put_schedule(cursor);
-    store.commit(batch).unwrap();
+    store.commit(batch).await.unwrap();
 
     let mut engine = start(&store).await;
     turn(&mut engine, ms("2025-01-01T11:00:05Z")).await;
@@ -271,7 +271,7 @@ async fn a_cursor_stored_without_its_run_gets_the_run_exactly_once() {
     cursor.last_slot_ms = Some(ms("2025-01-01T11:00:00Z"));
     let mut batch = WriteBatch::new();
     batch.put_schedule(cursor);
-    store.commit(batch).unwrap();
+    store.commit(batch).await.unwrap();
 
     let mut engine = start(&store).await;
     turn(&mut engine, ms("2025-01-01T11:00:05Z")).await;

@@ -439,3 +439,84 @@ stages:
     beat_c.abort();
     assert_eq!(task.stage, "cpu");
 }
+
+/// Moves the stored deadline of run `id`'s running attempt into the past, as if the
+/// scheduler had been down past it.
+async fn expire_stored_deadline(store: &MemoryStore, id: &RunId) {
+    let mut stage = store.run_stages(id).unwrap().remove(0);
+    let StageState::Running { deadline_ms, .. } = &mut stage.state else {
+        panic!("not running: {stage:?}");
+    };
+    *deadline_ms = Some(crate::ids::now_ms() - 1_000);
+    let mut batch = crate::store::WriteBatch::new();
+    batch.put_stage(id, stage);
+    store.commit(batch).await.unwrap();
+}
+
+#[tokio::test]
+async fn after_a_restart_a_deadline_that_passed_while_down_waits_for_the_workers_report() {
+    const TIMED: &str = "
+name: timed
+stages:
+  - {name: work, image: busybox, command: [sleep, '60'], timeout: 1s}
+";
+    let store = Arc::new(MemoryStore::new());
+    let lease = Duration::from_millis(600);
+    let config = EngineConfig {
+        heartbeat_interval: lease / 4,
+        lease,
+        ..EngineConfig::default()
+    };
+    let tracker = TaskTracker::new();
+    let start = |shutdown: CancellationToken| {
+        EngineHandle::start(store.clone(), config.clone(), &tracker, shutdown)
+    };
+    let first = CancellationToken::new();
+    let engine = start(first.clone()).await.unwrap();
+    let dag = Arc::new(parse_dag(TIMED, "timed.yaml").unwrap());
+    engine
+        .submit(dag, "timed.yaml".into(), TIMED.into(), DagFiles::default())
+        .await
+        .unwrap();
+    let mut runs = Vec::new();
+    let mut tasks = Vec::new();
+    for worker in ["w1", "w2"] {
+        let (_, mut inbox) = connect_worker(&engine, worker, vec![]).await;
+        runs.push(
+            engine
+                .trigger("timed".into(), Default::default())
+                .await
+                .unwrap()
+                .id,
+        );
+        tasks.push(next_task(&mut inbox).await);
+    }
+    // The scheduler stops; while it is down both deadlines pass and one attempt ends.
+    first.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for id in &runs {
+        expire_stored_deadline(&store, id).await;
+    }
+    let engine = start(CancellationToken::new()).await.unwrap();
+    let (_, _w1) = connect_worker(&engine, "w1", vec![tasks[0].attempt.clone()]).await;
+    let (_, _w2) = connect_worker(&engine, "w2", vec![tasks[1].attempt.clone()]).await;
+    let beats = [keep_alive(&engine, "w1"), keep_alive(&engine, "w2")];
+    engine
+        .finished(
+            WorkerId::from("w1"),
+            tasks[0].attempt.clone(),
+            AttemptOutcome::Exited { code: 0 },
+        )
+        .await
+        .expect("the re-reported result is taken, not refused as timed out");
+    let outcome = |id: &RunId| store.run_stages(id).unwrap()[0].attempts[0].outcome.clone();
+    assert_eq!(outcome(&runs[0]), AttemptOutcome::Exited { code: 0 });
+    // The attempt nobody reported on is judged once the workers had their lease.
+    wait_until("the unreported attempt times out", || {
+        outcome(&runs[1]) == AttemptOutcome::TimedOut
+    })
+    .await;
+    for beat in beats {
+        beat.abort();
+    }
+}

@@ -1,6 +1,7 @@
 //! One conformance suite, run against every [`Store`] implementation.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::*;
 use crate::ids::{AttemptId, WorkerId};
@@ -79,8 +80,7 @@ async fn records_round_trip(store: &dyn Store) {
     b.put_run(run.clone());
     b.put_stage(&run.id, running_stage("train[a]"));
     b.put_stage(&run.id, StageRecord::pending("collect".into(), Vec::new()));
-    store.commit(b).unwrap();
-    store.sync().await.unwrap();
+    store.commit(b).await.unwrap();
 
     assert_eq!(store.get_dag("etl").unwrap().unwrap().version, "abc");
     assert!(store.get_dag("nope").unwrap().is_none());
@@ -102,7 +102,7 @@ async fn stages_of_runs_with_shared_prefixes_stay_apart(store: &dyn Store) {
             StageRecord::pending(format!("s-{id}"), Vec::new()),
         );
     }
-    store.commit(b).unwrap();
+    store.commit(b).await.unwrap();
     for id in ["a", "ab", "a-b"] {
         let stages = store.run_stages(&RunId::from(id)).unwrap();
         assert_eq!(stages.len(), 1, "run {id}");
@@ -121,11 +121,11 @@ async fn later_writes_replace_earlier_ones(store: &dyn Store) {
     let mut run = run_record("r", "d");
     let mut b = WriteBatch::new();
     b.put_run(run.clone());
-    store.commit(b).unwrap();
+    store.commit(b).await.unwrap();
     run.state = RunState::Succeeded;
     let mut b = WriteBatch::new();
     b.put_run(run.clone());
-    store.commit(b).unwrap();
+    store.commit(b).await.unwrap();
     assert_eq!(
         store.get_run(&run.id).unwrap().unwrap().state,
         RunState::Succeeded
@@ -141,15 +141,21 @@ async fn logs_keep_raw_bytes_order_and_deduplicate(store: &dyn Store) {
             &run,
             &[log("b", 1, 1, b"two"), log("b", 1, 0, b"\xff\xfe one")],
         )
+        .await
         .unwrap();
     store
         .append_logs(&run, &[log("a", 2, 0, b"a2"), log("a", 1, 5, b"a1")])
+        .await
         .unwrap();
     store
         .append_logs(&other, &[log("a", 1, 0, b"other run")])
+        .await
         .unwrap();
     // Sent again after a reconnect: stored once.
-    store.append_logs(&run, &[log("b", 1, 1, b"two")]).unwrap();
+    store
+        .append_logs(&run, &[log("b", 1, 1, b"two")])
+        .await
+        .unwrap();
 
     let all = store.read_logs(&run, None).unwrap();
     let data: Vec<&[u8]> = all.iter().map(|l| l.data.as_slice()).collect();
@@ -173,15 +179,14 @@ async fn schedule_records_commit_with_runs_and_replace_by_dag(store: &impl Store
     b.put_run(run_record("nightly-20250601T203000Z", "nightly"));
     b.put_schedule(cursor("nightly", 10));
     b.put_schedule(cursor("hourly", 5));
-    store.commit(b).unwrap();
-    store.sync().await.unwrap();
+    store.commit(b).await.unwrap();
     assert_eq!(
         store.get_schedule("nightly").unwrap(),
         Some(cursor("nightly", 10))
     );
     let mut b = WriteBatch::new();
     b.put_schedule(cursor("nightly", 20));
-    store.commit(b).unwrap();
+    store.commit(b).await.unwrap();
     let all = store.list_schedules().unwrap();
     assert_eq!(all, [cursor("hourly", 5), cursor("nightly", 20)]);
     assert_eq!(store.get_schedule("nope").unwrap(), None);
@@ -264,8 +269,7 @@ async fn artifact_index_lists_by_run_by_digest_and_consumers(store: &dyn Store) 
         run: RunId::from("r1"),
         stage: "report".to_owned(),
     });
-    store.commit(b).unwrap();
-    store.sync().await.unwrap();
+    store.commit(b).await.unwrap();
 
     // By run: a run id that prefixes another stays apart; ordered by stage, then name.
     let r1 = store.run_artifacts(&RunId::from("r1")).unwrap();
@@ -291,7 +295,7 @@ async fn artifact_index_lists_by_run_by_digest_and_consumers(store: &dyn Store) 
     let mut b = WriteBatch::new();
     b.delete_artifact(artifact("r10", "train", "model.pkl", &d1));
     b.delete_consumer(consumers[0].clone());
-    store.commit(b).unwrap();
+    store.commit(b).await.unwrap();
     assert_eq!(store.artifacts_by_digest(&d1).unwrap().len(), 2);
     assert!(store.run_artifacts(&RunId::from("r10")).unwrap().is_empty());
     assert!(store.consumers_of(&d1).unwrap().is_empty());
@@ -323,7 +327,7 @@ async fn cache_entries_and_last_lookups_round_trip(store: &dyn Store) {
     let mut b = WriteBatch::new();
     b.put_cache(entry.clone());
     b.put_last_lookup(lookup.clone());
-    store.commit(b).unwrap();
+    store.commit(b).await.unwrap();
     assert_eq!(store.get_cache("k1").unwrap(), Some(entry.clone()));
     assert_eq!(store.get_cache("k2").unwrap(), None);
     assert_eq!(store.list_cache().unwrap(), vec![entry]);
@@ -334,8 +338,56 @@ async fn cache_entries_and_last_lookups_round_trip(store: &dyn Store) {
     assert_eq!(store.get_last_lookup("d", "train").unwrap(), None);
     let mut b = WriteBatch::new();
     b.delete_cache("k1".to_owned());
-    store.commit(b).unwrap();
+    store.commit(b).await.unwrap();
     assert!(store.list_cache().unwrap().is_empty());
+}
+
+/// Many callers writing every kind of record at once (the engine's turns, log chunks,
+/// audit entries, secrets) all get through, and each sees its own write once acknowledged.
+async fn concurrent_writers_of_every_kind_all_finish(store: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for t in 0..50 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..20 {
+                let id = RunId::from(format!("r{t}-{round}").as_str());
+                let mut b = WriteBatch::new();
+                b.put_run(run_record(id.as_str(), "d"));
+                store.commit(b).await.unwrap();
+                assert!(store.get_run(&id).unwrap().is_some());
+                store
+                    .append_logs(&id, &[log("s", 1, round, b"line")])
+                    .await
+                    .unwrap();
+                let entry = AuditEntry {
+                    at_ms: round as i64,
+                    caller: format!("c{t}"),
+                    method: "TriggerRun".into(),
+                    target: id.0.clone(),
+                    outcome: "ok".into(),
+                };
+                store.append_audit(&entry).await.unwrap();
+                if round % 5 == 0 {
+                    let secret = SecretRecord {
+                        name: format!("s{t}"),
+                        nonce: vec![1; 12],
+                        ciphertext: vec![round as u8; 20],
+                        set_ms: round as i64,
+                    };
+                    store.put_secret(&secret).await.unwrap();
+                }
+            }
+        }));
+    }
+    let all = futures::future::join_all(tasks);
+    tokio::time::timeout(std::time::Duration::from_secs(60), all)
+        .await
+        .expect("concurrent writers did not finish within 60s (deadlock?)")
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    assert_eq!(store.list_runs().unwrap().len(), 1000);
+    assert_eq!(store.list_audit(5000).unwrap().len(), 1000);
+    assert_eq!(store.list_secrets().unwrap().len(), 50);
 }
 
 macro_rules! conformance {
@@ -386,6 +438,13 @@ macro_rules! conformance {
                 super::artifact_index_lists_by_run_by_digest_and_consumers(&store).await;
             }
 
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_writers_of_every_kind_all_finish() {
+                let (store, _guard) = $make;
+                super::concurrent_writers_of_every_kind_all_finish(std::sync::Arc::new(store))
+                    .await;
+            }
+
             #[tokio::test]
             async fn cache_entries_and_last_lookups_round_trip() {
                 let (store, _guard) = $make;
@@ -408,8 +467,7 @@ async fn sled_store_keeps_synced_records_across_reopen() {
         let store = SledStore::open(dir.path()).unwrap();
         let mut b = WriteBatch::new();
         b.put_run(run_record("kept", "d"));
-        store.commit(b).unwrap();
-        store.sync().await.unwrap();
+        store.commit(b).await.unwrap();
     }
     let store = SledStore::open(dir.path()).unwrap();
     assert!(store.get_run(&RunId::from("kept")).unwrap().is_some());

@@ -48,7 +48,7 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
-    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+    async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut inner = self.lock();
         for op in batch.ops {
             match op {
@@ -92,12 +92,21 @@ impl Store for MemoryStore {
                 WriteOp::DeleteCache(k) => {
                     inner.cache.remove(&k);
                 }
+                WriteOp::Logs(run, chunks) => {
+                    for c in chunks {
+                        let key = (run.clone(), c.stage.clone(), c.attempt, c.seq);
+                        inner.logs.insert(key, c);
+                    }
+                }
+                WriteOp::Secret(secret) => {
+                    inner.secrets.insert(secret.name.clone(), secret);
+                }
+                WriteOp::DeleteSecret(name) => {
+                    inner.secrets.remove(&name);
+                }
+                WriteOp::Audit(entry) => inner.audit.push(entry),
             }
         }
-        Ok(())
-    }
-
-    async fn sync(&self) -> Result<(), StoreError> {
         Ok(())
     }
 
@@ -141,15 +150,6 @@ impl Store for MemoryStore {
         Ok(self.lock().schedules.values().cloned().collect())
     }
 
-    fn append_logs(&self, run: &RunId, chunks: &[LogRecord]) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        for c in chunks {
-            let key = (run.clone(), c.stage.clone(), c.attempt, c.seq);
-            inner.logs.insert(key, c.clone());
-        }
-        Ok(())
-    }
-
     fn read_logs(&self, run: &RunId, stage: Option<&str>) -> Result<Vec<LogRecord>, StoreError> {
         let inner = self.lock();
         let from = (run.clone(), String::new(), 0, 0);
@@ -162,28 +162,12 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
-        self.lock()
-            .secrets
-            .insert(secret.name.clone(), secret.clone());
-        Ok(())
-    }
-
     fn get_secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
         Ok(self.lock().secrets.get(name).cloned())
     }
 
     fn list_secrets(&self) -> Result<Vec<SecretRecord>, StoreError> {
         Ok(self.lock().secrets.values().cloned().collect())
-    }
-
-    async fn delete_secret(&self, name: &str) -> Result<bool, StoreError> {
-        Ok(self.lock().secrets.remove(name).is_some())
-    }
-
-    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        self.lock().audit.push(entry.clone());
-        Ok(())
     }
 
     fn list_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {

@@ -1,6 +1,10 @@
 //! Persistent state behind the [`Store`] trait: DAGs and their versions, runs, one record per
 //! stage instance (so a 100k-way fan-out is 100k small keys, not one huge value), and logs.
 //! [`SledStore`] is the real one; [`MemoryStore`] serves unit tests.
+//!
+//! Every write is a [`WriteBatch`] given to [`Store::commit`], which returns once the batch
+//! is durable: log chunks, secrets and audit entries included, so there is one write path
+//! (see [`writer`] for sled's group commit) and an acknowledged write survives a crash.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +20,7 @@ mod memory;
 mod schedule;
 mod security;
 mod sled_store;
+mod writer;
 
 #[cfg(test)]
 mod conformance;
@@ -27,10 +32,17 @@ pub use security::{AuditEntry, SecretRecord};
 pub use sled_store::SledStore;
 
 /// Why the store failed.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     #[error("store: {0}")]
     Backend(String),
+    /// A write could not be made durable (e.g. the disk is full). The store writes nothing
+    /// more: the scheduler must stop and start again from what is on disk.
+    #[error("store write failed: {reason} ({})", path.display())]
+    WriteFailed {
+        reason: String,
+        path: std::path::PathBuf,
+    },
     #[error("store: record {key} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
 }
@@ -108,6 +120,10 @@ pub(crate) enum WriteOp {
     DeleteArtifact(ArtifactRecord),
     DeleteConsumer(ConsumerRecord),
     DeleteCache(String),
+    Logs(RunId, Vec<LogRecord>),
+    Secret(SecretRecord),
+    DeleteSecret(String),
+    Audit(AuditEntry),
 }
 
 impl WriteBatch {
@@ -176,6 +192,27 @@ impl WriteBatch {
         self.ops.push(WriteOp::DeleteCache(key));
     }
 
+    /// Stores log chunks of a run; a chunk stored again (same stage, attempt, seq) replaces
+    /// the first, so re-sending after a reconnect is harmless.
+    pub fn put_logs(&mut self, run: &RunId, chunks: Vec<LogRecord>) {
+        self.ops.push(WriteOp::Logs(run.clone(), chunks));
+    }
+
+    /// Stores (or replaces) an encrypted secret.
+    pub fn put_secret(&mut self, secret: SecretRecord) {
+        self.ops.push(WriteOp::Secret(secret));
+    }
+
+    /// Removes a secret, if there is one.
+    pub fn delete_secret(&mut self, name: &str) {
+        self.ops.push(WriteOp::DeleteSecret(name.to_owned()));
+    }
+
+    /// Appends an entry to the audit log (after every entry committed before).
+    pub fn append_audit(&mut self, entry: AuditEntry) {
+        self.ops.push(WriteOp::Audit(entry));
+    }
+
     /// Whether the batch holds no writes.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
@@ -192,15 +229,22 @@ impl WriteBatch {
     }
 }
 
-/// Persistent state. Writes are atomic per batch; [`Store::sync`] makes everything written so
-/// far durable, and callers act on a write only after it returns.
+/// Persistent state. Writes are atomic per batch and durable once [`Store::commit`]
+/// returns: callers act on a write (answer a client, send a task) only after that.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Applies every write of `batch` or none of them.
-    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Applies every write of `batch` or none of them; returns once they survive a crash.
+    async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError>;
 
-    /// Waits until everything committed so far survives a crash.
-    async fn sync(&self) -> Result<(), StoreError>;
+    /// Why the store can no longer write, once a write failed for good (a full disk).
+    fn write_failure(&self) -> Option<StoreError> {
+        None
+    }
+
+    /// Resolves once a write failed for good; never for a store that cannot fail.
+    async fn wait_write_failure(&self) -> StoreError {
+        std::future::pending().await
+    }
 
     fn get_dag(&self, name: &str) -> Result<Option<DagRecord>, StoreError>;
     fn list_dags(&self) -> Result<Vec<DagRecord>, StoreError>;
@@ -216,22 +260,39 @@ pub trait Store: Send + Sync + 'static {
     /// Every schedule record, in DAG name order.
     fn list_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
 
-    /// Stores log chunks of a run; a chunk stored again (same stage, attempt, seq) replaces
-    /// the first, so re-sending after a reconnect is harmless.
-    fn append_logs(&self, run: &RunId, chunks: &[LogRecord]) -> Result<(), StoreError>;
+    /// Stores log chunks of a run, durably (see [`WriteBatch::put_logs`]).
+    async fn append_logs(&self, run: &RunId, chunks: &[LogRecord]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::new();
+        batch.put_logs(run, chunks.to_vec());
+        self.commit(batch).await
+    }
     /// Log chunks of a run (or one stage of it), ordered by stage, attempt and seq.
     fn read_logs(&self, run: &RunId, stage: Option<&str>) -> Result<Vec<LogRecord>, StoreError>;
 
     /// Stores (or replaces) an encrypted secret; durable when this returns.
-    async fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError>;
+    async fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::new();
+        batch.put_secret(secret.clone());
+        self.commit(batch).await
+    }
     fn get_secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError>;
     /// Every secret, in name order.
     fn list_secrets(&self) -> Result<Vec<SecretRecord>, StoreError>;
     /// Removes a secret; false if there was none. Durable when this returns.
-    async fn delete_secret(&self, name: &str) -> Result<bool, StoreError>;
+    async fn delete_secret(&self, name: &str) -> Result<bool, StoreError> {
+        let existed = self.get_secret(name)?.is_some();
+        let mut batch = WriteBatch::new();
+        batch.delete_secret(name);
+        self.commit(batch).await?;
+        Ok(existed)
+    }
 
     /// Appends an entry to the audit log; durable when this returns.
-    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::new();
+        batch.append_audit(entry.clone());
+        self.commit(batch).await
+    }
     /// The newest `limit` audit entries, oldest first.
     fn list_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
     /// The outputs of a run, ordered by stage instance and file name.

@@ -7,13 +7,18 @@
 //! `run \0 stage \0 attempt(u32 BE) seq(u64 BE)` and values `stream(u8) time(i64 BE) bytes`.
 //! Secrets (ciphertext only) live in tree `secrets` keyed by name; the audit log in tree
 //! `audit` keyed by a monotonic id (u64 BE).
+//!
+//! Only the store's writer thread (see [`super::writer`]) applies batches and flushes; sled's
+//! own periodic flusher is off, so nothing flushes concurrently with a write.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::writer::{Durable, Writer};
 use super::{
     ArtifactRecord, AuditEntry, CacheEntry, ConsumerRecord, DagRecord, DagVersion, LastLookup,
     LogRecord, LogStreamKind, ScheduleRecord, SecretRecord, Store, StoreError, WriteBatch, WriteOp,
@@ -27,11 +32,21 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// A [`Store`] on sled, in a directory of its own.
 #[derive(Clone)]
 pub struct SledStore {
+    state: sled::Tree,
+    logs: sled::Tree,
+    secrets: sled::Tree,
+    audit: sled::Tree,
+    writer: Arc<Writer>,
+}
+
+/// The writer thread's side of the store: the only code that writes to sled.
+struct SledWriter {
     db: sled::Db,
     state: sled::Tree,
     logs: sled::Tree,
     secrets: sled::Tree,
     audit: sled::Tree,
+    dir: PathBuf,
 }
 
 impl SledStore {
@@ -47,7 +62,8 @@ impl SledStore {
             match sled::Config::new()
                 .path(dir)
                 .mode(sled::Mode::HighThroughput)
-                .flush_every_ms(Some(200))
+                // The writer flushes after every group of batches.
+                .flush_every_ms(None)
                 .open()
             {
                 Ok(db) => break db,
@@ -76,12 +92,23 @@ impl SledStore {
         let logs = db.open_tree("logs")?;
         let secrets = db.open_tree("secrets")?;
         let audit = db.open_tree("audit")?;
+        let writer = Writer::start(
+            "sled",
+            SledWriter {
+                db: db.clone(),
+                state: state.clone(),
+                logs: logs.clone(),
+                secrets: secrets.clone(),
+                audit: audit.clone(),
+                dir: dir.to_path_buf(),
+            },
+        )?;
         Ok(SledStore {
-            db,
             state,
             logs,
             secrets,
             audit,
+            writer: Arc::new(writer),
         })
     }
 
@@ -186,41 +213,138 @@ fn decode_log(key: &[u8], value: &[u8]) -> Result<LogRecord, StoreError> {
     })
 }
 
-#[async_trait]
-impl Store for SledStore {
-    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let mut b = sled::Batch::default();
-        for op in &batch.ops {
+impl SledWriter {
+    fn write_failed(&self, e: sled::Error) -> StoreError {
+        let reason = match e {
+            sled::Error::Io(io) => io_reason(&io),
+            other => other.to_string(),
+        };
+        StoreError::WriteFailed {
+            reason,
+            path: self.dir.clone(),
+        }
+    }
+}
+
+/// An I/O error as a person reads it: `No space left on device`, without `(os error 28)`.
+/// sled wraps some OS errors in a custom error that only prints the original's `Debug`
+/// (`Os { code: 28, .. }`); the code is taken from there.
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let code = e.raw_os_error().or_else(|| {
+        let (_, rest) = text.split_once("code: ")?;
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    });
+    let text = match code {
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None => text,
+    };
+    match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_owned(),
+        _ => text,
+    }
+}
+
+impl Durable for SledWriter {
+    fn apply(&mut self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        let mut state = sled::Batch::default();
+        let mut logs = sled::Batch::default();
+        let mut secrets = sled::Batch::default();
+        let mut audit = sled::Batch::default();
+        let (mut any_state, mut any_logs, mut any_secrets, mut any_audit) =
+            (false, false, false, false);
+        for op in ops {
+            match &op {
+                WriteOp::Logs(..) => any_logs = true,
+                WriteOp::Secret(_) | WriteOp::DeleteSecret(_) => any_secrets = true,
+                WriteOp::Audit(_) => any_audit = true,
+                _ => any_state = true,
+            }
             match op {
-                WriteOp::Dag(d) => b.insert(key("d/", &[&d.name]), encode(d)),
-                WriteOp::DagVersion(v) => b.insert(key("v/", &[&v.name, &v.version]), encode(v)),
-                WriteOp::Run(r) => b.insert(key("r/", &[r.id.as_str()]), encode(r)),
+                WriteOp::Dag(d) => state.insert(key("d/", &[&d.name]), encode(&d)),
+                WriteOp::DagVersion(v) => {
+                    state.insert(key("v/", &[&v.name, &v.version]), encode(&v))
+                }
+                WriteOp::Run(r) => state.insert(key("r/", &[r.id.as_str()]), encode(&r)),
                 WriteOp::Stage(run, s) => {
-                    b.insert(key("s/", &[run.as_str(), &s.instance]), encode(s))
+                    state.insert(key("s/", &[run.as_str(), &s.instance]), encode(&s))
                 }
-                WriteOp::Schedule(c) => b.insert(key("c/", &[&c.dag]), encode(c)),
+                WriteOp::Schedule(c) => state.insert(key("c/", &[&c.dag]), encode(&c)),
                 WriteOp::Artifact(a) => {
-                    b.insert(artifact_key(a), encode(a));
-                    b.insert(artifact_digest_key(a), encode(a));
+                    state.insert(artifact_key(&a), encode(&a));
+                    state.insert(artifact_digest_key(&a), encode(&a));
                 }
-                WriteOp::Consumer(c) => b.insert(consumer_key(c), encode(c)),
-                WriteOp::Cache(e) => b.insert(key("k/", &[&e.key]), encode(e)),
-                WriteOp::LastLookup(l) => b.insert(key("kl/", &[&l.dag, &l.stage]), encode(l)),
+                WriteOp::Consumer(c) => state.insert(consumer_key(&c), encode(&c)),
+                WriteOp::Cache(e) => state.insert(key("k/", &[&e.key]), encode(&e)),
+                WriteOp::LastLookup(l) => state.insert(key("kl/", &[&l.dag, &l.stage]), encode(&l)),
                 WriteOp::DeleteArtifact(a) => {
-                    b.remove(artifact_key(a));
-                    b.remove(artifact_digest_key(a));
+                    state.remove(artifact_key(&a));
+                    state.remove(artifact_digest_key(&a));
                 }
-                WriteOp::DeleteConsumer(c) => b.remove(consumer_key(c)),
-                WriteOp::DeleteCache(k) => b.remove(key("k/", &[k])),
+                WriteOp::DeleteConsumer(c) => state.remove(consumer_key(&c)),
+                WriteOp::DeleteCache(k) => state.remove(key("k/", &[&k])),
+                WriteOp::Logs(run, chunks) => {
+                    for c in chunks {
+                        let (k, v) = encode_log(&run, &c);
+                        logs.insert(k, v);
+                    }
+                }
+                WriteOp::Secret(secret) => secrets.insert(secret.name.as_bytes(), encode(&secret)),
+                WriteOp::DeleteSecret(name) => secrets.remove(name.as_bytes()),
+                WriteOp::Audit(entry) => {
+                    let id = self.db.generate_id().map_err(|e| self.write_failed(e))?;
+                    audit.insert(&id.to_be_bytes(), encode(&entry));
+                }
             }
         }
-        self.state.apply_batch(b)?;
+        for (tree, batch, any) in [
+            (&self.state, state, any_state),
+            (&self.logs, logs, any_logs),
+            (&self.secrets, secrets, any_secrets),
+            (&self.audit, audit, any_audit),
+        ] {
+            if any {
+                tree.apply_batch(batch).map_err(|e| self.write_failed(e))?;
+            }
+        }
         Ok(())
     }
 
-    async fn sync(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.db.flush().map_err(|e| self.write_failed(e))?;
         Ok(())
+    }
+}
+
+fn encode_log(run: &RunId, c: &LogRecord) -> (Vec<u8>, Vec<u8>) {
+    let mut k = log_prefix(run, Some(&c.stage));
+    k.extend_from_slice(&c.attempt.to_be_bytes());
+    k.extend_from_slice(&c.seq.to_be_bytes());
+    let mut v = Vec::with_capacity(9 + c.data.len());
+    v.push(stream_byte(c.stream));
+    v.extend_from_slice(&c.time_ms.to_be_bytes());
+    v.extend_from_slice(&c.data);
+    (k, v)
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.writer.commit(batch).await
+    }
+
+    fn write_failure(&self) -> Option<StoreError> {
+        self.writer.failure()
+    }
+
+    async fn wait_write_failure(&self) -> StoreError {
+        self.writer.wait_failure().await
     }
 
     fn get_dag(&self, name: &str) -> Result<Option<DagRecord>, StoreError> {
@@ -257,22 +381,6 @@ impl Store for SledStore {
         self.scan(b"c/")
     }
 
-    fn append_logs(&self, run: &RunId, chunks: &[LogRecord]) -> Result<(), StoreError> {
-        let mut b = sled::Batch::default();
-        for c in chunks {
-            let mut k = log_prefix(run, Some(&c.stage));
-            k.extend_from_slice(&c.attempt.to_be_bytes());
-            k.extend_from_slice(&c.seq.to_be_bytes());
-            let mut v = Vec::with_capacity(9 + c.data.len());
-            v.push(stream_byte(c.stream));
-            v.extend_from_slice(&c.time_ms.to_be_bytes());
-            v.extend_from_slice(&c.data);
-            b.insert(k, v);
-        }
-        self.logs.apply_batch(b)?;
-        Ok(())
-    }
-
     fn read_logs(&self, run: &RunId, stage: Option<&str>) -> Result<Vec<LogRecord>, StoreError> {
         self.logs
             .scan_prefix(log_prefix(run, stage))
@@ -281,13 +389,6 @@ impl Store for SledStore {
                 decode_log(&k, &v)
             })
             .collect()
-    }
-
-    async fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
-        self.secrets
-            .insert(secret.name.as_bytes(), encode(secret))?;
-        self.secrets.flush_async().await?;
-        Ok(())
     }
 
     fn get_secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
@@ -305,19 +406,6 @@ impl Store for SledStore {
                 decode(&k, &v)
             })
             .collect()
-    }
-
-    async fn delete_secret(&self, name: &str) -> Result<bool, StoreError> {
-        let removed = self.secrets.remove(name.as_bytes())?.is_some();
-        self.secrets.flush_async().await?;
-        Ok(removed)
-    }
-
-    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let id = self.db.generate_id()?;
-        self.audit.insert(id.to_be_bytes(), encode(entry))?;
-        self.audit.flush_async().await?;
-        Ok(())
     }
 
     fn list_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
@@ -365,5 +453,18 @@ impl Store for SledStore {
 
     fn get_last_lookup(&self, dag: &str, stage: &str) -> Result<Option<LastLookup>, StoreError> {
         self.get(&key("kl/", &[dag, stage]))
+    }
+}
+
+#[cfg(test)]
+mod io_reason_tests {
+    #[test]
+    fn a_full_disk_reads_as_such_however_sled_wrapped_it() {
+        let os = std::io::Error::from_raw_os_error(28);
+        assert_eq!(super::io_reason(&os), "No space left on device");
+        let wrapped = std::io::Error::new(std::io::ErrorKind::StorageFull, format!("{os:?}"));
+        assert_eq!(super::io_reason(&wrapped), "No space left on device");
+        let other = std::io::Error::other("boom");
+        assert_eq!(super::io_reason(&other), "boom");
     }
 }
