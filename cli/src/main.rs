@@ -26,6 +26,7 @@ mod bundle;
 mod client;
 mod commands;
 mod load;
+mod loglines;
 mod output;
 mod reconnect;
 mod watch;

@@ -23,7 +23,7 @@ use crate::engine::{BackfillRequest, DagFiles, EngineEvent, EngineHandle};
 use crate::ids::{RunId, WorkerId};
 use crate::run::{RetryMode, RunRecord, StageRecord};
 use crate::secrets::SecretBox;
-use crate::store::{LogRecord, Store};
+use crate::store::{LOG_PAGE_BYTES, LogPosition, LogRecord, Store};
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -364,7 +364,7 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         // Subscribe before reading, so nothing falls between the snapshot and the events.
         let events = self.engine.subscribe();
         let run = self.get_run_record(&r.run_id)?;
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
         let follower = Follower {
             store: self.store().clone(),
             run: run.id.clone(),
@@ -403,8 +403,8 @@ impl pb::vishwa_server::Vishwa for ClientApi {
                 .into());
             }
         }
-        let (tx, rx) = mpsc::channel(1024);
-        let (event_tx, mut event_rx) = mpsc::channel::<Result<pb::RunEvent, Status>>(1024);
+        let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
+        let (event_tx, mut event_rx) = mpsc::channel::<Result<pb::RunEvent, Status>>(1);
         let follower = Follower {
             store: self.store().clone(),
             run: run.id.clone(),
@@ -660,6 +660,11 @@ impl pb::vishwa_server::Vishwa for ClientApi {
     }
 }
 
+/// Messages queued for one client of a stream. Log messages hold up to a chunk each, so this
+/// bounds what a slow reader holds in the scheduler; the store is read a page at a time, as
+/// the client takes them.
+const FOLLOW_BUFFER: usize = 16;
+
 /// Streams one run's state changes and/or logs to a client until the run ends.
 struct Follower {
     store: Arc<dyn Store>,
@@ -727,7 +732,11 @@ impl Follower {
                     }
                     result
                 }
-                EngineEvent::Log { run, record } if *run == self.run => self.send_log(record).await,
+                EngineEvent::Log {
+                    run,
+                    stage,
+                    attempt,
+                } if *run == self.run => self.send_new_logs(stage, *attempt).await,
                 _ => Ok(()),
             };
             if sent.is_err() {
@@ -748,22 +757,58 @@ impl Follower {
         self.send_stored_logs().await
     }
 
+    /// Sends what the store holds of the run's (or the stage's) logs, a page at a time,
+    /// skipping what was sent already.
     async fn send_stored_logs(&mut self) -> Result<(), Gone> {
         if !self.logs {
             return Ok(());
         }
-        let mut logs = match self.store.read_logs(&self.run, self.stage.as_deref()) {
-            Ok(logs) => logs,
-            Err(e) => {
-                let _ = self.tx.send(Err(ApiError::from(e).into())).await;
-                return Err(Gone);
-            }
-        };
-        logs.sort_by_key(|l| l.time_ms);
-        for l in &logs {
-            self.send_log(l).await?;
+        let stage = self.stage.clone();
+        self.send_pages(stage.as_deref(), None).await
+    }
+
+    /// Sends a stage's chunks stored since the last one sent of `attempt`.
+    async fn send_new_logs(&mut self, stage: &str, attempt: u32) -> Result<(), Gone> {
+        if !self.logs || self.stage.as_deref().is_some_and(|s| s != stage) {
+            return Ok(());
         }
-        Ok(())
+        let from = LogPosition {
+            stage: stage.to_owned(),
+            attempt,
+            seq: self
+                .next_seq
+                .get(&(stage.to_owned(), attempt))
+                .copied()
+                .unwrap_or(0),
+        };
+        self.send_pages(Some(stage), Some(from)).await
+    }
+
+    async fn send_pages(
+        &mut self,
+        stage: Option<&str>,
+        mut from: Option<LogPosition>,
+    ) -> Result<(), Gone> {
+        loop {
+            let page =
+                match self
+                    .store
+                    .read_log_page(&self.run, stage, from.as_ref(), LOG_PAGE_BYTES)
+                {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = self.tx.send(Err(ApiError::from(e).into())).await;
+                        return Err(Gone);
+                    }
+                };
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            from = Some(LogPosition::after(last));
+            for l in &page {
+                self.send_log(l).await?;
+            }
+        }
     }
 
     async fn send_log(&mut self, l: &LogRecord) -> Result<(), Gone> {

@@ -87,9 +87,18 @@ pub struct WorkerView {
 /// Something watchers may want to know, published after it is stored.
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
-    Stage { run: RunId, record: StageRecord },
+    Stage {
+        run: RunId,
+        record: StageRecord,
+    },
     Run(RunRecord),
-    Log { run: RunId, record: LogRecord },
+    /// New log chunks of a stage attempt are in the store (read them from there: events
+    /// carry no log data, so the event buffer stays small whatever the stages print).
+    Log {
+        run: RunId,
+        stage: String,
+        attempt: u32,
+    },
 }
 
 /// A task for a worker, fully rendered.
@@ -311,10 +320,16 @@ impl EngineHandle {
         }
         self.store.sync().await?;
         for (run, chunks) in batches {
-            for record in chunks {
+            let mut told: Vec<(&str, u32)> = Vec::new();
+            for c in &chunks {
+                if told.contains(&(c.stage.as_str(), c.attempt)) {
+                    continue;
+                }
+                told.push((c.stage.as_str(), c.attempt));
                 let _ = self.events.send(Arc::new(EngineEvent::Log {
                     run: run.clone(),
-                    record,
+                    stage: c.stage.clone(),
+                    attempt: c.attempt,
                 }));
             }
         }

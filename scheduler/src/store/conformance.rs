@@ -161,6 +161,69 @@ async fn logs_keep_raw_bytes_order_and_deduplicate(store: &dyn Store) {
     assert!(store.read_logs(&run, Some("zz")).unwrap().is_empty());
 }
 
+async fn logs_read_in_pages_from_a_position(store: &dyn Store) {
+    let run = RunId::from("r1");
+    let chunks: Vec<LogRecord> = (0..10)
+        .map(|seq| log("a", 1, seq, &[b'x'; 100]))
+        .chain((0..3).map(|seq| log("b", 2, seq, b"bb")))
+        .collect();
+    store.append_logs(&run, &chunks).unwrap();
+    store
+        .append_logs(&RunId::from("r10"), &[log("a", 1, 0, b"other run")])
+        .unwrap();
+
+    // 250 bytes a page: the page ends with the chunk that reaches it.
+    let mut pages = Vec::new();
+    let mut from = None;
+    loop {
+        let page = store.read_log_page(&run, None, from.as_ref(), 250).unwrap();
+        let Some(last) = page.last() else { break };
+        from = Some(LogPosition::after(last));
+        pages.push(
+            page.iter()
+                .map(|c| (c.stage.clone(), c.seq))
+                .collect::<Vec<_>>(),
+        );
+    }
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [3, 3, 3, 4], "pages: {pages:?}");
+    let last: Vec<(&str, u64)> = pages[3].iter().map(|(s, q)| (s.as_str(), *q)).collect();
+    assert_eq!(last, [("a", 9), ("b", 0), ("b", 1), ("b", 2)]);
+
+    // One stage, from the middle of it; a position before the stage starts at its start.
+    let from = LogPosition {
+        stage: "a".into(),
+        attempt: 1,
+        seq: 8,
+    };
+    let page = store
+        .read_log_page(&run, Some("a"), Some(&from), 1 << 20)
+        .unwrap();
+    let seqs: Vec<u64> = page.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, [8, 9], "a page of one stage stops at the stage's end");
+    let before = LogPosition {
+        stage: "a".into(),
+        attempt: 0,
+        seq: 0,
+    };
+    let page = store
+        .read_log_page(&run, Some("b"), Some(&before), 1 << 20)
+        .unwrap();
+    assert_eq!(page.len(), 3);
+    let past = LogPosition {
+        stage: "b".into(),
+        attempt: 2,
+        seq: 3,
+    };
+    assert!(
+        store
+            .read_log_page(&run, None, Some(&past), 1 << 20)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.read_logs(&run, None).unwrap().len(), 13);
+}
+
 async fn schedule_records_commit_with_runs_and_replace_by_dag(store: &impl Store) {
     let cursor = |dag: &str, ms| ScheduleRecord {
         dag: dag.to_owned(),
@@ -366,6 +429,12 @@ macro_rules! conformance {
             async fn logs_keep_raw_bytes_order_and_deduplicate() {
                 let (store, _guard) = $make;
                 super::logs_keep_raw_bytes_order_and_deduplicate(&store).await;
+            }
+
+            #[tokio::test]
+            async fn logs_read_in_pages_from_a_position() {
+                let (store, _guard) = $make;
+                super::logs_read_in_pages_from_a_position(&store).await;
             }
 
             #[tokio::test]

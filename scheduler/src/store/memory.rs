@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::{
     ArtifactRecord, AuditEntry, CacheEntry, ConsumerRecord, DagRecord, DagVersion, LastLookup,
-    LogRecord, ScheduleRecord, SecretRecord, Store, StoreError, WriteBatch, WriteOp,
+    LogPosition, LogRecord, ScheduleRecord, SecretRecord, Store, StoreError, WriteBatch, WriteOp,
 };
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
@@ -150,16 +150,30 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn read_logs(&self, run: &RunId, stage: Option<&str>) -> Result<Vec<LogRecord>, StoreError> {
+    fn read_log_page(
+        &self,
+        run: &RunId,
+        stage: Option<&str>,
+        from: Option<&LogPosition>,
+        max_bytes: usize,
+    ) -> Result<Vec<LogRecord>, StoreError> {
         let inner = self.lock();
-        let from = (run.clone(), String::new(), 0, 0);
-        Ok(inner
-            .logs
-            .range(from..)
-            .take_while(|((r, _, _, _), _)| r == run)
-            .filter(|((_, s, _, _), _)| stage.is_none_or(|want| want == s))
-            .map(|(_, c)| c.clone())
-            .collect())
+        let first = (run.clone(), stage.unwrap_or_default().to_owned(), 0, 0);
+        let start = match from {
+            Some(p) => (run.clone(), p.stage.clone(), p.attempt, p.seq).max(first),
+            None => first,
+        };
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for ((r, s, _, _), chunk) in inner.logs.range(start..) {
+            let in_scope = r == run && stage.is_none_or(|want| want == s);
+            if !in_scope || bytes >= max_bytes {
+                break;
+            }
+            bytes += chunk.data.len();
+            page.push(chunk.clone());
+        }
+        Ok(page)
     }
 
     async fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {

@@ -16,13 +16,17 @@ use serde::de::DeserializeOwned;
 
 use super::{
     ArtifactRecord, AuditEntry, CacheEntry, ConsumerRecord, DagRecord, DagVersion, LastLookup,
-    LogRecord, LogStreamKind, ScheduleRecord, SecretRecord, Store, StoreError, WriteBatch, WriteOp,
+    LogPosition, LogRecord, LogStreamKind, ScheduleRecord, SecretRecord, Store, StoreError,
+    WriteBatch, WriteOp,
 };
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
 
 /// How long [`SledStore::open`] waits for a lock held by a handle that is going away.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Memory sled may use to cache pages.
+const CACHE_BYTES: u64 = 64 << 20;
 
 /// A [`Store`] on sled, in a directory of its own.
 #[derive(Clone)]
@@ -48,6 +52,9 @@ impl SledStore {
                 .path(dir)
                 .mode(sled::Mode::HighThroughput)
                 .flush_every_ms(Some(200))
+                // sled's default page cache is 1 GiB: a scheduler storing a big log would
+                // grow toward it. Pages beyond this are read from disk again.
+                .cache_capacity(CACHE_BYTES)
                 .open()
             {
                 Ok(db) => break db,
@@ -144,6 +151,13 @@ fn log_prefix(run: &RunId, stage: Option<&str>) -> Vec<u8> {
         k.extend_from_slice(stage.as_bytes());
         k.push(0);
     }
+    k
+}
+
+fn log_key(run: &RunId, stage: &str, attempt: u32, seq: u64) -> Vec<u8> {
+    let mut k = log_prefix(run, Some(stage));
+    k.extend_from_slice(&attempt.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
@@ -260,9 +274,7 @@ impl Store for SledStore {
     fn append_logs(&self, run: &RunId, chunks: &[LogRecord]) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
         for c in chunks {
-            let mut k = log_prefix(run, Some(&c.stage));
-            k.extend_from_slice(&c.attempt.to_be_bytes());
-            k.extend_from_slice(&c.seq.to_be_bytes());
+            let k = log_key(run, &c.stage, c.attempt, c.seq);
             let mut v = Vec::with_capacity(9 + c.data.len());
             v.push(stream_byte(c.stream));
             v.extend_from_slice(&c.time_ms.to_be_bytes());
@@ -273,14 +285,30 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn read_logs(&self, run: &RunId, stage: Option<&str>) -> Result<Vec<LogRecord>, StoreError> {
-        self.logs
-            .scan_prefix(log_prefix(run, stage))
-            .map(|item| {
-                let (k, v) = item?;
-                decode_log(&k, &v)
-            })
-            .collect()
+    fn read_log_page(
+        &self,
+        run: &RunId,
+        stage: Option<&str>,
+        from: Option<&LogPosition>,
+        max_bytes: usize,
+    ) -> Result<Vec<LogRecord>, StoreError> {
+        let prefix = log_prefix(run, stage);
+        let start = match from {
+            Some(p) => log_key(run, &p.stage, p.attempt, p.seq).max(prefix.clone()),
+            None => prefix.clone(),
+        };
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for item in self.logs.range(start..) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) || bytes >= max_bytes {
+                break;
+            }
+            let record = decode_log(&k, &v)?;
+            bytes += record.data.len();
+            page.push(record);
+        }
+        Ok(page)
     }
 
     async fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
