@@ -360,6 +360,76 @@ async fn artifact_index_lists_by_run_by_digest_and_consumers(store: &dyn Store) 
     assert!(store.consumers_of(&d1).unwrap().is_empty());
 }
 
+async fn deleting_a_run_takes_everything_recorded_about_it_and_nothing_else(store: &dyn Store) {
+    let d1 = "aa".repeat(32);
+    let cache = |key: &str, run: &str| CacheEntry {
+        key: key.to_owned(),
+        run: RunId::from(run),
+        stage: "train".to_owned(),
+        outputs: Vec::new(),
+        metrics: BTreeMap::new(),
+        created_ms: 1,
+    };
+    let lookup = |stage: &str, run: &str| LastLookup {
+        dag: "d".to_owned(),
+        stage: stage.to_owned(),
+        key: "k".to_owned(),
+        run: RunId::from(run),
+        components: CacheComponents::default(),
+    };
+    let mut b = WriteBatch::new();
+    // "r1" prefixes "r10": deleting r1 must leave r10 alone.
+    for run in ["r1", "r10"] {
+        let id = RunId::from(run);
+        b.put_run(run_record(run, "d"));
+        b.put_stage(&id, running_stage("train"));
+        b.put_stage(&id, running_stage("eval"));
+        b.put_artifact(artifact(run, "train", "model.pkl", &d1));
+        b.put_consumer(ConsumerRecord {
+            digest: d1.clone(),
+            run: id.clone(),
+            stage: "eval".to_owned(),
+        });
+        b.put_cache(cache(&format!("key-{run}"), run));
+        b.put_last_lookup(lookup(&format!("train-{run}"), run));
+    }
+    store.commit(b).unwrap();
+    for run in ["r1", "r10"] {
+        let chunks: Vec<LogRecord> = (0..50).map(|seq| log("train", 1, seq, b"line\n")).collect();
+        store.append_logs(&RunId::from(run), &chunks).unwrap();
+    }
+
+    let mut b = WriteBatch::new();
+    b.delete_run(RunId::from("r1"));
+    store.commit(b).unwrap();
+    store.sync().await.unwrap();
+
+    let gone = RunId::from("r1");
+    assert_eq!(store.get_run(&gone).unwrap(), None);
+    assert!(store.run_stages(&gone).unwrap().is_empty());
+    assert!(store.read_logs(&gone, None).unwrap().is_empty());
+    assert!(store.run_artifacts(&gone).unwrap().is_empty());
+    assert_eq!(store.get_cache("key-r1").unwrap(), None);
+    assert_eq!(store.get_last_lookup("d", "train-r1").unwrap(), None);
+    let kept = RunId::from("r10");
+    assert!(store.get_run(&kept).unwrap().is_some());
+    assert_eq!(store.run_stages(&kept).unwrap().len(), 2);
+    assert_eq!(store.read_logs(&kept, None).unwrap().len(), 50);
+    let producers = store.artifacts_by_digest(&d1).unwrap();
+    let runs: Vec<&str> = producers.iter().map(|a| a.run.as_str()).collect();
+    assert_eq!(runs, ["r10"]);
+    let consumers = store.consumers_of(&d1).unwrap();
+    assert_eq!(consumers.len(), 1);
+    assert_eq!(consumers[0].run, kept);
+    assert!(store.get_cache("key-r10").unwrap().is_some());
+    assert!(store.get_last_lookup("d", "train-r10").unwrap().is_some());
+    // Deleting what is gone changes nothing.
+    let mut b = WriteBatch::new();
+    b.delete_run(gone);
+    store.commit(b).unwrap();
+    assert_eq!(store.list_runs().unwrap().len(), 1);
+}
+
 async fn cache_entries_and_last_lookups_round_trip(store: &dyn Store) {
     let entry = CacheEntry {
         key: "k1".to_owned(),
@@ -453,6 +523,13 @@ macro_rules! conformance {
             async fn artifact_index_lists_by_run_by_digest_and_consumers() {
                 let (store, _guard) = $make;
                 super::artifact_index_lists_by_run_by_digest_and_consumers(&store).await;
+            }
+
+            #[tokio::test]
+            async fn deleting_a_run_takes_everything_recorded_about_it_and_nothing_else() {
+                let (store, _guard) = $make;
+                super::deleting_a_run_takes_everything_recorded_about_it_and_nothing_else(&store)
+                    .await;
             }
 
             #[tokio::test]

@@ -29,6 +29,18 @@ struct Inner {
     lookups: BTreeMap<(String, String), LastLookup>,
 }
 
+impl Inner {
+    fn delete_run(&mut self, run: &RunId) {
+        self.runs.remove(run);
+        self.stages.retain(|(r, _), _| r != run);
+        self.logs.retain(|(r, _, _, _), _| r != run);
+        self.artifacts.retain(|(r, _, _), _| r != run);
+        self.consumers.retain(|(_, r, _), _| r != run);
+        self.cache.retain(|_, e| &e.run != run);
+        self.lookups.retain(|_, l| &l.run != run);
+    }
+}
+
 /// A [`Store`] held in memory.
 #[derive(Default)]
 pub struct MemoryStore {
@@ -92,6 +104,7 @@ impl Store for MemoryStore {
                 WriteOp::DeleteCache(k) => {
                     inner.cache.remove(&k);
                 }
+                WriteOp::DeleteRun(run) => inner.delete_run(&run),
             }
         }
         Ok(())

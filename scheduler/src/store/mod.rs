@@ -132,6 +132,7 @@ pub(crate) enum WriteOp {
     DeleteArtifact(ArtifactRecord),
     DeleteConsumer(ConsumerRecord),
     DeleteCache(String),
+    DeleteRun(RunId),
 }
 
 impl WriteBatch {
@@ -198,6 +199,13 @@ impl WriteBatch {
     /// Drops a cache entry (its blobs are gone).
     pub fn delete_cache(&mut self, key: String) {
         self.ops.push(WriteOp::DeleteCache(key));
+    }
+
+    /// Deletes a run with everything recorded about it: its header, stage records, logs,
+    /// output index entries and lineage, and the cache entries and last lookups it made. The
+    /// blobs stay (other runs may share them); see `artifacts::retention`.
+    pub fn delete_run(&mut self, run: RunId) {
+        self.ops.push(WriteOp::DeleteRun(run));
     }
 
     /// Whether the batch holds no writes.

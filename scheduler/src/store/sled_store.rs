@@ -110,6 +110,47 @@ impl SledStore {
     }
 }
 
+impl SledStore {
+    fn delete_logs(&self, run: &RunId) -> Result<(), StoreError> {
+        let mut logs = sled::Batch::default();
+        for k in self.logs.scan_prefix(log_prefix(run, None)).keys() {
+            logs.remove(k?);
+        }
+        self.logs.apply_batch(logs)?;
+        Ok(())
+    }
+
+    /// Adds to `b` the removal of every state record of `run`.
+    fn delete_run_records(&self, run: &RunId, b: &mut sled::Batch) -> Result<(), StoreError> {
+        b.remove(key("r/", &[run.as_str()]));
+        let mut stages = key("s/", &[run.as_str()]);
+        stages.push(0);
+        for k in self.state.scan_prefix(stages).keys() {
+            b.remove(k?);
+        }
+        for a in self.run_artifacts(run)? {
+            b.remove(artifact_key(&a));
+            b.remove(artifact_digest_key(&a));
+        }
+        for c in self.scan::<ConsumerRecord>(b"u/")? {
+            if &c.run == run {
+                b.remove(consumer_key(&c));
+            }
+        }
+        for e in self.scan::<CacheEntry>(b"k/")? {
+            if &e.run == run {
+                b.remove(key("k/", &[&e.key]));
+            }
+        }
+        for l in self.scan::<LastLookup>(b"kl/")? {
+            if &l.run == run {
+                b.remove(key("kl/", &[&l.dag, &l.stage]));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records serialize to JSON")
 }
@@ -226,6 +267,12 @@ impl Store for SledStore {
                 }
                 WriteOp::DeleteConsumer(c) => b.remove(consumer_key(c)),
                 WriteOp::DeleteCache(k) => b.remove(key("k/", &[k])),
+                WriteOp::DeleteRun(run) => {
+                    // Logs first: a crash in between leaves a run without logs, which a
+                    // second delete finishes, never logs nothing points to.
+                    self.delete_logs(run)?;
+                    self.delete_run_records(run, &mut b)?;
+                }
             }
         }
         self.state.apply_batch(b)?;
