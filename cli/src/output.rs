@@ -150,6 +150,21 @@ pub(crate) fn stage_state(s: i32) -> &'static str {
     }
 }
 
+/// A stage's state as people read it: a success that reused another run's outputs says
+/// `cached` rather than `succeeded`, since nothing ran.
+pub(crate) fn stage_label(s: &pb::StageRun) -> &'static str {
+    if is_cache_hit(s) {
+        "cached"
+    } else {
+        stage_state(s.state)
+    }
+}
+
+/// Whether the stage succeeded by reusing a cached result.
+pub(crate) fn is_cache_hit(s: &pb::StageRun) -> bool {
+    s.state == pb::StageState::Succeeded as i32 && s.cache.as_ref().is_some_and(|c| c.hit)
+}
+
 pub(crate) fn run_state(s: i32) -> &'static str {
     match pb::RunState::try_from(s).unwrap_or(pb::RunState::Unspecified) {
         pb::RunState::Unspecified => "unknown",

@@ -142,8 +142,12 @@ impl View {
             .into_iter()
             .find(|t| *t > 0)
             .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-        let state = output::stage_state(s.state);
+        let state = output::stage_label(s);
         let detail = match pb::StageState::try_from(s.state) {
+            _ if output::is_cache_hit(s) => {
+                let from = s.cache.as_ref().map_or("", |c| c.from_run.as_str());
+                format!("(from run {from})")
+            }
             Ok(pb::StageState::Running) => format!("on {} (attempt {})", s.worker, s.attempt),
             Ok(pb::StageState::Queued) if s.not_before_ms > 0 => format!(
                 "retry {} in {}{}",
@@ -251,7 +255,7 @@ impl View {
             let s = &self.stages[name];
             table.row(vec![
                 s.name.clone(),
-                output::stage_state(s.state).to_owned(),
+                output::stage_label(s).to_owned(),
                 if s.attempt == 0 {
                     "-".into()
                 } else {

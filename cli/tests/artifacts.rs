@@ -347,6 +347,19 @@ fn identical_runs_hit_the_cache_and_changes_miss_exactly_where_they_should() {
     assert_eq!(stage(&v2, "train")["metrics"]["acc"], 0.1);
     let table = cluster.vishwa(&["get", &second]).stdout;
     assert!(table.contains(&format!("cached from {first}")), "{table}");
+    // Followed live, a hit reads as one, not as a bare success.
+    let watched = cluster.vishwa(&["trigger", &dag, "--watch"]).stdout;
+    for name in ["prep", "train", "side"] {
+        assert!(
+            watched.lines().any(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                words.get(1) == Some(&name)
+                    && words.get(2) == Some(&"cached")
+                    && l.ends_with(&format!("(from run {first})"))
+            }),
+            "{name} not shown as cached:\n{watched}"
+        );
+    }
     let list: Value =
         serde_json::from_str(&cluster.vishwa(&["artifacts", &second, "-o", "json"]).stdout)
             .unwrap();

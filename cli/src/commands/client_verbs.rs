@@ -525,7 +525,7 @@ fn print_run(run: &pb::Run, format: Format) {
         }
         table.row(vec![
             s.name.clone(),
-            output::stage_state(s.state).to_owned(),
+            output::stage_label(s).to_owned(),
             s.attempts.len().to_string(),
             if s.worker.is_empty() {
                 "-".into()
