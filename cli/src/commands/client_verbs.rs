@@ -153,7 +153,12 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
             }
             Ok(exit_code_of(last.state))
         }
-        Verb::Runs { dag, state, limit } => {
+        Verb::Runs {
+            action: None,
+            dag,
+            state,
+            limit,
+        } => {
             let state = match state.as_deref() {
                 Some("queued") => pb::RunState::Queued,
                 Some("running") => pb::RunState::Running,

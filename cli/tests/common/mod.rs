@@ -220,7 +220,7 @@ impl Servers {
             .tempdir()
             .unwrap();
         let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-        let (scheduler, addr) = start_scheduler(dir.path(), any_port, 1)
+        let (scheduler, addr) = start_scheduler(dir.path(), any_port, 1, &[])
             .unwrap_or_else(|log| panic!("vishwa scheduler did not start; its log:\n{log}"));
         let mut servers = Servers {
             url: format!("http://{addr}"),
@@ -242,8 +242,15 @@ impl Servers {
 
     /// Starts a new scheduler on the same address over the same store.
     pub fn restart_scheduler(&mut self) {
+        self.restart_scheduler_with(&[]);
+    }
+
+    /// Stops the scheduler (SIGTERM) and starts it again with `extra` flags, on the same
+    /// address over the same store.
+    pub fn restart_scheduler_with(&mut self, extra: &[&str]) {
+        stop(&mut self.scheduler);
         self.schedulers_started += 1;
-        match start_scheduler(self.dir.path(), self.addr, self.schedulers_started) {
+        match start_scheduler(self.dir.path(), self.addr, self.schedulers_started, extra) {
             Ok((scheduler, _)) => self.scheduler = scheduler,
             Err(log) => panic!("the scheduler did not start again; its log:\n{log}"),
         }
@@ -282,6 +289,26 @@ impl Servers {
         let (_, mut worker) = self.workers.remove(index);
         stop(&mut worker);
         worker.wait().unwrap()
+    }
+
+    /// The scheduler's data dir (its store, bundles and artifact blobs).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The process id of the scheduler.
+    pub fn scheduler_pid(&self) -> u32 {
+        self.scheduler.id()
+    }
+
+    /// The process id of a worker.
+    pub fn worker_pid(&self, name: &str) -> u32 {
+        let (_, worker) = self
+            .workers
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no worker {name}"));
+        worker.id()
     }
 
     /// Runs a client verb against these servers.
@@ -337,20 +364,28 @@ impl Drop for Servers {
 
 /// Starts `vishwa scheduler` on `listen` over `dir/data` and waits until it says where it
 /// listens and answers there; returns it with that address, or its log if it did not start.
-fn start_scheduler(dir: &Path, listen: SocketAddr, n: u32) -> Result<(Child, SocketAddr), String> {
+fn start_scheduler(
+    dir: &Path,
+    listen: SocketAddr,
+    n: u32,
+    extra: &[&str],
+) -> Result<(Child, SocketAddr), String> {
     let data = dir.join("data");
     let log = dir.join(format!("scheduler-{n}.log"));
-    let mut scheduler = vishwa_command(&[
+    let listen = listen.to_string();
+    let mut args = vec![
         "scheduler",
         "--listen",
-        &listen.to_string(),
+        &listen,
         "--data",
         data.to_str().unwrap(),
-    ])
-    .stdout(File::create(dir.join(format!("scheduler-{n}.out"))).unwrap())
-    .stderr(File::create(&log).unwrap())
-    .spawn()
-    .expect("cannot start vishwa scheduler");
+    ];
+    args.extend_from_slice(extra);
+    let mut scheduler = vishwa_command(&args)
+        .stdout(File::create(dir.join(format!("scheduler-{n}.out"))).unwrap())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .expect("cannot start vishwa scheduler");
     let mut exited = false;
     let mut addr = None;
     let answers = wait_until(STARTUP_LIMIT, || {

@@ -27,6 +27,7 @@ mod core;
 mod dispatch;
 mod leases;
 mod metrics;
+mod retention;
 mod runs;
 mod schedule;
 mod schedule_api;
@@ -34,6 +35,7 @@ mod task;
 mod workers;
 
 pub use metrics::DispatchMetrics;
+pub use retention::DeletedRun;
 pub(crate) use schedule_api::ScheduleCommand;
 pub use schedule_api::{BackfillOutcome, BackfillRequest, BackfillSlot, PauseChange};
 
@@ -50,6 +52,8 @@ pub struct EngineConfig {
     pub schedules: bool,
     /// The key that opens stored secrets; without it a stage asking for one fails.
     pub secrets: Option<Arc<SecretBox>>,
+    /// Output kept per attempt, sent with each task (0: the worker's default).
+    pub max_log_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +64,7 @@ impl Default for EngineConfig {
             max_running: 0,
             schedules: true,
             secrets: None,
+            max_log_bytes: 0,
         }
     }
 }
@@ -127,6 +132,8 @@ pub struct TaskAssignment {
     pub inputs: Vec<TaskInput>,
     /// Declared output names, uploaded from `/vishwa/out` after exit 0.
     pub outputs: Vec<String>,
+    /// Output the worker keeps of the attempt (head and tail); 0: the worker's default.
+    pub max_log_bytes: u64,
 }
 
 /// One input file of a task: an output of an upstream stage instance.
@@ -272,6 +279,14 @@ pub(crate) enum Command {
         reply: Reply<WorkerView>,
     },
     Schedule(ScheduleCommand),
+    DeleteRuns {
+        runs: Vec<RunId>,
+        reply: Reply<Vec<DeletedRun>>,
+    },
+    PruneRuns {
+        policy: crate::artifacts::retention::RetentionPolicy,
+        reply: Reply<Vec<DeletedRun>>,
+    },
 }
 
 /// A cloneable handle on the engine.
