@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod artifacts;
+mod biglog;
 mod bundle;
 mod cache;
 mod child;
@@ -88,6 +89,8 @@ enum Benchmark {
     /// `vishwa run dags/cake-popularity` twice on one data dir: the fully cached rerun
     /// against the first run (real Docker; builds the python-ml image if missing).
     Cache,
+    /// A stage printing 1 GiB: scheduler and worker peak memory, cap off and at 100 MiB.
+    Biglog,
 }
 
 fn main() -> Result<()> {
@@ -162,6 +165,10 @@ fn main() -> Result<()> {
         if wants(Benchmark::Cache) {
             eprintln!("cache");
             sections.push(cache::run(vishwa, reps(3), &date)?);
+        }
+        if wants(Benchmark::Biglog) {
+            eprintln!("big log");
+            sections.push(biglog::run(vishwa, reps(1), &date)?);
         }
     }
     if !cli.no_write && cli.shape.is_none() {

@@ -19,6 +19,7 @@ pub(crate) const SECTION_ORDER: &[&str] = &[
     "spread",
     "bundle",
     "artifacts",
+    "biglog",
 ];
 
 /// A rendered section of BENCHMARKS.md.
