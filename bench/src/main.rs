@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod artifacts;
+mod biglog;
 mod bundle;
 mod cache;
 mod child;
@@ -95,6 +96,8 @@ enum Benchmark {
     /// 50 concurrent clients triggering runs: throughput, p99 latency, hung calls (against
     /// `--baseline` too when given).
     Triggers,
+    /// A stage printing 1 GiB: scheduler and worker peak memory, cap off and at 100 MiB.
+    Biglog,
 }
 
 fn main() -> Result<()> {
@@ -178,6 +181,10 @@ fn main() -> Result<()> {
                 reps(3),
                 &date,
             )?);
+        }
+        if wants(Benchmark::Biglog) {
+            eprintln!("big log");
+            sections.push(biglog::run(vishwa, reps(1), &date)?);
         }
     }
     if !cli.no_write && cli.shape.is_none() {

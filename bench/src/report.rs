@@ -20,6 +20,7 @@ pub(crate) const SECTION_ORDER: &[&str] = &[
     "bundle",
     "artifacts",
     "triggers",
+    "biglog",
 ];
 
 /// A rendered section of BENCHMARKS.md.

@@ -85,7 +85,7 @@ async fn measure(vishwa: &Path, rep: usize) -> Result<Burst> {
     let dir = tempfile::Builder::new()
         .prefix("vishwa-bench-triggers-")
         .tempdir()?;
-    let addr = free_local_addr()?;
+    let addr = free_local_addr();
     let url = format!("http://{addr}");
     let args = scheduler_args(&dir.path().join("data"), addr, &[]);
     let mut scheduler = Server::spawn(vishwa, &args, &dir.path().join("scheduler.log"))?;

@@ -213,6 +213,30 @@ impl Client {
             .map_err(|s| self.fail(s))
     }
 
+    pub(crate) async fn delete_runs(
+        &mut self,
+        r: pb::DeleteRunsRequest,
+    ) -> Result<pb::DeleteRunsResponse> {
+        let req = self.request(r);
+        self.inner
+            .delete_runs(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.fail(s))
+    }
+
+    pub(crate) async fn prune_runs(
+        &mut self,
+        r: pb::PruneRunsRequest,
+    ) -> Result<pb::DeleteRunsResponse> {
+        let req = self.request(r);
+        self.inner
+            .prune_runs(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.fail(s))
+    }
+
     pub(crate) async fn get_run(&mut self, run_id: &str) -> Result<pb::Run> {
         let req = self.request(pb::GetRunRequest {
             run_id: run_id.to_owned(),

@@ -26,6 +26,7 @@ mod bundle;
 mod client;
 mod commands;
 mod load;
+mod loglines;
 mod output;
 mod reconnect;
 mod watch;
@@ -111,8 +112,11 @@ pub(crate) enum Verb {
         #[arg(long)]
         no_cache: bool,
     },
-    /// List runs, newest first.
+    /// List runs, newest first; `runs delete` and `runs prune` delete finished runs.
+    #[command(args_conflicts_with_subcommands = true)]
     Runs {
+        #[command(subcommand)]
+        action: Option<RunsAction>,
         /// Only runs of this DAG.
         #[arg(long)]
         dag: Option<String>,
@@ -182,6 +186,32 @@ pub(crate) enum Verb {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RunsAction {
+    /// Delete finished runs with their logs, stage records and the outputs no other run uses
+    /// (admin only). A run still queued or running is refused: cancel it first.
+    Delete {
+        #[arg(required = true, num_args = 1.., value_name = "RUN")]
+        runs: Vec<String>,
+    },
+    /// Delete the finished runs that ended longer ago than AGE and/or are past the newest N
+    /// of their DAG (admin only).
+    #[command(group(clap::ArgGroup::new("rule").required(true).multiple(true).args(["older_than", "keep"])))]
+    Prune {
+        /// e.g. 7d, 12h.
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: Option<std::time::Duration>,
+        /// Keep the newest N finished runs of each DAG.
+        #[arg(long, value_name = "N")]
+        keep: Option<u32>,
+    },
+}
+
+/// An age or retention period such as `7d` or `12h`.
+pub(crate) fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e}; write e.g. 7d, 12h or 30d"))
 }
 
 #[derive(Debug, Subcommand)]

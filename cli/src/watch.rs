@@ -10,6 +10,7 @@ use futures::StreamExt;
 use vishwa_proto::v1 as pb;
 
 use crate::client::Client;
+use crate::loglines::{Line, LineJoiner};
 use crate::output::{self, Format};
 use crate::reconnect::{LogDedup, Reconnect};
 
@@ -94,6 +95,7 @@ struct View {
     drawn_lines: usize,
     last_draw: Option<Instant>,
     logs_seen: LogDedup,
+    lines: LineJoiner,
 }
 
 impl View {
@@ -108,6 +110,7 @@ impl View {
             drawn_lines: 0,
             last_draw: None,
             logs_seen: LogDedup::default(),
+            lines: LineJoiner::default(),
         }
     }
 
@@ -181,23 +184,8 @@ impl View {
         }
         match self.style {
             Style::Lines => {
-                let text = String::from_utf8_lossy(&line.data);
-                let marker = match pb::LogStream::try_from(line.stream) {
-                    Ok(pb::LogStream::Stderr) => "!",
-                    Ok(pb::LogStream::System) => "*",
-                    _ => "|",
-                };
-                let mut out = std::io::stdout().lock();
-                for l in text.split_inclusive('\n') {
-                    let l = l.strip_suffix('\n').unwrap_or(l);
-                    let _ = writeln!(
-                        out,
-                        "{:>8}  {:<w$} {marker} {l}",
-                        "",
-                        line.stage,
-                        w = self.width
-                    );
-                }
+                let lines = self.lines.push(line);
+                self.print_lines(lines);
             }
             Style::Json => output::print_json(&serde_json::json!({"log": {
                 "stage": line.stage,
@@ -223,7 +211,30 @@ impl View {
         }
     }
 
+    fn print_lines(&self, lines: Vec<Line>) {
+        let mut out = std::io::stdout().lock();
+        for l in lines {
+            let marker = match pb::LogStream::try_from(l.stream) {
+                Ok(pb::LogStream::Stderr) => "!",
+                Ok(pb::LogStream::System) => "*",
+                _ => "|",
+            };
+            let _ = writeln!(
+                out,
+                "{:>8}  {:<w$} {marker} {}",
+                "",
+                l.stage,
+                l.text,
+                w = self.width
+            );
+        }
+    }
+
     fn finish(&mut self) {
+        if self.style == Style::Lines {
+            let lines = self.lines.finish();
+            self.print_lines(lines);
+        }
         if self.style == Style::LiveTable {
             self.draw(true);
         }

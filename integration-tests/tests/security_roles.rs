@@ -201,6 +201,16 @@ impl Server {
                 .list_audit(pb::ListAuditRequest { limit: 1 })
                 .await
                 .map(drop),
+            "DeleteRuns" => c
+                .delete_runs(pb::DeleteRunsRequest {
+                    run_ids: vec![nothing],
+                })
+                .await
+                .map(drop),
+            "PruneRuns" => c
+                .prune_runs(pb::PruneRunsRequest::default())
+                .await
+                .map(drop),
             "Register" => w.register(pb::RegisterRequest::default()).await.map(drop),
             "Heartbeat" => w
                 .heartbeat(pb::HeartbeatRequest {

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use vishwa_proto::v1 as pb;
 
 use crate::api::{ApiError, ClientApi, WorkerApi};
-use crate::artifacts::retention::{BLOB_GRACE, RetentionPolicy, collect_garbage};
+use crate::artifacts::retention::{BLOB_GRACE, RetentionPolicy, collect_garbage, free_blobs};
 use crate::artifacts::{ArtifactError, BlobStore, DEFAULT_MAX_ARTIFACT_BYTES};
 use crate::auth::{AuthLayer, Authenticator, Tokens, TokensError};
 use crate::bundle::{BundleError, BundleStore, DEFAULT_MAX_BUNDLE_BYTES};
@@ -29,6 +29,8 @@ use crate::tls::{TlsError, server_tls};
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// How long shutdown waits for in-flight calls, and then for the engine's last turn.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+/// Output kept per stage attempt unless `--max-log-bytes` says otherwise.
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 100 << 20;
 
 /// Settings of `vishwa scheduler`: defaults, then the config file, then flags.
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +66,16 @@ pub struct SchedulerConfig {
     pub artifact_retention_days: Option<u64>,
     /// Only the newest this many finished runs of each DAG keep their outputs.
     pub artifact_retention_runs: Option<u32>,
+    /// Finished runs that ended longer ago than this are deleted, with their logs and the
+    /// outputs no other run uses [default: kept].
+    #[serde(with = "humantime_serde_compat::option")]
+    pub keep_runs: Option<Duration>,
+    /// Only the newest this many finished runs of each DAG are kept [default: all].
+    pub keep_runs_per_dag: Option<u32>,
+    /// Output kept per stage attempt, in bytes: the first and the last half of it, with a
+    /// line saying what was dropped between. The worker applies it (it sees the output in
+    /// order); the scheduler sends it with each task.
+    pub max_log_bytes: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -84,6 +96,9 @@ impl Default for SchedulerConfig {
             max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
             artifact_retention_days: None,
             artifact_retention_runs: None,
+            keep_runs: None,
+            keep_runs_per_dag: None,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
         }
     }
 }
@@ -187,6 +202,7 @@ impl Scheduler {
             schedules: config.schedules,
             max_running: config.max_parallel_stages,
             secrets: Some(secrets.clone()),
+            max_log_bytes: config.max_log_bytes,
         };
         let fatal = Arc::new(std::sync::Mutex::new(None));
         tokio::spawn(stop_when_the_store_fails(
@@ -209,10 +225,14 @@ impl Scheduler {
                 .map(|days| Duration::from_secs(days * 86_400)),
             keep_runs: config.artifact_retention_runs,
         };
+        let runs_policy = RetentionPolicy {
+            max_age: config.keep_runs,
+            keep_runs: config.keep_runs_per_dag,
+        };
         tracker.spawn(apply_retention(
-            engine.store().clone(),
+            engine.clone(),
             blobs.clone(),
-            policy,
+            (runs_policy, policy),
             shutdown.clone(),
         ));
         let client_api = ClientApi::new(engine.clone(), bundles.clone(), shutdown.clone())
@@ -309,15 +329,37 @@ async fn stop_when_the_store_fails(
 /// How often artifact retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Applies the artifact retention policy now and every [`RETENTION_INTERVAL`] until shutdown;
-/// blobs nothing refers to are collected even with no policy.
+/// Applies the run retention policy (runs deleted) and the artifact retention policy (outputs
+/// dropped) now and every [`RETENTION_INTERVAL`] until shutdown; blobs nothing refers to are
+/// collected even with no policy.
 async fn apply_retention(
-    store: Arc<dyn Store>,
+    engine: EngineHandle,
     blobs: Arc<BlobStore>,
-    policy: RetentionPolicy,
+    (runs, policy): (RetentionPolicy, RetentionPolicy),
     shutdown: CancellationToken,
 ) {
+    let store = engine.store().clone();
     loop {
+        if runs.is_active() {
+            match engine.prune_runs(runs).await {
+                Ok(deleted) if !deleted.is_empty() => {
+                    let digests = deleted.iter().flat_map(|d| d.digests.iter());
+                    let freed = free_blobs(&*store, &blobs, digests);
+                    if let Err(e) = &freed {
+                        warn!(error = %e, "deleting the outputs of deleted runs failed");
+                    }
+                    let (blob_count, bytes) = freed.unwrap_or_default();
+                    info!(
+                        runs = deleted.len(),
+                        blobs = blob_count,
+                        bytes,
+                        "run retention deleted runs"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "run retention failed"),
+            }
+        }
         let now = crate::ids::now_ms();
         if let Err(e) = collect_garbage(&*store, &blobs, policy, now, BLOB_GRACE).await {
             tracing::warn!(error = %e, "artifact retention failed");
@@ -359,5 +401,18 @@ mod humantime_serde_compat {
                 "`{text}` is not a duration ({e}); write e.g. 5s or 2m"
             ))
         })
+    }
+
+    /// The same for an optional duration (`keep_runs: 30d`).
+    pub(super) mod option {
+        use std::time::Duration;
+
+        use serde::Deserializer;
+
+        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
     }
 }

@@ -8,6 +8,8 @@ pub mod bundle;
 mod capacity;
 pub mod connect;
 pub mod executor;
+pub mod logcap;
+mod logship;
 pub mod mask;
 
 pub use agent::{Executors, WorkerConfig, WorkerError, run_worker};

@@ -10,6 +10,7 @@ use vishwa_proto::v1 as pb;
 use super::{exit_code_of, parse_params};
 use crate::client::Client;
 use crate::load::load_dag;
+use crate::loglines::LineJoiner;
 use crate::output::{self, Format, Table};
 use crate::reconnect::{LogDedup, Reconnect};
 use crate::watch::{Style, watch_run};
@@ -152,7 +153,12 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
             }
             Ok(exit_code_of(last.state))
         }
-        Verb::Runs { dag, state, limit } => {
+        Verb::Runs {
+            action: None,
+            dag,
+            state,
+            limit,
+        } => {
             let state = match state.as_deref() {
                 Some("queued") => pb::RunState::Queued,
                 Some("running") => pb::RunState::Running,
@@ -290,6 +296,7 @@ async fn print_logs(
         follow,
     };
     let mut seen = LogDedup::default();
+    let mut lines = LineJoiner::default();
     let mut reconnect = Reconnect::new();
     'open: loop {
         let mut stream = match client.stream_logs(request.clone()).await {
@@ -313,14 +320,17 @@ async fn print_logs(
                 }
             };
             if seen.first_time(&line) {
-                print_log_line(&line, stage.is_some(), format);
+                print_log_line(&line, stage.is_some(), format, &mut lines);
             }
+        }
+        for line in lines.finish() {
+            outln!("{} | {}", line.stage, line.text);
         }
         return Ok(());
     }
 }
 
-fn print_log_line(line: &pb::LogLine, one_stage: bool, format: Format) {
+fn print_log_line(line: &pb::LogLine, one_stage: bool, format: Format, lines: &mut LineJoiner) {
     let mut out = std::io::stdout().lock();
     if format == Format::Json {
         let value = json!({
@@ -336,10 +346,8 @@ fn print_log_line(line: &pb::LogLine, one_stage: bool, format: Format) {
     } else if one_stage {
         let _ = out.write_all(&line.data);
     } else {
-        let text = String::from_utf8_lossy(&line.data);
-        for l in text.split_inclusive('\n') {
-            let l = l.strip_suffix('\n').unwrap_or(l);
-            let _ = writeln!(out, "{} | {l}", line.stage);
+        for l in lines.push(line) {
+            let _ = writeln!(out, "{} | {}", l.stage, l.text);
         }
     }
     let _ = out.flush();

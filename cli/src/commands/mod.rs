@@ -10,6 +10,7 @@ use crate::{Global, Verb};
 pub(crate) mod artifacts;
 pub(crate) mod client_verbs;
 pub(crate) mod run;
+pub(crate) mod runs_delete;
 pub(crate) mod schedule_verbs;
 pub(crate) mod security_verbs;
 pub(crate) mod serve;
@@ -45,6 +46,10 @@ pub(crate) async fn dispatch(verb: Verb, global: Global) -> Result<u8> {
                 verb @ (Verb::Secret { .. } | Verb::Audit { .. }) => {
                     security_verbs::dispatch(verb, &global).await
                 }
+                Verb::Runs {
+                    action: Some(action),
+                    ..
+                } => runs_delete::dispatch(action, &global).await,
                 Verb::Artifacts(args) => artifacts::artifacts(args, &global).await,
                 Verb::Compare { runs } => artifacts::compare(&runs, &global).await,
                 other => client_verbs::dispatch(other, &global).await,

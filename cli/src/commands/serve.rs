@@ -64,6 +64,17 @@ pub(crate) struct SchedulerArgs {
     /// Keep the outputs of only the newest N finished runs of each DAG [default: all].
     #[arg(long, value_name = "N")]
     artifact_retention_runs: Option<u32>,
+    /// Delete finished runs (with their logs and the outputs no other run uses) that ended
+    /// longer ago than AGE, e.g. 30d; checked at start and hourly [default: keep].
+    #[arg(long, value_name = "AGE", value_parser = crate::parse_age)]
+    keep_runs: Option<Duration>,
+    /// Keep only the newest N finished runs of each DAG, deleting older ones [default: all].
+    #[arg(long, value_name = "N")]
+    keep_runs_per_dag: Option<u32>,
+    /// Output kept per stage attempt, in bytes: its first and last halves, with a line saying
+    /// what was dropped between [default: 100 MiB].
+    #[arg(long, value_name = "BYTES")]
+    max_log_bytes: Option<u64>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -263,6 +274,21 @@ fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
     }
     if let Some(runs) = args.artifact_retention_runs {
         config.artifact_retention_runs = Some(runs);
+    }
+    if let Some(age) = args.keep_runs {
+        config.keep_runs = Some(age);
+    }
+    if let Some(n) = args.keep_runs_per_dag {
+        config.keep_runs_per_dag = Some(n);
+    }
+    if let Some(max) = args.max_log_bytes {
+        if max < 1024 {
+            return Err(Invalid(format!(
+                "error: --max-log-bytes {max} is too small to keep anything useful\n  help: give at least 1024 (bytes); the default is 104857600 (100 MiB)"
+            ))
+            .into());
+        }
+        config.max_log_bytes = max;
     }
     if config.lease <= config.heartbeat_interval {
         return Err(Invalid(format!(

@@ -120,7 +120,16 @@ impl Servers {
 
     /// Starts a new scheduler on the same address over the same store.
     pub fn restart_scheduler(&mut self) {
-        self.cluster.start_scheduler();
+        self.restart_scheduler_with(&[]);
+    }
+
+    /// Stops the scheduler (SIGTERM) if it runs and starts it again with `extra` flags, on the
+    /// same address over the same store.
+    pub fn restart_scheduler_with(&mut self, extra: &[&str]) {
+        if self.cluster.scheduler_running() {
+            self.cluster.term_scheduler(Duration::from_secs(15));
+        }
+        self.cluster.start_scheduler_with(extra);
     }
 
     /// Starts another worker with 2 slots that may run process stages; on SIGTERM, running
@@ -142,6 +151,21 @@ impl Servers {
                     .expect("a killed worker has exited")
             }
         }
+    }
+
+    /// The scheduler's data dir (its store, bundles and artifact blobs).
+    pub fn data_dir(&self) -> PathBuf {
+        self.cluster.data.clone()
+    }
+
+    /// The process id of the scheduler.
+    pub fn scheduler_pid(&self) -> u32 {
+        self.cluster.scheduler_pid()
+    }
+
+    /// The process id of a worker.
+    pub fn worker_pid(&self, name: &str) -> u32 {
+        self.cluster.worker_pid(name)
     }
 
     /// Runs a client verb against these servers.

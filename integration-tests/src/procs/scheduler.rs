@@ -12,17 +12,28 @@ impl Cluster {
 
     /// Starts the scheduler on the cluster's address and data dir and waits until it serves.
     pub fn start_scheduler(&self) {
-        self.spawn_scheduler();
+        self.start_scheduler_with(&[]);
+    }
+
+    /// Starts the scheduler with `extra` flags after the usual ones and waits until it serves.
+    pub fn start_scheduler_with(&self, extra: &[&str]) {
+        self.spawn_scheduler_with(extra);
         self.wait_scheduler_serving();
     }
 
     /// Starts the scheduler and returns at once (it may still be opening its store).
     pub fn spawn_scheduler(&self) {
+        self.spawn_scheduler_with(&[]);
+    }
+
+    /// Starts the scheduler with `extra` flags and returns at once.
+    pub fn spawn_scheduler_with(&self, extra: &[&str]) {
         let mut slot = lock(&self.scheduler);
         assert!(slot.is_none(), "the scheduler is already running");
         let log = self.log_file("scheduler");
         let child = Command::new(&self.config.vishwa)
             .args(self.scheduler_args())
+            .args(extra)
             .env_remove("VISHWA_TOKENS")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -98,6 +109,14 @@ impl Cluster {
             Some(child) => child.try_wait().ok().flatten().is_none(),
             None => false,
         }
+    }
+
+    /// The process id of the running scheduler.
+    pub fn scheduler_pid(&self) -> u32 {
+        lock(&self.scheduler)
+            .as_ref()
+            .expect("the scheduler is not running")
+            .id()
     }
 
     /// Waits up to `limit` for the scheduler to exit on its own; reaps it and returns its

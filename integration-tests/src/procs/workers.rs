@@ -106,6 +106,15 @@ impl Cluster {
             .count()
     }
 
+    /// The process id of a running worker.
+    pub fn worker_pid(&self, name: &str) -> u32 {
+        lock(&self.workers)
+            .get(name)
+            .expect("no such worker")
+            .child
+            .id()
+    }
+
     /// Kills worker `name` with SIGKILL and reaps it; returns the time of the kill.
     pub fn kill_worker(&self, name: &str) -> i64 {
         let mut workers = lock(&self.workers);

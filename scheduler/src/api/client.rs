@@ -5,25 +5,26 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use futures::Stream;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use vishwa_proto::v1 as pb;
 
 use super::artifacts::{ChunkStream, blobs, find_artifact, get_artifact, list_artifacts};
-use super::convert::{log_line, run_state_from_pb, run_summary};
+use super::convert::{run_state_from_pb, run_summary};
 use super::error::ApiError;
+use super::follow::{FOLLOW_BUFFER, Follower};
 use super::schedule::{backfill_response, next_fire_ms_of};
 use crate::artifacts::BlobStore;
 use crate::auth::Caller;
 use crate::bundle::{BundleError, BundleStore};
 use crate::dag::{Dag, parse_dag};
-use crate::engine::{BackfillRequest, DagFiles, EngineEvent, EngineHandle};
+use crate::engine::{BackfillRequest, DagFiles, EngineHandle};
 use crate::ids::{RunId, WorkerId};
 use crate::run::{RetryMode, RunRecord, StageRecord};
 use crate::secrets::SecretBox;
-use crate::store::{LogRecord, Store};
+use crate::store::Store;
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -73,6 +74,14 @@ impl ClientApi {
 
     pub(super) fn store(&self) -> &Arc<dyn Store> {
         self.engine.store()
+    }
+
+    pub(super) fn engine(&self) -> &EngineHandle {
+        &self.engine
+    }
+
+    pub(super) fn blob_store(&self) -> Option<&BlobStore> {
+        self.artifacts.as_deref()
     }
 
     /// A registered DAG version, parsed (and cached: versions never change).
@@ -364,7 +373,7 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         // Subscribe before reading, so nothing falls between the snapshot and the events.
         let events = self.engine.subscribe();
         let run = self.get_run_record(&r.run_id)?;
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
         let follower = Follower {
             store: self.store().clone(),
             run: run.id.clone(),
@@ -403,8 +412,8 @@ impl pb::vishwa_server::Vishwa for ClientApi {
                 .into());
             }
         }
-        let (tx, rx) = mpsc::channel(1024);
-        let (event_tx, mut event_rx) = mpsc::channel::<Result<pb::RunEvent, Status>>(1024);
+        let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
+        let (event_tx, mut event_rx) = mpsc::channel::<Result<pb::RunEvent, Status>>(1);
         let follower = Follower {
             store: self.store().clone(),
             run: run.id.clone(),
@@ -658,134 +667,18 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             self.audit_entries(request.into_inner().limit)?,
         ))
     }
-}
 
-/// Streams one run's state changes and/or logs to a client until the run ends.
-struct Follower {
-    store: Arc<dyn Store>,
-    run: RunId,
-    /// Only this stage's logs, when set.
-    stage: Option<String>,
-    logs: bool,
-    states: bool,
-    tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
-    /// Next log seq to send per (stage, attempt): what was sent from the store is not sent
-    /// again when it also arrives live.
-    next_seq: HashMap<(String, u32), u64>,
-}
-
-/// The client went away.
-struct Gone;
-
-impl Follower {
-    async fn follow(
-        mut self,
-        mut events: broadcast::Receiver<Arc<EngineEvent>>,
-        run: RunRecord,
-        shutdown: CancellationToken,
-    ) {
-        if self.send_snapshot(&run).await.is_err() || run.state.is_final() {
-            return;
-        }
-        loop {
-            let received = tokio::select! {
-                received = events.recv() => received,
-                _ = shutdown.cancelled() => {
-                    let status = Status::unavailable("the scheduler is shutting down");
-                    let _ = self.tx.send(Err(status)).await;
-                    return;
-                }
-            };
-            let event = match received {
-                Ok(event) => event,
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Fell behind: the store has everything, so start over from it.
-                    let Ok(Some(run)) = self.store.get_run(&self.run) else {
-                        return;
-                    };
-                    if self.send_snapshot(&run).await.is_err() || run.state.is_final() {
-                        return;
-                    }
-                    continue;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            let sent = match &*event {
-                EngineEvent::Stage { run, record } if *run == self.run && self.states => {
-                    self.send(pb::run_event::Event::Stage(record.into())).await
-                }
-                EngineEvent::Run(record) if record.id == self.run => {
-                    let result = if self.states {
-                        let stages = self.store.run_stages(&self.run).unwrap_or_default();
-                        let summary = run_summary(record, Some(&stages));
-                        self.send(pb::run_event::Event::Run(summary)).await
-                    } else {
-                        Ok(())
-                    };
-                    if record.state.is_final() {
-                        return;
-                    }
-                    result
-                }
-                EngineEvent::Log { run, record } if *run == self.run => self.send_log(record).await,
-                _ => Ok(()),
-            };
-            if sent.is_err() {
-                return;
-            }
-        }
+    async fn delete_runs(
+        &self,
+        request: Request<pb::DeleteRunsRequest>,
+    ) -> Result<Response<pb::DeleteRunsResponse>, Status> {
+        self.delete_runs_call(request).await
     }
 
-    async fn send_snapshot(&mut self, run: &RunRecord) -> Result<(), Gone> {
-        if self.states {
-            let stages = self.store.run_stages(&self.run).unwrap_or_default();
-            for s in &stages {
-                self.send(pb::run_event::Event::Stage(s.into())).await?;
-            }
-            let summary = run_summary(run, Some(&stages));
-            self.send(pb::run_event::Event::Run(summary)).await?;
-        }
-        self.send_stored_logs().await
-    }
-
-    async fn send_stored_logs(&mut self) -> Result<(), Gone> {
-        if !self.logs {
-            return Ok(());
-        }
-        let mut logs = match self.store.read_logs(&self.run, self.stage.as_deref()) {
-            Ok(logs) => logs,
-            Err(e) => {
-                let _ = self.tx.send(Err(ApiError::from(e).into())).await;
-                return Err(Gone);
-            }
-        };
-        logs.sort_by_key(|l| l.time_ms);
-        for l in &logs {
-            self.send_log(l).await?;
-        }
-        Ok(())
-    }
-
-    async fn send_log(&mut self, l: &LogRecord) -> Result<(), Gone> {
-        if !self.logs || self.stage.as_ref().is_some_and(|s| *s != l.stage) {
-            return Ok(());
-        }
-        let next = self
-            .next_seq
-            .entry((l.stage.clone(), l.attempt))
-            .or_insert(0);
-        if l.seq < *next {
-            return Ok(());
-        }
-        *next = l.seq + 1;
-        let line = log_line(self.run.as_str(), l);
-        self.send(pb::run_event::Event::Log(line)).await
-    }
-
-    async fn send(&self, event: pb::run_event::Event) -> Result<(), Gone> {
-        self.tx
-            .send(Ok(pb::RunEvent { event: Some(event) }))
-            .await
-            .map_err(|_| Gone)
+    async fn prune_runs(
+        &self,
+        request: Request<pb::PruneRunsRequest>,
+    ) -> Result<Response<pb::DeleteRunsResponse>, Status> {
+        self.prune_runs_call(request).await
     }
 }

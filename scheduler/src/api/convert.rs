@@ -293,6 +293,7 @@ impl From<&TaskAssignment> for pb::Task {
                 })
                 .collect(),
             outputs: t.outputs.clone(),
+            max_log_bytes: t.max_log_bytes,
         }
     }
 }

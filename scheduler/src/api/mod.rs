@@ -5,6 +5,8 @@ mod artifacts;
 mod client;
 mod convert;
 mod error;
+mod follow;
+mod retention;
 mod schedule;
 mod security;
 mod worker;

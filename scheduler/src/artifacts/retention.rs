@@ -125,8 +125,34 @@ pub async fn collect_garbage(
     Ok(collected)
 }
 
+/// Deletes the blobs among `digests` (the outputs of deleted runs) that no indexed output
+/// refers to any more. Returns how many blobs and bytes went.
+pub fn free_blobs<'a>(
+    store: &dyn Store,
+    blobs: &BlobStore,
+    digests: impl IntoIterator<Item = &'a String>,
+) -> Result<(usize, u64), RetentionError> {
+    let (mut count, mut bytes) = (0, 0);
+    for digest in digests {
+        let still_used = store
+            .artifacts_by_digest(digest)?
+            .iter()
+            .any(|a| &a.digest == digest);
+        if still_used || !blobs.path(digest).exists() {
+            continue;
+        }
+        let size = std::fs::metadata(blobs.path(digest))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        blobs.remove(digest)?;
+        count += 1;
+        bytes += size;
+    }
+    Ok((count, bytes))
+}
+
 /// Finished runs whose outputs the policy no longer keeps.
-fn expired_runs(
+pub(crate) fn expired_runs(
     store: &dyn Store,
     policy: RetentionPolicy,
     now: Millis,

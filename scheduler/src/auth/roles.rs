@@ -77,6 +77,9 @@ pub const METHOD_ROLES: &[(&str, Role)] = &[
     ("/vishwa.v1.Vishwa/ListSecrets", Role::Admin),
     ("/vishwa.v1.Vishwa/DeleteSecret", Role::Admin),
     ("/vishwa.v1.Vishwa/ListAudit", Role::Admin),
+    // Deleting history cannot be undone: admin only.
+    ("/vishwa.v1.Vishwa/DeleteRuns", Role::Admin),
+    ("/vishwa.v1.Vishwa/PruneRuns", Role::Admin),
     // Worker service.
     ("/vishwa.v1.WorkerApi/Register", Role::Worker),
     ("/vishwa.v1.WorkerApi/Heartbeat", Role::Worker),

@@ -299,6 +299,14 @@ impl Engine {
                 let _ = reply.send(result);
             }
             Command::Schedule(command) => self.handle_schedule(command, now),
+            Command::DeleteRuns { runs, reply } => {
+                let result = self.delete_runs(&runs);
+                self.reply(reply, result);
+            }
+            Command::PruneRuns { policy, reply } => {
+                let result = self.prune_runs(policy, now);
+                self.reply(reply, result);
+            }
         }
     }
 

@@ -197,6 +197,7 @@ impl Engine {
         };
         let task = build_task(run, i, &attempt, number, &files, &secrets).map(|mut task| {
             task.gpus = claim.gpus.clone();
+            task.max_log_bytes = self.config.max_log_bytes;
             task
         });
         let dispatched = Event::Dispatched {

@@ -27,6 +27,7 @@ mod core;
 mod dispatch;
 mod leases;
 mod metrics;
+mod retention;
 mod runs;
 mod schedule;
 mod schedule_api;
@@ -34,6 +35,7 @@ mod task;
 mod workers;
 
 pub use metrics::DispatchMetrics;
+pub use retention::DeletedRun;
 pub(crate) use schedule_api::ScheduleCommand;
 pub use schedule_api::{BackfillOutcome, BackfillRequest, BackfillSlot, PauseChange};
 
@@ -50,6 +52,8 @@ pub struct EngineConfig {
     pub schedules: bool,
     /// The key that opens stored secrets; without it a stage asking for one fails.
     pub secrets: Option<Arc<SecretBox>>,
+    /// Output kept per attempt, sent with each task (0: the worker's default).
+    pub max_log_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +64,7 @@ impl Default for EngineConfig {
             max_running: 0,
             schedules: true,
             secrets: None,
+            max_log_bytes: 0,
         }
     }
 }
@@ -87,9 +92,18 @@ pub struct WorkerView {
 /// Something watchers may want to know, published after it is stored.
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
-    Stage { run: RunId, record: StageRecord },
+    Stage {
+        run: RunId,
+        record: StageRecord,
+    },
     Run(RunRecord),
-    Log { run: RunId, record: LogRecord },
+    /// New log chunks of a stage attempt are in the store (read them from there: events
+    /// carry no log data, so the event buffer stays small whatever the stages print).
+    Log {
+        run: RunId,
+        stage: String,
+        attempt: u32,
+    },
 }
 
 /// A task for a worker, fully rendered.
@@ -118,6 +132,8 @@ pub struct TaskAssignment {
     pub inputs: Vec<TaskInput>,
     /// Declared output names, uploaded from `/vishwa/out` after exit 0.
     pub outputs: Vec<String>,
+    /// Output the worker keeps of the attempt (head and tail); 0: the worker's default.
+    pub max_log_bytes: u64,
 }
 
 /// One input file of a task: an output of an upstream stage instance.
@@ -263,6 +279,14 @@ pub(crate) enum Command {
         reply: Reply<WorkerView>,
     },
     Schedule(ScheduleCommand),
+    DeleteRuns {
+        runs: Vec<RunId>,
+        reply: Reply<Vec<DeletedRun>>,
+    },
+    PruneRuns {
+        policy: crate::artifacts::retention::RetentionPolicy,
+        reply: Reply<Vec<DeletedRun>>,
+    },
 }
 
 /// A cloneable handle on the engine.
@@ -312,10 +336,16 @@ impl EngineHandle {
         }
         self.store.commit(batch).await?;
         for (run, chunks) in batches {
-            for record in chunks {
+            let mut told: Vec<(&str, u32)> = Vec::new();
+            for c in &chunks {
+                if told.contains(&(c.stage.as_str(), c.attempt)) {
+                    continue;
+                }
+                told.push((c.stage.as_str(), c.attempt));
                 let _ = self.events.send(Arc::new(EngineEvent::Log {
                     run: run.clone(),
-                    record,
+                    stage: c.stage.clone(),
+                    attempt: c.attempt,
                 }));
             }
         }

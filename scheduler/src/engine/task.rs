@@ -126,6 +126,7 @@ pub(crate) fn build_task(
         secret_env,
         inputs: task_inputs(run, i),
         outputs: stage.outputs.clone(),
+        max_log_bytes: 0,
     })
 }
 

@@ -167,6 +167,70 @@ async fn logs_keep_raw_bytes_order_and_deduplicate(store: &dyn Store) {
     assert!(store.read_logs(&run, Some("zz")).unwrap().is_empty());
 }
 
+async fn logs_read_in_pages_from_a_position(store: &dyn Store) {
+    let run = RunId::from("r1");
+    let chunks: Vec<LogRecord> = (0..10)
+        .map(|seq| log("a", 1, seq, &[b'x'; 100]))
+        .chain((0..3).map(|seq| log("b", 2, seq, b"bb")))
+        .collect();
+    store.append_logs(&run, &chunks).await.unwrap();
+    store
+        .append_logs(&RunId::from("r10"), &[log("a", 1, 0, b"other run")])
+        .await
+        .unwrap();
+
+    // 250 bytes a page: the page ends with the chunk that reaches it.
+    let mut pages = Vec::new();
+    let mut from = None;
+    loop {
+        let page = store.read_log_page(&run, None, from.as_ref(), 250).unwrap();
+        let Some(last) = page.last() else { break };
+        from = Some(LogPosition::after(last));
+        pages.push(
+            page.iter()
+                .map(|c| (c.stage.clone(), c.seq))
+                .collect::<Vec<_>>(),
+        );
+    }
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [3, 3, 3, 4], "pages: {pages:?}");
+    let last: Vec<(&str, u64)> = pages[3].iter().map(|(s, q)| (s.as_str(), *q)).collect();
+    assert_eq!(last, [("a", 9), ("b", 0), ("b", 1), ("b", 2)]);
+
+    // One stage, from the middle of it; a position before the stage starts at its start.
+    let from = LogPosition {
+        stage: "a".into(),
+        attempt: 1,
+        seq: 8,
+    };
+    let page = store
+        .read_log_page(&run, Some("a"), Some(&from), 1 << 20)
+        .unwrap();
+    let seqs: Vec<u64> = page.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, [8, 9], "a page of one stage stops at the stage's end");
+    let before = LogPosition {
+        stage: "a".into(),
+        attempt: 0,
+        seq: 0,
+    };
+    let page = store
+        .read_log_page(&run, Some("b"), Some(&before), 1 << 20)
+        .unwrap();
+    assert_eq!(page.len(), 3);
+    let past = LogPosition {
+        stage: "b".into(),
+        attempt: 2,
+        seq: 3,
+    };
+    assert!(
+        store
+            .read_log_page(&run, None, Some(&past), 1 << 20)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.read_logs(&run, None).unwrap().len(), 13);
+}
+
 async fn schedule_records_commit_with_runs_and_replace_by_dag(store: &impl Store) {
     let cursor = |dag: &str, ms| ScheduleRecord {
         dag: dag.to_owned(),
@@ -301,6 +365,75 @@ async fn artifact_index_lists_by_run_by_digest_and_consumers(store: &dyn Store) 
     assert!(store.consumers_of(&d1).unwrap().is_empty());
 }
 
+async fn deleting_a_run_takes_everything_recorded_about_it_and_nothing_else(store: &dyn Store) {
+    let d1 = "aa".repeat(32);
+    let cache = |key: &str, run: &str| CacheEntry {
+        key: key.to_owned(),
+        run: RunId::from(run),
+        stage: "train".to_owned(),
+        outputs: Vec::new(),
+        metrics: BTreeMap::new(),
+        created_ms: 1,
+    };
+    let lookup = |stage: &str, run: &str| LastLookup {
+        dag: "d".to_owned(),
+        stage: stage.to_owned(),
+        key: "k".to_owned(),
+        run: RunId::from(run),
+        components: CacheComponents::default(),
+    };
+    let mut b = WriteBatch::new();
+    // "r1" prefixes "r10": deleting r1 must leave r10 alone.
+    for run in ["r1", "r10"] {
+        let id = RunId::from(run);
+        b.put_run(run_record(run, "d"));
+        b.put_stage(&id, running_stage("train"));
+        b.put_stage(&id, running_stage("eval"));
+        b.put_artifact(artifact(run, "train", "model.pkl", &d1));
+        b.put_consumer(ConsumerRecord {
+            digest: d1.clone(),
+            run: id.clone(),
+            stage: "eval".to_owned(),
+        });
+        b.put_cache(cache(&format!("key-{run}"), run));
+        b.put_last_lookup(lookup(&format!("train-{run}"), run));
+    }
+    store.commit(b).await.unwrap();
+    for run in ["r1", "r10"] {
+        let chunks: Vec<LogRecord> = (0..50).map(|seq| log("train", 1, seq, b"line\n")).collect();
+        store.append_logs(&RunId::from(run), &chunks).await.unwrap();
+    }
+
+    let mut b = WriteBatch::new();
+    b.delete_run(RunId::from("r1"));
+    store.commit(b).await.unwrap();
+
+    let gone = RunId::from("r1");
+    assert_eq!(store.get_run(&gone).unwrap(), None);
+    assert!(store.run_stages(&gone).unwrap().is_empty());
+    assert!(store.read_logs(&gone, None).unwrap().is_empty());
+    assert!(store.run_artifacts(&gone).unwrap().is_empty());
+    assert_eq!(store.get_cache("key-r1").unwrap(), None);
+    assert_eq!(store.get_last_lookup("d", "train-r1").unwrap(), None);
+    let kept = RunId::from("r10");
+    assert!(store.get_run(&kept).unwrap().is_some());
+    assert_eq!(store.run_stages(&kept).unwrap().len(), 2);
+    assert_eq!(store.read_logs(&kept, None).unwrap().len(), 50);
+    let producers = store.artifacts_by_digest(&d1).unwrap();
+    let runs: Vec<&str> = producers.iter().map(|a| a.run.as_str()).collect();
+    assert_eq!(runs, ["r10"]);
+    let consumers = store.consumers_of(&d1).unwrap();
+    assert_eq!(consumers.len(), 1);
+    assert_eq!(consumers[0].run, kept);
+    assert!(store.get_cache("key-r10").unwrap().is_some());
+    assert!(store.get_last_lookup("d", "train-r10").unwrap().is_some());
+    // Deleting what is gone changes nothing.
+    let mut b = WriteBatch::new();
+    b.delete_run(gone);
+    store.commit(b).await.unwrap();
+    assert_eq!(store.list_runs().unwrap().len(), 1);
+}
+
 async fn cache_entries_and_last_lookups_round_trip(store: &dyn Store) {
     let entry = CacheEntry {
         key: "k1".to_owned(),
@@ -421,6 +554,12 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
+            async fn logs_read_in_pages_from_a_position() {
+                let (store, _guard) = $make;
+                super::logs_read_in_pages_from_a_position(&store).await;
+            }
+
+            #[tokio::test]
             async fn secrets_and_audit_entries_round_trip() {
                 let (store, _guard) = $make;
                 super::secrets_and_audit_entries_round_trip(&store).await;
@@ -442,6 +581,13 @@ macro_rules! conformance {
             async fn concurrent_writers_of_every_kind_all_finish() {
                 let (store, _guard) = $make;
                 super::concurrent_writers_of_every_kind_all_finish(std::sync::Arc::new(store))
+                    .await;
+            }
+
+            #[tokio::test]
+            async fn deleting_a_run_takes_everything_recorded_about_it_and_nothing_else() {
+                let (store, _guard) = $make;
+                super::deleting_a_run_takes_everything_recorded_about_it_and_nothing_else(&store)
                     .await;
             }
 

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::{
     ArtifactRecord, AuditEntry, CacheEntry, ConsumerRecord, DagRecord, DagVersion, LastLookup,
-    LogRecord, ScheduleRecord, SecretRecord, Store, StoreError, WriteBatch, WriteOp,
+    LogPosition, LogRecord, ScheduleRecord, SecretRecord, Store, StoreError, WriteBatch, WriteOp,
 };
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
@@ -27,6 +27,18 @@ struct Inner {
     consumers: BTreeMap<(String, RunId, String), ConsumerRecord>,
     cache: BTreeMap<String, CacheEntry>,
     lookups: BTreeMap<(String, String), LastLookup>,
+}
+
+impl Inner {
+    fn delete_run(&mut self, run: &RunId) {
+        self.runs.remove(run);
+        self.stages.retain(|(r, _), _| r != run);
+        self.logs.retain(|(r, _, _, _), _| r != run);
+        self.artifacts.retain(|(r, _, _), _| r != run);
+        self.consumers.retain(|(_, r, _), _| r != run);
+        self.cache.retain(|_, e| &e.run != run);
+        self.lookups.retain(|_, l| &l.run != run);
+    }
 }
 
 /// A [`Store`] held in memory.
@@ -105,6 +117,7 @@ impl Store for MemoryStore {
                     inner.secrets.remove(&name);
                 }
                 WriteOp::Audit(entry) => inner.audit.push(entry),
+                WriteOp::DeleteRun(run) => inner.delete_run(&run),
             }
         }
         Ok(())
@@ -150,16 +163,30 @@ impl Store for MemoryStore {
         Ok(self.lock().schedules.values().cloned().collect())
     }
 
-    fn read_logs(&self, run: &RunId, stage: Option<&str>) -> Result<Vec<LogRecord>, StoreError> {
+    fn read_log_page(
+        &self,
+        run: &RunId,
+        stage: Option<&str>,
+        from: Option<&LogPosition>,
+        max_bytes: usize,
+    ) -> Result<Vec<LogRecord>, StoreError> {
         let inner = self.lock();
-        let from = (run.clone(), String::new(), 0, 0);
-        Ok(inner
-            .logs
-            .range(from..)
-            .take_while(|((r, _, _, _), _)| r == run)
-            .filter(|((_, s, _, _), _)| stage.is_none_or(|want| want == s))
-            .map(|(_, c)| c.clone())
-            .collect())
+        let first = (run.clone(), stage.unwrap_or_default().to_owned(), 0, 0);
+        let start = match from {
+            Some(p) => (run.clone(), p.stage.clone(), p.attempt, p.seq).max(first),
+            None => first,
+        };
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for ((r, s, _, _), chunk) in inner.logs.range(start..) {
+            let in_scope = r == run && stage.is_none_or(|want| want == s);
+            if !in_scope || bytes >= max_bytes {
+                break;
+            }
+            bytes += chunk.data.len();
+            page.push(chunk.clone());
+        }
+        Ok(page)
     }
 
     fn get_secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {

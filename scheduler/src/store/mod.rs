@@ -100,6 +100,30 @@ pub struct LogRecord {
     pub data: Vec<u8>,
 }
 
+/// Where a page of logs starts: this chunk, or the first one after it in (stage, attempt,
+/// seq) order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogPosition {
+    pub stage: String,
+    pub attempt: u32,
+    pub seq: u64,
+}
+
+impl LogPosition {
+    /// The position right after `record`: where the next page goes on.
+    pub fn after(record: &LogRecord) -> LogPosition {
+        LogPosition {
+            stage: record.stage.clone(),
+            attempt: record.attempt,
+            seq: record.seq.saturating_add(1),
+        }
+    }
+}
+
+/// How many bytes of log data one page read from the store holds (about: a page ends with
+/// the chunk that reaches it).
+pub const LOG_PAGE_BYTES: usize = 256 << 10;
+
 /// A set of writes applied atomically.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
@@ -124,6 +148,7 @@ pub(crate) enum WriteOp {
     Secret(SecretRecord),
     DeleteSecret(String),
     Audit(AuditEntry),
+    DeleteRun(RunId),
 }
 
 impl WriteBatch {
@@ -213,6 +238,13 @@ impl WriteBatch {
         self.ops.push(WriteOp::Audit(entry));
     }
 
+    /// Deletes a run with everything recorded about it: its header, stage records, logs,
+    /// output index entries and lineage, and the cache entries and last lookups it made. The
+    /// blobs stay (other runs may share them); see `artifacts::retention`.
+    pub fn delete_run(&mut self, run: RunId) {
+        self.ops.push(WriteOp::DeleteRun(run));
+    }
+
     /// Whether the batch holds no writes.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
@@ -266,8 +298,33 @@ pub trait Store: Send + Sync + 'static {
         batch.put_logs(run, chunks.to_vec());
         self.commit(batch).await
     }
-    /// Log chunks of a run (or one stage of it), ordered by stage, attempt and seq.
-    fn read_logs(&self, run: &RunId, stage: Option<&str>) -> Result<Vec<LogRecord>, StoreError>;
+    /// One page of a run's (or one stage's) log chunks, ordered by stage, attempt and seq,
+    /// from `from` on (from the first chunk when `None`). The page ends with the chunk that
+    /// brings its data to `max_bytes`, so it holds at least one chunk while any remain; an
+    /// empty page means the end. Go on from [`LogPosition::after`] its last chunk.
+    fn read_log_page(
+        &self,
+        run: &RunId,
+        stage: Option<&str>,
+        from: Option<&LogPosition>,
+        max_bytes: usize,
+    ) -> Result<Vec<LogRecord>, StoreError>;
+
+    /// Every log chunk of a run (or one stage of it), ordered by stage, attempt and seq.
+    /// Holds the whole log in memory: for tests and small logs; stream with
+    /// [`Store::read_log_page`].
+    fn read_logs(&self, run: &RunId, stage: Option<&str>) -> Result<Vec<LogRecord>, StoreError> {
+        let mut all = Vec::new();
+        let mut from = None;
+        loop {
+            let page = self.read_log_page(run, stage, from.as_ref(), LOG_PAGE_BYTES)?;
+            let Some(last) = page.last() else {
+                return Ok(all);
+            };
+            from = Some(LogPosition::after(last));
+            all.extend(page);
+        }
+    }
 
     /// Stores (or replaces) an encrypted secret; durable when this returns.
     async fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {

@@ -21,13 +21,17 @@ use serde::de::DeserializeOwned;
 use super::writer::{Durable, Writer};
 use super::{
     ArtifactRecord, AuditEntry, CacheEntry, ConsumerRecord, DagRecord, DagVersion, LastLookup,
-    LogRecord, LogStreamKind, ScheduleRecord, SecretRecord, Store, StoreError, WriteBatch, WriteOp,
+    LogPosition, LogRecord, LogStreamKind, ScheduleRecord, SecretRecord, Store, StoreError,
+    WriteBatch, WriteOp,
 };
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
 
 /// How long [`SledStore::open`] waits for a lock held by a handle that is going away.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Memory sled may use to cache pages.
+const CACHE_BYTES: u64 = 64 << 20;
 
 /// A [`Store`] on sled, in a directory of its own.
 #[derive(Clone)]
@@ -64,6 +68,9 @@ impl SledStore {
                 .mode(sled::Mode::HighThroughput)
                 // The writer flushes after every group of batches.
                 .flush_every_ms(None)
+                // sled's default page cache is 1 GiB: a scheduler storing a big log would
+                // grow toward it. Pages beyond this are read from disk again.
+                .cache_capacity(CACHE_BYTES)
                 .open()
             {
                 Ok(db) => break db,
@@ -120,14 +127,62 @@ impl SledStore {
     }
 
     fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
-        self.state
-            .scan_prefix(prefix)
-            .map(|item| {
-                let (key, value) = item?;
-                decode(&key, &value)
-            })
-            .collect()
+        scan_tree(&self.state, prefix)
     }
+}
+
+/// Every record under `prefix` in `tree`, decoded.
+fn scan_tree<T: DeserializeOwned>(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+    tree.scan_prefix(prefix)
+        .map(|item| {
+            let (key, value) = item?;
+            decode(&key, &value)
+        })
+        .collect()
+}
+
+/// Adds to `b` the removal of every log chunk of `run`.
+fn delete_logs(logs: &sled::Tree, run: &RunId, b: &mut sled::Batch) -> Result<(), StoreError> {
+    for k in logs.scan_prefix(log_prefix(run, None)).keys() {
+        b.remove(k?);
+    }
+    Ok(())
+}
+
+/// Adds to `b` the removal of every state record of `run`.
+fn delete_run_records(
+    state: &sled::Tree,
+    run: &RunId,
+    b: &mut sled::Batch,
+) -> Result<(), StoreError> {
+    b.remove(key("r/", &[run.as_str()]));
+    let mut stages = key("s/", &[run.as_str()]);
+    stages.push(0);
+    for k in state.scan_prefix(stages).keys() {
+        b.remove(k?);
+    }
+    let mut artifacts = key("a/", &[run.as_str()]);
+    artifacts.push(0);
+    for a in scan_tree::<ArtifactRecord>(state, &artifacts)? {
+        b.remove(artifact_key(&a));
+        b.remove(artifact_digest_key(&a));
+    }
+    for c in scan_tree::<ConsumerRecord>(state, b"u/")? {
+        if &c.run == run {
+            b.remove(consumer_key(&c));
+        }
+    }
+    for e in scan_tree::<CacheEntry>(state, b"k/")? {
+        if &e.run == run {
+            b.remove(key("k/", &[&e.key]));
+        }
+    }
+    for l in scan_tree::<LastLookup>(state, b"kl/")? {
+        if &l.run == run {
+            b.remove(key("kl/", &[&l.dag, &l.stage]));
+        }
+    }
+    Ok(())
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -171,6 +226,13 @@ fn log_prefix(run: &RunId, stage: Option<&str>) -> Vec<u8> {
         k.extend_from_slice(stage.as_bytes());
         k.push(0);
     }
+    k
+}
+
+fn log_key(run: &RunId, stage: &str, attempt: u32, seq: u64) -> Vec<u8> {
+    let mut k = log_prefix(run, Some(stage));
+    k.extend_from_slice(&attempt.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
@@ -298,6 +360,11 @@ impl Durable for SledWriter {
                     let id = self.db.generate_id().map_err(|e| self.write_failed(e))?;
                     audit.insert(&id.to_be_bytes(), encode(&entry));
                 }
+                WriteOp::DeleteRun(run) => {
+                    any_logs = true;
+                    delete_logs(&self.logs, &run, &mut logs)?;
+                    delete_run_records(&self.state, &run, &mut state)?;
+                }
             }
         }
         for (tree, batch, any) in [
@@ -381,14 +448,30 @@ impl Store for SledStore {
         self.scan(b"c/")
     }
 
-    fn read_logs(&self, run: &RunId, stage: Option<&str>) -> Result<Vec<LogRecord>, StoreError> {
-        self.logs
-            .scan_prefix(log_prefix(run, stage))
-            .map(|item| {
-                let (k, v) = item?;
-                decode_log(&k, &v)
-            })
-            .collect()
+    fn read_log_page(
+        &self,
+        run: &RunId,
+        stage: Option<&str>,
+        from: Option<&LogPosition>,
+        max_bytes: usize,
+    ) -> Result<Vec<LogRecord>, StoreError> {
+        let prefix = log_prefix(run, stage);
+        let start = match from {
+            Some(p) => log_key(run, &p.stage, p.attempt, p.seq).max(prefix.clone()),
+            None => prefix.clone(),
+        };
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for item in self.logs.range(start..) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) || bytes >= max_bytes {
+                break;
+            }
+            let record = decode_log(&k, &v)?;
+            bytes += record.data.len();
+            page.push(record);
+        }
+        Ok(page)
     }
 
     fn get_secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {

@@ -15,11 +15,14 @@ use super::retry::{Delivery, with_patience};
 use crate::api::convert::log_stream;
 use crate::connect::WorkerClient as Client;
 use crate::executor::{ExecEvent, OutputChunk, OutputStream};
+use crate::logcap::LogCap;
+use crate::logship::Batcher;
 use crate::mask::Masker;
 
-/// Output buffered per attempt before a batch is shipped, and how long a chunk may wait.
-const LOG_BATCH_BYTES: usize = 64 << 10;
+/// How long a chunk of output may wait before its batch is shipped.
 const LOG_BATCH_DELAY: Duration = Duration::from_millis(50);
+/// Log batches waiting to be shipped at most, per attempt.
+const SHIP_QUEUE: usize = 4;
 
 /// A line about the attempt in its log (the system stream).
 pub(super) async fn system_line(events: &mpsc::Sender<ExecEvent>, line: String) {
@@ -41,15 +44,17 @@ pub(super) async fn forward_events(
     mut events: mpsc::Receiver<ExecEvent>,
     cancel: CancellationToken,
 ) {
-    let (ship, batches) = mpsc::unbounded_channel::<Vec<pb::LogChunk>>();
+    // Bounded: when the scheduler is slow, the stage's output waits (its pipe fills) instead
+    // of piling up in the worker's memory.
+    let (ship, batches) = mpsc::channel::<Vec<pb::LogChunk>>(SHIP_QUEUE);
     let shipper = tokio::spawn(ship_batches(
         client.clone(),
         task.attempt_id.clone(),
         batches,
     ));
-    let mut batch: Vec<pb::LogChunk> = Vec::new();
-    let mut batch_bytes = 0;
-    let mut seq = 0u64;
+    let mut batcher = Batcher::new(&task, ship);
+    let mut cap = LogCap::new(task.max_log_bytes);
+    let system = pb::LogStream::System as i32;
     // One masker per stream: a value split across chunks is only split within one stream.
     let secret_values: Vec<&String> = task
         .secret_env
@@ -57,30 +62,14 @@ pub(super) async fn forward_events(
         .filter_map(|name| task.env.get(name))
         .collect();
     let mut maskers: BTreeMap<i32, Masker> = BTreeMap::new();
-    let mut chunk_of = |stream: i32, data: Bytes, seq: &mut u64| -> Option<pb::LogChunk> {
-        let data = if secret_values.is_empty() {
-            data
-        } else {
-            let masker = maskers
-                .entry(stream)
-                .or_insert_with(|| Masker::new(secret_values.iter().map(|v| v.as_bytes())));
-            Bytes::from(masker.push(&data))
-        };
-        if data.is_empty() {
-            return None;
+    let mut mask = |stream: i32, data: Bytes| -> Bytes {
+        if secret_values.is_empty() {
+            return data;
         }
-        let chunk = pb::LogChunk {
-            attempt_id: task.attempt_id.clone(),
-            stream,
-            data,
-            seq: *seq,
-            time_ms: now_ms(),
-            run_id: task.run_id.clone(),
-            stage: task.stage.clone(),
-            attempt: task.attempt,
-        };
-        *seq += 1;
-        Some(chunk)
+        let masker = maskers
+            .entry(stream)
+            .or_insert_with(|| Masker::new(secret_values.iter().map(|v| v.as_bytes())));
+        Bytes::from(masker.push(&data))
     };
     let flush_timer = tokio::time::sleep(LOG_BATCH_DELAY);
     tokio::pin!(flush_timer);
@@ -94,25 +83,20 @@ pub(super) async fn forward_events(
                     }
                     ExecEvent::Output(chunk) => {
                         let stream = log_stream(chunk.stream) as i32;
-                        let Some(chunk) = chunk_of(stream, chunk.data, &mut seq) else {
+                        let data = mask(stream, chunk.data);
+                        if data.is_empty() {
                             continue;
-                        };
-                        if batch.is_empty() {
+                        }
+                        if batcher.is_empty() {
                             flush_timer.as_mut().reset(tokio::time::Instant::now() + LOG_BATCH_DELAY);
                         }
-                        batch_bytes += chunk.data.len();
-                        batch.push(chunk);
-                        if batch_bytes >= LOG_BATCH_BYTES {
-                            let _ = ship.send(std::mem::take(&mut batch));
-                            batch_bytes = 0;
+                        for (stream, data) in cap.push(stream, data, system) {
+                            batcher.add(stream, data).await;
                         }
                     }
                 }
             }
-            _ = &mut flush_timer, if !batch.is_empty() => {
-                let _ = ship.send(std::mem::take(&mut batch));
-                batch_bytes = 0;
-            }
+            _ = &mut flush_timer, if !batcher.is_empty() => batcher.flush().await,
         }
     }
     // What the maskers held back was no secret after all.
@@ -122,23 +106,15 @@ pub(super) async fn forward_events(
         .filter(|(_, rest)| !rest.is_empty())
         .collect();
     for (stream, rest) in held {
-        let chunk = pb::LogChunk {
-            attempt_id: task.attempt_id.clone(),
-            stream,
-            data: Bytes::from(rest),
-            seq,
-            time_ms: now_ms(),
-            run_id: task.run_id.clone(),
-            stage: task.stage.clone(),
-            attempt: task.attempt,
-        };
-        seq += 1;
-        batch.push(chunk);
+        for (stream, data) in cap.push(stream, Bytes::from(rest), system) {
+            batcher.add(stream, data).await;
+        }
     }
-    if !batch.is_empty() {
-        let _ = ship.send(batch);
+    for (stream, data) in cap.finish(system) {
+        batcher.add(stream, data).await;
     }
-    drop(ship);
+    batcher.flush().await;
+    drop(batcher);
     let _ = shipper.await;
 }
 
@@ -177,7 +153,7 @@ async fn report_started(
 async fn ship_batches(
     client: Client,
     attempt: String,
-    mut batches: mpsc::UnboundedReceiver<Vec<pb::LogChunk>>,
+    mut batches: mpsc::Receiver<Vec<pb::LogChunk>>,
 ) {
     while let Some(chunks) = batches.recv().await {
         let batch = pb::LogBatch { chunks };
@@ -191,10 +167,4 @@ async fn ship_batches(
             warn!(%attempt, "gave up shipping logs");
         }
     }
-}
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
