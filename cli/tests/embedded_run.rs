@@ -133,6 +133,18 @@ stages:
 
 #[test]
 fn interrupting_run_cancels_the_run_exits_3_and_leaves_no_container() {
+    interrupt_run_mid_stage(Signal::SIGINT);
+}
+
+/// Issue 10, defect 4: SIGTERM (what CI systems and `timeout` send) is treated like Ctrl-C.
+#[test]
+fn sigterm_to_run_cancels_the_run_exits_3_and_leaves_no_container() {
+    interrupt_run_mid_stage(Signal::SIGTERM);
+}
+
+/// Starts `vishwa run` of a long Docker stage, sends `signal` once the stage runs, and checks
+/// the run is cancelled, `vishwa run` exits 3 and no container of the run is left.
+fn interrupt_run_mid_stage(signal: Signal) {
     ensure_busybox_image();
     let dir = tempfile::tempdir().unwrap();
     let name = unique_name("cli-interrupt");
@@ -155,7 +167,7 @@ stages:
     assert!(running, "the sleeper never ran: {}", run.stdout());
     let id = run_id_of(&run.stdout());
 
-    run.signal(Signal::SIGINT);
+    run.signal(signal);
     let outcome = run.finish(Duration::from_secs(15));
     outcome.expect_code(3);
     assert!(

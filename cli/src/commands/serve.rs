@@ -160,25 +160,44 @@ pub(crate) struct DevArgs {
     allow_mounts: Vec<PathBuf>,
 }
 
+/// SIGINT and SIGTERM, as one stream: CI systems and `timeout` send SIGTERM where a person
+/// presses Ctrl-C, and both mean the same.
+pub(crate) struct Interrupts {
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    /// Starts listening; without a SIGTERM handler only SIGINT is heard (and that is logged).
+    pub(crate) fn listen() -> Interrupts {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| warn!(error = %e, "cannot listen for SIGTERM"))
+            .ok();
+        Interrupts { term }
+    }
+
+    /// Waits for the next SIGINT or SIGTERM.
+    pub(crate) async fn next(&mut self) {
+        match &mut self.term {
+            Some(term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+}
+
 /// Cancels the returned token on SIGINT or SIGTERM.
 pub(crate) fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
+    let mut interrupts = Interrupts::listen();
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "cannot listen for SIGTERM");
-                    let _ = tokio::signal::ctrl_c().await;
-                    cancel.cancel();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        interrupts.next().await;
         info!("shutting down");
         cancel.cancel();
     });
