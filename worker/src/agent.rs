@@ -338,6 +338,7 @@ impl Session<'_> {
                 memory_bytes: self.config.capacity.memory_bytes,
                 gpus: self.config.capacity.gpus.clone(),
                 draining: self.shared.draining(),
+                instance: String::new(),
             })
             .await?
             .into_inner();
