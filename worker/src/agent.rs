@@ -89,6 +89,8 @@ pub enum WorkerError {
          worker role: --token or VISHWA_TOKEN)"
     )]
     Refused { url: String, reason: String },
+    #[error("the scheduler at {url} refused this worker: {reason}")]
+    NameTaken { url: String, reason: String },
     #[error("cannot use {dir} for bundles: {reason}")]
     Cache { dir: PathBuf, reason: String },
 }
@@ -113,6 +115,11 @@ struct Shared {
     running: Mutex<HashMap<String, CancellationToken>>,
     /// Shutting down: take nothing new.
     draining: AtomicBool,
+    /// This process, to the scheduler: a registration from another process under the same
+    /// name is refused while this one is alive.
+    instance: String,
+    /// Whether an earlier process's leftovers were cleaned up (after the first registration).
+    cleaned: AtomicBool,
 }
 
 impl Shared {
@@ -153,14 +160,9 @@ pub async fn run_worker(
         pb::worker_api_client::WorkerApiClient::with_interceptor(endpoint.connect_lazy(), token)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
-    remove_leftovers(&executors, &owner_label(&config)).await;
-    // Folders of attempts an earlier process of this worker ran: their containers are gone.
+    // Cleaning up after an earlier process of this worker waits for the first registration:
+    // while another live process holds the name, what is there is its, and is left alone.
     let attempts_dir = config.cache_dir.join("attempts");
-    if attempts_dir.exists()
-        && let Err(e) = std::fs::remove_dir_all(&attempts_dir)
-    {
-        warn!(dir = %attempts_dir.display(), error = %e, "cannot remove earlier attempts' folders");
-    }
     let attempt_dirs = Arc::new(AttemptDirPool::new(attempts_dir));
     let bundles =
         Arc::new(
@@ -170,7 +172,17 @@ pub async fn run_worker(
             })?,
         );
 
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        instance: format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        ),
+        ..Shared::default()
+    });
     let tracker = TaskTracker::new();
     let hard_stop = CancellationToken::new();
     tokio::spawn(stop_after_grace(
@@ -209,6 +221,15 @@ pub async fn run_worker(
                     status.code(),
                     Code::Unauthenticated | Code::PermissionDenied
                 );
+                // Another live worker holds the name: this one took nothing, cleaned nothing.
+                if status.code() == Code::AlreadyExists && shared.running().is_empty() {
+                    tracker.close();
+                    tracker.wait().await;
+                    return Err(WorkerError::NameTaken {
+                        url: config.scheduler.clone(),
+                        reason: status.message().to_owned(),
+                    });
+                }
                 // A wrong token does not fix itself; with nothing to report, stop and say so.
                 if refused && shared.running().is_empty() {
                     tracker.close();
@@ -232,6 +253,18 @@ pub async fn run_worker(
     tracker.wait().await;
     info!(worker = %config.name, "worker stopped");
     Ok(())
+}
+
+/// Removes what an earlier process of this worker left: its containers and its attempts'
+/// folders (the pool makes new ones as needed).
+async fn clean_up_earlier_process(config: &WorkerConfig, executors: &Executors) {
+    remove_leftovers(executors, &owner_label(config)).await;
+    let attempts_dir = config.cache_dir.join("attempts");
+    if attempts_dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(&attempts_dir)
+    {
+        warn!(dir = %attempts_dir.display(), error = %e, "cannot remove earlier attempts' folders");
+    }
 }
 
 /// Once `shutdown` fires, marks the worker draining; after `grace` (or once nothing runs),
@@ -338,10 +371,13 @@ impl Session<'_> {
                 memory_bytes: self.config.capacity.memory_bytes,
                 gpus: self.config.capacity.gpus.clone(),
                 draining: self.shared.draining(),
-                instance: String::new(),
+                instance: self.shared.instance.clone(),
             })
             .await?
             .into_inner();
+        if !self.shared.cleaned.swap(true, Ordering::SeqCst) {
+            clean_up_earlier_process(self.config, self.executors).await;
+        }
         for attempt in &registered.cancel_attempts {
             self.shared
                 .cancel(attempt, "the scheduler no longer considers it current");

@@ -94,8 +94,9 @@ pub(crate) struct WorkerArgs {
     /// A host path stages may mount (with what lies below it); repeatable.
     #[arg(long = "allow-mount", value_name = "PATH")]
     allow_mounts: Vec<PathBuf>,
-    /// On SIGTERM, how long running stages may go on before they are stopped.
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    /// On SIGTERM or SIGINT the worker takes nothing new; this is how long running stages
+    /// may go on before they are stopped and reported (`--grace` is the old name).
+    #[arg(long = "drain-timeout", alias = "grace", value_parser = parse_duration, default_value = "30s")]
     grace: Duration,
     /// Where fetched DAG bundles are kept [default: a folder in the system's temp dir].
     #[arg(long)]
