@@ -90,6 +90,10 @@ impl Client {
                     hint(&self.server, &format!("{} {cause}", status.message()))
                 )
             }
+            // Bad input (an unknown param, a value over a limit): the usage exit code.
+            Code::InvalidArgument => {
+                crate::load::Invalid(format!("error: {}", status.message())).into()
+            }
             _ => anyhow!("{}", status.message()),
         }
     }

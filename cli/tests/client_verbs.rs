@@ -109,6 +109,11 @@ stages:
     servers.vishwa_ok(&["submit", &ok_path]);
     servers.vishwa_ok(&["submit", &failing_path]);
 
+    // Bad input the scheduler refuses exits 2, as the README says (issue 10).
+    let unknown = servers.vishwa(&["trigger", &ok, "-p", "nope=1"]);
+    assert_eq!(unknown.code(), 2, "{unknown}");
+    assert!(unknown.stderr.contains("unknown param `nope`"), "{unknown}");
+
     // --watch follows the run to its end; the exit code is its outcome.
     let watched = servers.vishwa(&["trigger", &ok, "--watch"]);
     assert_eq!(watched.code(), 0, "{watched}\n{}", servers.logs());
