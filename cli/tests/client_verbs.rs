@@ -113,6 +113,16 @@ stages:
     let unknown = servers.vishwa(&["trigger", &ok, "-p", "nope=1"]);
     assert_eq!(unknown.code(), 2, "{unknown}");
     assert!(unknown.stderr.contains("unknown param `nope`"), "{unknown}");
+    let long_name = servers.vishwa(&["trigger", &"a".repeat(10_000)]);
+    assert_eq!(long_name.code(), 2, "{long_name}");
+    assert!(long_name.stderr.contains("at most 128"), "{long_name}");
+    let big = format!("x={}", "v".repeat(100 << 10));
+    let big_param = servers.vishwa(&["trigger", &ok, "-p", &big]);
+    assert_eq!(big_param.code(), 2, "{big_param}");
+    assert!(
+        big_param.stderr.contains("param `x` is 102400 bytes"),
+        "{big_param}"
+    );
 
     // --watch follows the run to its end; the exit code is its outcome.
     let watched = servers.vishwa(&["trigger", &ok, "--watch"]);

@@ -5,6 +5,7 @@ mod artifacts;
 mod client;
 mod convert;
 mod error;
+pub mod limits;
 mod schedule;
 mod security;
 mod worker;
