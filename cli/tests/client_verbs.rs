@@ -500,3 +500,20 @@ stages:
     assert_eq!(servers.vishwa(&["logs", &run, "next"]).stdout, "next\n");
     assert_no_containers_of_run(&run);
 }
+
+/// Issue 10: a scheduler that accepts connections but never answers (here a socket nobody
+/// reads) does not hang the CLI: the call gives up after --timeout and says why.
+#[test]
+fn a_scheduler_that_never_answers_fails_the_call_after_the_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = format!("http://{}", silent.local_addr().unwrap());
+    let outcome = vishwa(&["--server", &server, "--timeout", "2s", "runs"]);
+    assert_ne!(outcome.code(), 0, "{outcome}");
+    assert!(
+        outcome
+            .stderr
+            .contains("did not answer within 2s (--timeout)"),
+        "{outcome}"
+    );
+    drop(silent);
+}

@@ -66,7 +66,7 @@ pub(crate) struct SchedulerArgs {
     artifact_retention_runs: Option<u32>,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e}; write e.g. 5s, 30s or 2m"))
 }
 
