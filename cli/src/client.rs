@@ -19,6 +19,8 @@ use crate::Global;
 pub(crate) struct Client {
     server: String,
     token: Option<String>,
+    /// How long a call waits for the answer (`--timeout`); None: as long as it takes.
+    timeout: Option<Duration>,
     inner: pb::vishwa_client::VishwaClient<Channel>,
 }
 
@@ -26,7 +28,7 @@ impl Client {
     /// Connects to the scheduler at `server` over plain HTTP/2 or (`https://`) TLS trusting
     /// the system's roots.
     pub(crate) async fn connect(server: &str, token: Option<String>) -> Result<Client> {
-        Client::connect_tls(server, token, None).await
+        Client::connect_tls(server, token, None, None).await
     }
 
     /// Connects as the global flags say: --server, --token, --tls-ca.
@@ -35,6 +37,7 @@ impl Client {
             &global.server,
             global.token.clone(),
             global.tls_ca.as_deref(),
+            Some(global.timeout),
         )
         .await
     }
@@ -44,11 +47,16 @@ impl Client {
         server: &str,
         token: Option<String>,
         tls_ca: Option<&Path>,
+        timeout: Option<Duration>,
     ) -> Result<Client> {
-        let endpoint = endpoint(server, tls_ca)
+        let mut endpoint = endpoint(server, tls_ca)
             .map_err(|e| anyhow!("--server `{server}`: {e}"))?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5));
+        // Per call, until the answer (a stream's start) arrives; a stream then lives on.
+        if let Some(timeout) = timeout {
+            endpoint = endpoint.timeout(timeout);
+        }
         let channel = endpoint.connect().await.map_err(|e| {
             let cause = source_message(&e);
             anyhow!(
@@ -62,6 +70,7 @@ impl Client {
         Ok(Client {
             server: server.to_owned(),
             token,
+            timeout,
             inner,
         })
     }
@@ -77,6 +86,17 @@ impl Client {
     }
 
     fn fail(&self, status: Status) -> anyhow::Error {
+        if let Some(timeout) = self.timeout
+            && status.code() == Code::Cancelled
+            && status.message().to_ascii_lowercase().contains("timeout")
+        {
+            return anyhow!(
+                "the scheduler at {} did not answer within {} (--timeout); it is overloaded or \
+                 stuck: check its log, or pass a longer --timeout",
+                self.server,
+                humantime::format_duration(timeout)
+            );
+        }
         match status.code() {
             // The scheduler itself answered (e.g. its store cannot write): its message says
             // what is wrong; connection hints would mislead.
@@ -98,6 +118,10 @@ impl Client {
                     status.message(),
                     hint(&self.server, &format!("{} {cause}", status.message()))
                 )
+            }
+            // Bad input (an unknown param, a value over a limit): the usage exit code.
+            Code::InvalidArgument => {
+                crate::load::Invalid(format!("error: {}", status.message())).into()
             }
             _ => anyhow!("{}", status.message()),
         }

@@ -60,6 +60,16 @@ pub(crate) struct Global {
     /// CA certificate (PEM) to trust for an https:// scheduler [default: the system's roots].
     #[arg(long, global = true, env = "VISHWA_TLS_CA", value_name = "PEM")]
     tls_ca: Option<PathBuf>,
+    /// How long a call may wait for the scheduler's answer (a stream like --watch or
+    /// `logs -f`: for its start, not its whole life).
+    #[arg(
+        long,
+        global = true,
+        env = "VISHWA_TIMEOUT",
+        value_parser = commands::serve::parse_duration,
+        default_value = "30s"
+    )]
+    timeout: std::time::Duration,
     /// Output: tables for people, JSON for scripts.
     #[arg(
         short = 'o',

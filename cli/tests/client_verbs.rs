@@ -109,6 +109,21 @@ stages:
     servers.vishwa_ok(&["submit", &ok_path]);
     servers.vishwa_ok(&["submit", &failing_path]);
 
+    // Bad input the scheduler refuses exits 2, as the README says (issue 10).
+    let unknown = servers.vishwa(&["trigger", &ok, "-p", "nope=1"]);
+    assert_eq!(unknown.code(), 2, "{unknown}");
+    assert!(unknown.stderr.contains("unknown param `nope`"), "{unknown}");
+    let long_name = servers.vishwa(&["trigger", &"a".repeat(10_000)]);
+    assert_eq!(long_name.code(), 2, "{long_name}");
+    assert!(long_name.stderr.contains("at most 128"), "{long_name}");
+    let big = format!("x={}", "v".repeat(100 << 10));
+    let big_param = servers.vishwa(&["trigger", &ok, "-p", &big]);
+    assert_eq!(big_param.code(), 2, "{big_param}");
+    assert!(
+        big_param.stderr.contains("param `x` is 102400 bytes"),
+        "{big_param}"
+    );
+
     // --watch follows the run to its end; the exit code is its outcome.
     let watched = servers.vishwa(&["trigger", &ok, "--watch"]);
     assert_eq!(watched.code(), 0, "{watched}\n{}", servers.logs());
@@ -482,4 +497,21 @@ stages:
     );
     assert_eq!(servers.vishwa(&["logs", &run, "next"]).stdout, "next\n");
     assert_no_containers_of_run(&run);
+}
+
+/// Issue 10: a scheduler that accepts connections but never answers (here a socket nobody
+/// reads) does not hang the CLI: the call gives up after --timeout and says why.
+#[test]
+fn a_scheduler_that_never_answers_fails_the_call_after_the_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = format!("http://{}", silent.local_addr().unwrap());
+    let outcome = vishwa(&["--server", &server, "--timeout", "2s", "runs"]);
+    assert_ne!(outcome.code(), 0, "{outcome}");
+    assert!(
+        outcome
+            .stderr
+            .contains("did not answer within 2s (--timeout)"),
+        "{outcome}"
+    );
+    drop(silent);
 }

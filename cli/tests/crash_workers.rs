@@ -386,3 +386,49 @@ fn a_worker_stopped_with_sigterm_stops_a_stage_longer_than_its_grace_and_it_runs
     );
     assert_eq!(attempts[1].worker, staying);
 }
+
+/// Issue 10, defect 9: a second `vishwa worker` under a live worker's name is refused with
+/// a clear message and exits; the live one keeps its running container and finishes.
+#[test]
+fn a_second_worker_under_a_live_workers_name_is_refused_and_the_first_runs_on() {
+    let cluster = Cluster::new();
+    cluster.start_scheduler();
+    let worker = cluster.name("twin");
+    cluster.start_worker(&worker, 1, &[]);
+    let dag = cluster.name("twin");
+    cluster.submit(
+        "twin.yaml",
+        &one_stage_dag(&dag, "work", "sleep 4; echo done"),
+    );
+    let run = cluster.trigger(&dag, &[]);
+    let first = wait_first_attempt_running(&cluster, &run, &worker);
+
+    let mut twin = std::process::Command::new(cluster::VISHWA)
+        .args(["worker", "--scheduler", &cluster.url, "--name", &worker])
+        .args(["--slots", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot start the second worker");
+    let exited = wait_until(Duration::from_secs(20), || {
+        twin.try_wait().ok().flatten().is_some()
+    });
+    if !exited {
+        let _ = twin.kill();
+    }
+    let out = twin.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(exited, "the second worker kept running: {stderr}");
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("worker name `{worker}` is taken")) && stderr.contains("--name"),
+        "{stderr}"
+    );
+    assert!(
+        container_running(&cluster, &first),
+        "the live worker's container was touched"
+    );
+    let view = cluster.wait_run_final(&run, Duration::from_secs(60));
+    assert_every_stage_succeeded_once(&view);
+    assert_eq!(view.stage("work").attempts.len(), 1, "{}", view.summary());
+}

@@ -133,6 +133,18 @@ stages:
 
 #[test]
 fn interrupting_run_cancels_the_run_exits_3_and_leaves_no_container() {
+    interrupt_run_mid_stage(Signal::SIGINT);
+}
+
+/// Issue 10, defect 4: SIGTERM (what CI systems and `timeout` send) is treated like Ctrl-C.
+#[test]
+fn sigterm_to_run_cancels_the_run_exits_3_and_leaves_no_container() {
+    interrupt_run_mid_stage(Signal::SIGTERM);
+}
+
+/// Starts `vishwa run` of a long Docker stage, sends `signal` once the stage runs, and checks
+/// the run is cancelled, `vishwa run` exits 3 and no container of the run is left.
+fn interrupt_run_mid_stage(signal: Signal) {
     ensure_busybox_image();
     let dir = tempfile::tempdir().unwrap();
     let name = unique_name("cli-interrupt");
@@ -155,7 +167,7 @@ stages:
     assert!(running, "the sleeper never ran: {}", run.stdout());
     let id = run_id_of(&run.stdout());
 
-    run.signal(Signal::SIGINT);
+    run.signal(signal);
     let outcome = run.finish(Duration::from_secs(15));
     outcome.expect_code(3);
     assert!(
@@ -360,4 +372,90 @@ stages:
         .collect();
     assert!(stage_states.contains(&("greet", "succeeded")), "{run}");
     assert!(stage_states.contains(&("after", "succeeded")), "{run}");
+}
+
+/// A param a hostile operator might pass: command substitutions, backticks, `;`, both
+/// quotes, a newline, a glob and a variable. Each would run `touch` on `marker` if it ever
+/// became shell syntax.
+fn hostile_value(marker: &std::path::Path) -> String {
+    let m = marker.display();
+    format!(
+        "a $(touch {m}.1) `touch {m}.2` ; touch {m}.3 ' \" \n; touch {m}.4\n\\ * $HOME ${{HOME}} '$(touch {m}.5)'"
+    )
+}
+
+/// The hex SHA-256 of `text`.
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Issue 10, defect 5 (docs/security.md): params and items reach string-form commands,
+/// in Docker and in the process executor, verbatim in every quoting context, and nothing
+/// in them runs.
+#[test]
+fn params_and_items_in_shell_commands_arrive_verbatim_and_never_run() {
+    ensure_busybox_image();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let marker = dir.path().join("pwned");
+    let value = hostile_value(&marker);
+    let item = format!("i;touch {}.item", marker.display());
+    let name = unique_name("cli-inject");
+    let o = out.display();
+    let path = write_file(
+        dir.path(),
+        "inject.yaml",
+        &format!(
+            r#"name: {name}
+params:
+  x: ""
+stages:
+  - name: boxed
+    image: vishwa-test/busybox:1
+    command: printf '%s' {{{{ params.x }}}} | sha256sum; printf '%s' "{{{{ params.x }}}}" | sha256sum; printf '%s' 'q{{{{ params.x }}}}q' | sha256sum
+  - name: local
+    executor: process
+    command: |
+      printf '%s' {{{{ params.x }}}} > {o}/bare
+      printf '%s' "{{{{ params.x }}}}" > {o}/double
+      printf '%s' 'q{{{{ params.x }}}}q' > {o}/single
+      cat > {o}/heredoc <<EOF
+      {{{{ params.x }}}}
+      EOF
+  - name: each
+    executor: process
+    for_each: [{item:?}]
+    command: printf '%s' {{{{ item }}}} > {o}/item
+"#
+        ),
+    );
+    let outcome = vishwa(&["run", &path, "-p", &format!("x={value}")]);
+    outcome.expect_code(0);
+    let read = |file: &str| std::fs::read_to_string(out.join(file)).unwrap();
+    assert_eq!(read("bare"), value, "bare");
+    assert_eq!(read("double"), value, "double quotes");
+    assert_eq!(read("single"), format!("q{value}q"), "single quotes");
+    assert_eq!(read("heredoc"), format!("{value}\n"), "here-document");
+    assert_eq!(read("item"), item, "for_each item");
+    // In the container: the same bytes, hashed.
+    let plain = sha256_hex(&value);
+    let quoted = sha256_hex(&format!("q{value}q"));
+    let hashes: Vec<&str> = outcome
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("boxed ") && l.trim_end().ends_with(" -"))
+        .filter_map(|l| l.split_once('|')?.1.split_whitespace().next())
+        .collect();
+    assert_eq!(hashes, [&plain, &plain, &quoted], "{outcome}");
+    let ran: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pwned"))
+        .collect();
+    assert!(ran.is_empty(), "injected commands ran: {ran:?}");
 }

@@ -120,6 +120,7 @@ async fn instant_worker(engine: &EngineHandle) -> BenchResult<()> {
             memory_bytes: 0,
             gpus: Vec::new(),
             draining: false,
+            instance: String::new(),
         })
         .await?;
     let (tx, mut rx) = mpsc::unbounded_channel();

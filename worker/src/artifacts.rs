@@ -142,10 +142,16 @@ fn empty_dir(dir: &Path) -> std::io::Result<()> {
 
 /// A file or folder name that cannot leave its parent.
 fn safe_component(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
-        .collect();
+    // Percent-encoded, so distinct names stay distinct (`a/b` and `a_b` once shared a folder).
+    let mut cleaned = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '%' => cleaned.push_str("%25"),
+            '/' => cleaned.push_str("%2F"),
+            '\0' => cleaned.push_str("%00"),
+            c => cleaned.push(c),
+        }
+    }
     match cleaned.as_str() {
         "" | "." | ".." => format!("_{cleaned}"),
         _ => cleaned,
@@ -430,7 +436,9 @@ mod tests {
 
     #[test]
     fn names_cannot_leave_their_folder() {
-        assert_eq!(safe_component("train[a/b]"), "train[a_b]");
+        assert_eq!(safe_component("train[a/b]"), "train[a%2Fb]");
+        assert_eq!(safe_component("train[a_b]"), "train[a_b]");
+        assert_eq!(safe_component("train[a%2Fb]"), "train[a%252Fb]");
         assert_eq!(safe_component(".."), "_..");
         assert_eq!(safe_component("train[chocolate]"), "train[chocolate]");
     }

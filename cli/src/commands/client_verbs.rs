@@ -23,7 +23,15 @@ pub(crate) async fn dispatch(verb: Verb, global: &Global) -> Result<u8> {
         _ => None,
     };
     let params = match &verb {
-        Verb::Trigger { params, .. } => parse_params(params)?,
+        Verb::Trigger { dag, params, .. } => {
+            let params = parse_params(params)?;
+            vishwa_scheduler::api::limits::check_trigger(
+                dag,
+                params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .map_err(|e| crate::load::Invalid(format!("error: {e}")))?;
+            params
+        }
         _ => Default::default(),
     };
     let mut client = Client::from_global(global).await?;

@@ -161,17 +161,16 @@ async fn drive(
             run.stages_total
         );
     }
-    // Ctrl-C cancels the run (its containers are stopped) and waits for it to end.
+    // Ctrl-C or SIGTERM cancels the run (its containers are stopped) and waits for it to end.
     let mut cancel_client = client.clone();
     let run_id = run.run_id.clone();
+    let mut interrupts = super::serve::Interrupts::listen();
     let interrupt = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("cancelling run {run_id} (press Ctrl-C again to quit at once)");
-            let _ = cancel_client.cancel(&run_id).await;
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(i32::from(exit::CANCELLED));
-            }
-        }
+        interrupts.next().await;
+        eprintln!("cancelling run {run_id} (press Ctrl-C again to quit at once)");
+        let _ = cancel_client.cancel(&run_id).await;
+        interrupts.next().await;
+        std::process::exit(i32::from(exit::CANCELLED));
     });
     let last = watch_run(
         &mut client,

@@ -77,7 +77,7 @@ pub(crate) struct SchedulerArgs {
     max_log_bytes: Option<u64>,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e}; write e.g. 5s, 30s or 2m"))
 }
 
@@ -105,8 +105,9 @@ pub(crate) struct WorkerArgs {
     /// A host path stages may mount (with what lies below it); repeatable.
     #[arg(long = "allow-mount", value_name = "PATH")]
     allow_mounts: Vec<PathBuf>,
-    /// On SIGTERM, how long running stages may go on before they are stopped.
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    /// On SIGTERM or SIGINT the worker takes nothing new; this is how long running stages
+    /// may go on before they are stopped and reported (`--grace` is the old name).
+    #[arg(long = "drain-timeout", alias = "grace", value_parser = parse_duration, default_value = "30s")]
     grace: Duration,
     /// Where fetched DAG bundles are kept [default: a folder in the system's temp dir].
     #[arg(long)]
@@ -171,25 +172,44 @@ pub(crate) struct DevArgs {
     allow_mounts: Vec<PathBuf>,
 }
 
+/// SIGINT and SIGTERM, as one stream: CI systems and `timeout` send SIGTERM where a person
+/// presses Ctrl-C, and both mean the same.
+pub(crate) struct Interrupts {
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    /// Starts listening; without a SIGTERM handler only SIGINT is heard (and that is logged).
+    pub(crate) fn listen() -> Interrupts {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| warn!(error = %e, "cannot listen for SIGTERM"))
+            .ok();
+        Interrupts { term }
+    }
+
+    /// Waits for the next SIGINT or SIGTERM.
+    pub(crate) async fn next(&mut self) {
+        match &mut self.term {
+            Some(term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+}
+
 /// Cancels the returned token on SIGINT or SIGTERM.
 pub(crate) fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
+    let mut interrupts = Interrupts::listen();
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "cannot listen for SIGTERM");
-                    let _ = tokio::signal::ctrl_c().await;
-                    cancel.cancel();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        interrupts.next().await;
         info!("shutting down");
         cancel.cancel();
     });

@@ -260,6 +260,14 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         let r = request.into_inner();
         let target = r.dag.clone();
         let result = async {
+            super::limits::check_trigger(
+                &r.dag,
+                r.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .map_err(|reason| ApiError::InvalidRequest {
+                field: "trigger",
+                reason,
+            })?;
             let params = r.params.into_iter().collect();
             let run = self.engine.trigger_with(r.dag, params, r.no_cache).await?;
             let stages = self.store().run_stages(&run.id).map_err(ApiError::from)?;

@@ -23,6 +23,15 @@ pub enum ApiError {
     RunFinished { id: String, state: &'static str },
     #[error("worker `{worker}` is not registered; it must register first")]
     WorkerNotRegistered { worker: String },
+    #[error(
+        "worker name `{worker}` is taken: a live worker holds it (it heartbeats within its \
+         {lease:?} lease); start this worker with another --name, or stop the other one and \
+         retry once its lease has expired"
+    )]
+    WorkerNameTaken {
+        worker: String,
+        lease: std::time::Duration,
+    },
     #[error("attempt {attempt} is no longer current (lost, cancelled or superseded); stop it")]
     StaleAttempt { attempt: String },
     #[error("{field}: {reason}")]
@@ -67,6 +76,7 @@ impl From<ApiError> for Status {
             ApiError::ShuttingDown | ApiError::Store(StoreError::WriteFailed { .. }) => {
                 Status::unavailable(message)
             }
+            ApiError::WorkerNameTaken { .. } => Status::already_exists(message),
             ApiError::Store(_) | ApiError::Bundle(BundleError::Io(_)) => Status::internal(message),
             ApiError::Bundle(BundleError::Missing { .. }) => Status::not_found(message),
             ApiError::Bundle(_) => Status::invalid_argument(message),

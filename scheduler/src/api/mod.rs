@@ -6,6 +6,7 @@ mod client;
 mod convert;
 mod error;
 mod follow;
+pub mod limits;
 mod retention;
 mod schedule;
 mod security;

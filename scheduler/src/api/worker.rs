@@ -115,6 +115,7 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
                 memory_bytes: r.memory_bytes,
                 gpus: r.gpus,
                 draining: r.draining,
+                instance: r.instance,
             })
             .await?;
         Ok(Response::new(pb::RegisterResponse {

@@ -102,8 +102,20 @@ impl Authenticator {
         })?;
         let needed = role_needed(path);
         if !holder.role.allows(needed) {
+            let holders: Vec<&str> = [Role::Viewer, Role::Operator, Role::Worker, Role::Admin]
+                .into_iter()
+                .filter(|r| r.allows(needed))
+                .map(Role::as_str)
+                .collect();
+            let roles = match holders.split_last() {
+                Some((last, others)) if !others.is_empty() => format!(
+                    "the {needed} role, which {} and {last} tokens have",
+                    others.join(", ")
+                ),
+                _ => format!("the {needed} role"),
+            };
             return Err(Status::permission_denied(format!(
-                "{method} needs the {needed} role (or admin); token `{}` has the {} role",
+                "{method} needs {roles}; token `{}` has the {} role",
                 holder.name, holder.role
             )));
         }
@@ -275,11 +287,24 @@ mod tests {
             .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied);
         assert!(
-            status
-                .message()
-                .contains("TriggerRun needs the operator role"),
+            status.message().contains(
+                "TriggerRun needs the operator role, which operator and admin tokens have;"
+            ),
             "{}",
             status.message()
+        );
+        let admin_only = auth()
+            .check(
+                "/vishwa.v1.Vishwa/SetSecret",
+                Some(b"Bearer viewer-token-000000"),
+            )
+            .unwrap_err();
+        assert!(
+            admin_only
+                .message()
+                .contains("SetSecret needs the admin role;"),
+            "{}",
+            admin_only.message()
         );
         assert!(status.message().contains("`ro`"), "{}", status.message());
     }

@@ -52,12 +52,13 @@ impl DagError {
             } => format!("{}use one of: {}", did_you_mean(suggestion), list(allowed)),
             DuplicateKey { .. } => "remove or rename one of the two keys".to_owned(),
             InvalidDagName { .. } => {
-                "a DAG name starts with a lowercase letter and contains only a-z, 0-9 and `-`"
+                "a DAG name starts with a lowercase letter, contains only a-z, 0-9 and `-`, \
+                 and is at most 128 characters"
                     .to_owned()
             }
             InvalidStageName { .. } => {
-                "a stage name starts with a lowercase letter or digit and contains only a-z, \
-                 0-9, `_` and `-`"
+                "a stage name starts with a lowercase letter or digit, contains only a-z, \
+                 0-9, `_` and `-`, and is at most 128 characters"
                     .to_owned()
             }
             DuplicateStage { .. } => "give each stage a unique name".to_owned(),

@@ -59,8 +59,28 @@ pub enum ParamError {
         param: String,
         value: String,
     },
+    #[error(
+        "`for_each` of stage `{stage}` has item `{item}` twice; each item names one instance \
+         (`{stage}[{item}]`), so give each a distinct value"
+    )]
+    DuplicateItem { stage: StageName, item: String },
     #[error("no stage with index {index}")]
     NoSuchStage { index: usize },
+}
+
+/// Refuses a fan-out whose items would name the same instance twice (`1` and `"1"` too).
+fn unique_items(stage: &StageName, items: Vec<ParamValue>) -> Result<Vec<ParamValue>, ParamError> {
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    for item in &items {
+        let text = param_text(item);
+        if !seen.insert(text.clone()) {
+            return Err(ParamError::DuplicateItem {
+                stage: stage.clone(),
+                item: text,
+            });
+        }
+    }
+    Ok(items)
 }
 
 fn list(names: &[String]) -> String {
@@ -188,11 +208,13 @@ impl Dag {
         };
         match &spec.for_each {
             None => Ok(None),
-            Some(ForEach::List(items)) => Ok(Some(items.clone())),
+            Some(ForEach::List(items)) => unique_items(&spec.name, items.clone()).map(Some),
             Some(ForEach::Param(template)) => {
                 let param = for_each_param_name(template).unwrap_or(template.as_str());
                 match params.get(param).or_else(|| self.params.get(param)) {
-                    Some(ParamValue::Array(items)) => Ok(Some(items.clone())),
+                    Some(ParamValue::Array(items)) => {
+                        unique_items(&spec.name, items.clone()).map(Some)
+                    }
                     other => Err(ParamError::NotAList {
                         stage: spec.name.clone(),
                         param: param.to_owned(),

@@ -38,6 +38,8 @@ pub enum TemplateError {
     Undefined { template: String, detail: String },
     #[error("template `{template}` failed to render: {detail}")]
     Render { template: String, detail: String },
+    #[error("template `{template}` cannot be used safely in a shell command: {detail}")]
+    Shell { template: String, detail: String },
 }
 
 /// Whether `text` has template syntax at all; text without it is used as is.
@@ -57,16 +59,30 @@ fn environment() -> &'static Environment<'static> {
         if let Ok(config) = syntax.build() {
             env.set_syntax(config);
         }
-        // Booleans print as YAML and shells spell them (`true`), not as Python (`True`).
-        env.set_formatter(|out, state, value| match value.kind() {
-            ValueKind::Bool => {
-                let text = if value.is_true() { "true" } else { "false" };
-                out.write_str(text).map_err(minijinja::Error::from)
+        env.set_formatter(|out, state, value| {
+            // A shell-form command: the value goes to the environment, a marker to the text.
+            if let Some(marker) = crate::dag::shell::capture(|| plain_text(value)) {
+                return out.write_str(marker).map_err(minijinja::Error::from);
             }
-            _ => minijinja::escape_formatter(out, state, value),
+            match value.kind() {
+                ValueKind::Bool => out
+                    .write_str(&plain_text(value))
+                    .map_err(minijinja::Error::from),
+                _ => minijinja::escape_formatter(out, state, value),
+            }
         });
         env
     })
+}
+
+/// A rendered value as text: booleans print as YAML and shells spell them (`true`), not as
+/// Python (`True`); everything else as minijinja prints it.
+fn plain_text(value: &Value) -> String {
+    match value.kind() {
+        ValueKind::Bool if value.is_true() => "true".to_owned(),
+        ValueKind::Bool => "false".to_owned(),
+        _ => value.to_string(),
+    }
 }
 
 /// Renders a template from a DAG file. Strings without template syntax come back unchanged

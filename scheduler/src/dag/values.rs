@@ -18,6 +18,9 @@ pub(crate) fn loc(at: &serde_saphyr::Location) -> Location {
 /// `[a-z][a-z0-9-]*`
 pub(crate) fn is_dag_name(name: &str) -> bool {
     let mut bytes = name.bytes();
+    if name.len() > crate::api::limits::MAX_NAME_CHARS {
+        return false;
+    }
     matches!(bytes.next(), Some(b'a'..=b'z'))
         && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
 }
@@ -25,6 +28,9 @@ pub(crate) fn is_dag_name(name: &str) -> bool {
 /// `[a-z0-9][a-z0-9_-]*`
 pub(crate) fn is_stage_name(name: &str) -> bool {
     let mut bytes = name.bytes();
+    if name.len() > crate::api::limits::MAX_NAME_CHARS {
+        return false;
+    }
     matches!(bytes.next(), Some(b'a'..=b'z' | b'0'..=b'9'))
         && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
 }
@@ -189,6 +195,8 @@ mod tests {
         }
         assert!(is_stage_name("train_v2-x"));
         assert!(is_stage_name("0stage"));
+        assert!(is_dag_name(&"a".repeat(128)) && !is_dag_name(&"a".repeat(129)));
+        assert!(!is_stage_name(&"a".repeat(129)));
         for bad in ["", "Train", "-x", "train[0]", "a/b", "a b"] {
             assert!(!is_stage_name(bad), "{bad}");
         }

@@ -176,6 +176,14 @@ pub(super) fn cache_components(
             }
         }
     }
+    // Values a shell-form command refers to through `VISHWA_ARG_<n>` (dag/shell.rs): its
+    // text no longer holds them, so they join the key here.
+    for (name, value) in task.env.range("VISHWA_ARG_".to_owned()..) {
+        if !name.starts_with("VISHWA_ARG_") {
+            break;
+        }
+        env.insert(name.clone(), value.clone());
+    }
     match &stage.command {
         Some(crate::dag::Command::Shell(s)) => templates.push(s),
         Some(crate::dag::Command::Exec(args)) => templates.extend(args.iter().map(String::as_str)),

@@ -215,7 +215,7 @@ impl Engine {
                 reply,
             } => {
                 let result = self.register(registration, now);
-                self.reply(reply, Ok(result));
+                self.reply(reply, result);
             }
             Command::AttachInbox {
                 worker,

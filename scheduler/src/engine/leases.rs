@@ -13,9 +13,24 @@ use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
 use crate::run::{AttemptOutcome, Event};
 
 impl Engine {
-    pub(super) fn register(&mut self, r: WorkerRegistration, now: Millis) -> Registered {
+    pub(super) fn register(
+        &mut self,
+        r: WorkerRegistration,
+        now: Millis,
+    ) -> Result<Registered, ApiError> {
         let id = WorkerId(r.name.clone());
         let lease = self.config.lease.as_millis() as Millis;
+        if let Some(held) = self.workers.entries.get(&id)
+            && held.instance.as_ref().is_some_and(|i| *i != r.instance)
+            && held.lease_until > now
+            && held.inbox.as_ref().is_none_or(|inbox| !inbox.is_closed())
+        {
+            warn!(worker = %id, "refused a second worker under a live worker's name");
+            return Err(ApiError::WorkerNameTaken {
+                worker: r.name,
+                lease: self.config.lease,
+            });
+        }
         let reported: HashSet<AttemptId> = r.running.into_iter().collect();
         let previous = self.workers.entries.remove(&id);
         let mut running = HashMap::new();
@@ -52,16 +67,17 @@ impl Engine {
                 lease_until: now + lease,
                 last_seen_ms: now,
                 draining: r.draining,
+                instance: Some(r.instance),
                 freed: Default::default(),
             },
         );
         info!(worker = %id, slots = r.slots, "worker registered");
-        Registered {
+        Ok(Registered {
             worker: id,
             heartbeat_interval: self.config.heartbeat_interval,
             lease: self.config.lease,
             cancel,
-        }
+        })
     }
 
     pub(super) fn heartbeat(

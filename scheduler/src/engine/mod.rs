@@ -176,6 +176,9 @@ pub struct WorkerRegistration {
     pub gpus: Vec<String>,
     /// Shutting down: it reconnected only to finish what it runs.
     pub draining: bool,
+    /// Which process of the worker this is (random per process): while a live process holds
+    /// the name, another is refused.
+    pub instance: String,
 }
 
 /// The engine's answer to a registration.
@@ -415,7 +418,8 @@ impl EngineHandle {
         self.call(|reply| Command::Cancel { run, reply }).await
     }
 
-    /// Registers (or re-registers) a worker.
+    /// Registers (or re-registers) a worker; refused while another live process holds its
+    /// name.
     pub async fn register(&self, registration: WorkerRegistration) -> Result<Registered, ApiError> {
         self.call(|reply| Command::Register {
             registration,

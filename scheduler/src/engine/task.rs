@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use super::{DagFiles, TaskAssignment, TaskInput};
-use crate::dag::{Command, EnvValue, TemplateContext, param_text, render_template};
+use crate::dag::{
+    Command, EnvValue, TemplateContext, param_text, render_shell_command, render_template,
+    template_references,
+};
 use crate::ids::AttemptId;
 use crate::run::Run;
 use crate::secrets::SecretBox;
@@ -72,15 +75,6 @@ pub(crate) fn build_task(
     let render = |field: &str, text: &str| {
         render_template(text, &ctx).map_err(|e| format!("rendering {field}: {e}"))
     };
-    let command = match &stage.command {
-        None => None,
-        Some(Command::Shell(s)) => Some(Command::Shell(render("command", s)?)),
-        Some(Command::Exec(args)) => Some(Command::Exec(
-            args.iter()
-                .map(|a| render("command", a))
-                .collect::<Result<_, _>>()?,
-        )),
-    };
     let mut env = BTreeMap::new();
     let mut secret_env = Vec::new();
     for (name, value) in &stage.env {
@@ -107,6 +101,19 @@ pub(crate) fn build_task(
     if let Some(item) = &node.item {
         env.insert("VISHWA_ITEM".into(), param_text(item));
     }
+    let command = match &stage.command {
+        None => None,
+        // Values reach a shell script only through the environment (see dag/shell.rs).
+        Some(Command::Shell(s)) => Some(Command::Shell(
+            render_shell_command(s, &ctx, |value| shell_var(&mut env, s, value))
+                .map_err(|e| format!("rendering command: {e}"))?,
+        )),
+        Some(Command::Exec(args)) => Some(Command::Exec(
+            args.iter()
+                .map(|a| render("command", a))
+                .collect::<Result<_, _>>()?,
+        )),
+    };
     Ok(TaskAssignment {
         attempt: attempt.clone(),
         attempt_number,
@@ -145,6 +152,30 @@ pub(crate) fn task_inputs(run: &Run, i: usize) -> Vec<TaskInput> {
             })
         })
         .collect()
+}
+
+/// The variable that holds `value`, rendered from shell-form command `template`: the
+/// `VISHWA_ITEM` or `VISHWA_PARAM_*` variable of an item or param the template names when it
+/// holds exactly that text, else a `VISHWA_ARG_<n>` added to `env` for it.
+fn shell_var(env: &mut BTreeMap<String, String>, template: &str, value: &str) -> String {
+    let references = template_references(template).unwrap_or_default();
+    let mut named = references.iter().filter_map(|r| {
+        if r == "item" {
+            Some("VISHWA_ITEM".to_owned())
+        } else {
+            r.strip_prefix("params.")
+                .map(|name| format!("VISHWA_PARAM_{}", env_suffix(name)))
+        }
+    });
+    if let Some(var) = named.find(|var| env.get(var).is_some_and(|held| held == value)) {
+        return var;
+    }
+    let var = (1..)
+        .map(|n| format!("VISHWA_ARG_{n}"))
+        .find(|var| env.get(var).is_none_or(|held| held == value))
+        .unwrap_or_default();
+    env.insert(var.clone(), value.to_owned());
+    var
 }
 
 /// A param name as an environment variable suffix: upper case, anything else than letters
@@ -324,6 +355,35 @@ mod tests {
             error.contains("vishwa secret set registry-token"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn shell_commands_refer_to_values_through_the_environment() {
+        let yaml = "name: s\nparams:\n  rows: 5\n  ab: x\n  AB: y\nstages:\n  - name: s\n    \
+            image: i\n    command: \"echo {{ params.rows }} '{{ run.id }}' {{ params.AB }} \
+            {{ params.ab }}\"\n";
+        let run = one_stage_run(yaml);
+        let task = build_task(
+            &run,
+            0,
+            &AttemptId::random(),
+            1,
+            &DagFiles::default(),
+            &SecretSource::names_only(),
+        )
+        .expect("renders");
+        // `ab` and `AB` share VISHWA_PARAM_AB; the one it does not hold gets its own.
+        assert_eq!(
+            task.command,
+            Some(Command::Shell(
+                "echo \"$VISHWA_PARAM_ROWS\" ''\"$VISHWA_ARG_1\"'' \"$VISHWA_ARG_2\" \
+                 \"$VISHWA_PARAM_AB\""
+                    .to_owned()
+            ))
+        );
+        assert_eq!(task.env["VISHWA_ARG_1"], run.record.id.0);
+        assert_eq!(task.env["VISHWA_PARAM_AB"], "x");
+        assert_eq!(task.env["VISHWA_ARG_2"], "y");
     }
 
     #[test]

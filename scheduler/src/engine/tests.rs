@@ -68,6 +68,7 @@ async fn connect_worker(
             memory_bytes: 8 << 30,
             gpus: Vec::new(),
             draining: false,
+            instance: String::new(),
         })
         .await
         .unwrap();
@@ -419,6 +420,7 @@ stages:
         memory_bytes: 8 << 30,
         gpus: Vec::new(),
         draining: false,
+        instance: String::new(),
     };
     let gpu = f.engine.register(labelled("g1", "gpu")).await.unwrap();
     let (tx, mut g1) = mpsc::unbounded_channel();
@@ -519,4 +521,62 @@ stages:
     for beat in beats {
         beat.abort();
     }
+}
+
+fn registration(name: &str, instance: &str) -> WorkerRegistration {
+    WorkerRegistration {
+        name: name.into(),
+        slots: 1,
+        labels: Default::default(),
+        allow_process: false,
+        running: Vec::new(),
+        cpus: 4.0,
+        memory_bytes: 8 << 30,
+        gpus: Vec::new(),
+        draining: false,
+        instance: instance.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_second_process_under_a_live_workers_name_is_refused_and_changes_nothing() {
+    let f = engine_with_lease(Duration::from_secs(30)).await;
+    let first = f.engine.register(registration("w1", "a")).await.unwrap();
+    let (tx, mut inbox) = mpsc::unbounded_channel();
+    f.engine
+        .attach_inbox(first.worker.clone(), tx)
+        .await
+        .unwrap();
+    let error = f
+        .engine
+        .register(registration("w1", "b"))
+        .await
+        .expect_err("the name is held");
+    let status = tonic::Status::from(error);
+    assert_eq!(status.code(), tonic::Code::AlreadyExists);
+    assert!(status.message().contains("`w1`"), "{}", status.message());
+    assert!(status.message().contains("--name"), "{}", status.message());
+    // The holder still gets its tasks.
+    let run = f
+        .engine
+        .trigger("lease".into(), Default::default())
+        .await
+        .unwrap();
+    let task = next_task(&mut inbox).await;
+    assert_eq!(task.run, run.id);
+    // Its own reconnect is welcome; once its connection is gone, so is another process.
+    f.engine
+        .register(WorkerRegistration {
+            running: vec![task.attempt.clone()],
+            ..registration("w1", "a")
+        })
+        .await
+        .expect("the same process reconnects");
+    let (tx, inbox) = mpsc::unbounded_channel();
+    f.engine.attach_inbox(first.worker, tx).await.unwrap();
+    drop(inbox);
+    f.engine
+        .register(registration("w1", "b"))
+        .await
+        .expect("the holder's inbox is closed: the name is free");
 }

@@ -61,6 +61,8 @@ pub(crate) struct WorkerEntry {
     pub(crate) last_seen_ms: Millis,
     /// Shutting down: finishes what it runs, takes nothing new.
     pub(crate) draining: bool,
+    /// The process that registered it; None for a placeholder (after a scheduler restart).
+    pub(crate) instance: Option<String>,
     /// When each currently free slot was freed, oldest first (at most `offer.slots`): the
     /// next dispatch here takes the oldest, so the engine can tell how long a stage that
     /// waited for a slot waited after one was free.
@@ -78,6 +80,7 @@ impl WorkerEntry {
             lease_until,
             last_seen_ms: now,
             draining: false,
+            instance: None,
             freed: VecDeque::new(),
         }
     }
@@ -325,6 +328,7 @@ mod tests {
                 gpus: gpus.iter().map(|g| g.to_string()).collect(),
             },
             running: HashMap::new(),
+            instance: None,
             inbox: Some(tx),
             lease_until: i64::MAX,
             last_seen_ms: 0,

@@ -61,6 +61,8 @@ pub enum WorkerError {
          worker role: --token or VISHWA_TOKEN)"
     )]
     Refused { url: String, reason: String },
+    #[error("the scheduler at {url} refused this worker: {reason}")]
+    NameTaken { url: String, reason: String },
     #[error("cannot use {dir} for bundles: {reason}")]
     Cache { dir: PathBuf, reason: String },
 }

@@ -39,14 +39,9 @@ pub async fn run_worker(
         pb::worker_api_client::WorkerApiClient::with_interceptor(endpoint.connect_lazy(), token)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
-    remove_leftovers(&executors, &owner_label(&config)).await;
-    // Folders of attempts an earlier process of this worker ran: their containers are gone.
+    // Cleaning up after an earlier process of this worker waits for the first registration:
+    // while another live process holds the name, what is there is its, and is left alone.
     let attempts_dir = config.cache_dir.join("attempts");
-    if attempts_dir.exists()
-        && let Err(e) = std::fs::remove_dir_all(&attempts_dir)
-    {
-        warn!(dir = %attempts_dir.display(), error = %e, "cannot remove earlier attempts' folders");
-    }
     let attempt_dirs = Arc::new(AttemptDirPool::new(attempts_dir));
     let bundles =
         Arc::new(
@@ -56,7 +51,17 @@ pub async fn run_worker(
             })?,
         );
 
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        instance: format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        ),
+        ..Shared::default()
+    });
     let tracker = TaskTracker::new();
     let hard_stop = CancellationToken::new();
     tokio::spawn(stop_after_grace(
@@ -100,6 +105,15 @@ pub async fn run_worker(
                     status.code(),
                     Code::Unauthenticated | Code::PermissionDenied
                 );
+                // Another live worker holds the name: this one took nothing, cleaned nothing.
+                if status.code() == Code::AlreadyExists && shared.running().is_empty() {
+                    tracker.close();
+                    tracker.wait().await;
+                    return Err(WorkerError::NameTaken {
+                        url: config.scheduler.clone(),
+                        reason: status.message().to_owned(),
+                    });
+                }
                 // A wrong token does not fix itself; with nothing to report, stop and say so.
                 if refused && shared.running().is_empty() {
                     tracker.close();
@@ -123,6 +137,18 @@ pub async fn run_worker(
     tracker.wait().await;
     info!(worker = %config.name, "worker stopped");
     Ok(())
+}
+
+/// Removes what an earlier process of this worker left: its containers and its attempts'
+/// folders (the pool makes new ones as needed).
+async fn clean_up_earlier_process(config: &WorkerConfig, executors: &Executors) {
+    remove_leftovers(executors, &owner_label(config)).await;
+    let attempts_dir = config.cache_dir.join("attempts");
+    if attempts_dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(&attempts_dir)
+    {
+        warn!(dir = %attempts_dir.display(), error = %e, "cannot remove earlier attempts' folders");
+    }
 }
 
 /// Removes what an earlier process of this worker left behind, so no container is orphaned
@@ -233,9 +259,13 @@ impl Session<'_> {
                 memory_bytes: self.config.capacity.memory_bytes,
                 gpus: self.config.capacity.gpus.clone(),
                 draining: self.shared.draining(),
+                instance: self.shared.instance.clone(),
             })
             .await?
             .into_inner();
+        if !self.shared.cleaned.swap(true, Ordering::SeqCst) {
+            clean_up_earlier_process(self.config, self.tasks.executors).await;
+        }
         for attempt in &registered.cancel_attempts {
             self.shared
                 .cancel(attempt, "the scheduler no longer considers it current");

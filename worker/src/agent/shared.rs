@@ -17,6 +17,11 @@ pub(super) struct Shared {
     pub(super) running: Mutex<HashMap<String, CancellationToken>>,
     /// Shutting down: take nothing new.
     pub(super) draining: AtomicBool,
+    /// This process, to the scheduler: a registration from another process under the same
+    /// name is refused while this one is alive.
+    pub(super) instance: String,
+    /// Whether an earlier process's leftovers were cleaned up (after the first registration).
+    pub(super) cleaned: AtomicBool,
 }
 
 impl Shared {

@@ -131,6 +131,14 @@ fn for_each_items_come_from_the_list_or_the_resolved_param() {
         .resolve_params(&overrides(&[("flavours", "[]")]))
         .expect("empty");
     assert_eq!(dag.for_each_items(train, &params), Ok(Some(vec![])));
+    // Items that would name one instance twice are refused, naming the item.
+    let twice = dag
+        .resolve_params(&overrides(&[("flavours", "[a, b, a]")]))
+        .expect("a list");
+    assert!(matches!(
+        dag.for_each_items(train, &twice),
+        Err(ParamError::DuplicateItem { item, .. }) if item == "a"
+    ));
     let mut broken = params.clone();
     broken.insert("flavours".into(), json!("chocolate"));
     assert!(matches!(
