@@ -38,6 +38,10 @@ pub struct AttemptDirs {
     pub root: PathBuf,
     pub input: PathBuf,
     pub output: PathBuf,
+    /// The working directory of a process stage that has no DAG folder, made by
+    /// [`AttemptDirs::work_dir`] on first use and emptied with the others, so each attempt
+    /// finds it empty, like a scratch directory of its own.
+    pub work: PathBuf,
 }
 
 impl AttemptDirs {
@@ -47,6 +51,7 @@ impl AttemptDirs {
         let dirs = AttemptDirs {
             input: root.join("in"),
             output: root.join("out"),
+            work: root.join("work"),
             root,
         };
         let io = |e: std::io::Error| {
@@ -65,6 +70,12 @@ impl AttemptDirs {
         std::fs::set_permissions(&dirs.output, std::fs::Permissions::from_mode(0o777))
             .map_err(io)?;
         Ok(dirs)
+    }
+
+    /// The `work/` folder, made if this is its first use.
+    pub fn work_dir(&self) -> std::io::Result<&Path> {
+        std::fs::create_dir_all(&self.work)?;
+        Ok(&self.work)
     }
 
     /// Removes the folders; what is left is only logged.
@@ -98,7 +109,7 @@ impl AttemptDirPool {
         self.free.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Empty `in/` and `out/` folders for one attempt.
+    /// Empty `in/` and `out/` folders for one attempt (and `work/`, if it was made).
     pub fn acquire(&self) -> Result<AttemptDirs, ExecutorError> {
         // Another worker sharing this cache folder may have swept it when it started.
         if let Some(dirs) = self.free().pop()
@@ -117,7 +128,13 @@ impl AttemptDirPool {
     /// be emptied are deleted. A folder is made only when none is free, so the pool never
     /// holds more than the most attempts that ran here at once.
     pub fn release(&self, dirs: AttemptDirs) {
-        match empty_dir(&dirs.input).and_then(|()| empty_dir(&dirs.output)) {
+        let emptied = empty_dir(&dirs.input)
+            .and_then(|()| empty_dir(&dirs.output))
+            .and_then(|()| match empty_dir(&dirs.work) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            });
+        match emptied {
             Ok(()) => self.free().push(dirs),
             Err(e) => {
                 tracing::warn!(dir = %dirs.root.display(), error = %e, "cannot empty an attempt's folders; deleting them");
@@ -401,6 +418,7 @@ mod tests {
         std::fs::write(first.output.join("model.pkl"), b"m").unwrap();
         std::fs::create_dir(first.input.join("train")).unwrap();
         std::fs::write(first.input.join("train/data.csv"), b"d").unwrap();
+        std::fs::write(first.work_dir().unwrap().join("scratch.txt"), b"s").unwrap();
         // A second attempt running at the same time gets folders of its own.
         let second = pool.acquire().unwrap();
         assert_ne!(first.root, second.root);
@@ -410,6 +428,12 @@ mod tests {
         assert_eq!(again.root, root, "released folders are reused");
         assert_eq!(std::fs::read_dir(&again.input).unwrap().count(), 0);
         assert_eq!(std::fs::read_dir(&again.output).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(again.work_dir().unwrap())
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]

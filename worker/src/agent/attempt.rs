@@ -179,7 +179,9 @@ impl Attempt {
 }
 
 /// The task as the executor takes it, with the attempt's folders at `/vishwa/in` (read-only)
-/// and `/vishwa/out`; a process stage finds them through `VISHWA_IN` and `VISHWA_OUT`.
+/// and `/vishwa/out`; a process stage finds them through `VISHWA_IN` and `VISHWA_OUT`, and
+/// one without a DAG folder runs in the attempt's emptied `work/` folder (reused like `in/`
+/// and `out/`, so a chain of short stages makes no directory per attempt).
 fn with_io_dirs(choice: ExecutorChoice, spec: &TaskSpec, dirs: &AttemptDirs) -> TaskSpec {
     let mut spec = spec.clone();
     match choice {
@@ -206,6 +208,12 @@ fn with_io_dirs(choice: ExecutorChoice, spec: &TaskSpec, dirs: &AttemptDirs) -> 
                 "VISHWA_OUT".into(),
                 dirs.output.to_string_lossy().into_owned(),
             );
+            // Without it, the executor makes a scratch directory of its own.
+            if spec.local_dir.is_none()
+                && let Ok(work) = dirs.work_dir()
+            {
+                spec.local_dir = Some(work.to_path_buf());
+            }
         }
     }
     spec
