@@ -88,8 +88,9 @@ struct View {
     style: Style,
     stages: BTreeMap<String, pb::StageRun>,
     order: Vec<String>,
-    /// Last (state, attempt) printed per stage, so repeats are not printed again.
-    shown: BTreeMap<String, (i32, u32)>,
+    /// Last (state, attempt, message) printed per stage, so repeats are not printed again
+    /// (a queued stage is shown again when why it waits changes).
+    shown: BTreeMap<String, (i32, u32, String)>,
     width: usize,
     run: Option<pb::RunSummary>,
     drawn_lines: usize,
@@ -119,7 +120,7 @@ impl View {
             self.order.push(stage.name.clone());
             self.width = self.width.max(stage.name.chars().count()).min(40);
         }
-        let key = (stage.state, stage.attempt);
+        let key = (stage.state, stage.attempt, stage.message.clone());
         let changed = self.shown.get(&stage.name) != Some(&key);
         match self.style {
             Style::Lines if changed && stage.state != pb::StageState::Pending as i32 => {
@@ -270,6 +271,12 @@ impl View {
             ]);
         }
         let mut text = table.render();
+        for name in &self.order {
+            let s = &self.stages[name];
+            if s.state == pb::StageState::Queued as i32 && !s.message.is_empty() {
+                text.push_str(&format!("{name}: {}\n", s.message));
+            }
+        }
         if let Some(run) = &self.run {
             text.push_str(&format!(
                 "run {}: {} ({}/{} succeeded, {} failed, {} running)\n",

@@ -390,6 +390,7 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             states: true,
             tx,
             next_seq: HashMap::new(),
+            waiting: self.engine.waiting().clone(),
         };
         tokio::spawn(follower.follow(events, run, self.shutdown.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -430,6 +431,7 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             states: false,
             tx: event_tx,
             next_seq: HashMap::new(),
+            waiting: self.engine.waiting().clone(),
         };
         if r.follow {
             tokio::spawn(follower.follow(events, run, self.shutdown.clone()));

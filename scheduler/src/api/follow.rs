@@ -11,9 +11,9 @@ use vishwa_proto::v1 as pb;
 
 use super::convert::{log_line, run_summary};
 use super::error::ApiError;
-use crate::engine::EngineEvent;
+use crate::engine::{EngineEvent, Waiting};
 use crate::ids::RunId;
-use crate::run::RunRecord;
+use crate::run::{RunRecord, StageRecord};
 use crate::store::{LOG_PAGE_BYTES, LogPosition, LogRecord, Store};
 
 /// Messages queued for one client of a stream. Log messages hold up to a chunk each, so this
@@ -33,6 +33,8 @@ pub(super) struct Follower {
     /// Next log seq to send per (stage, attempt): what was sent from the store is not sent
     /// again when it also arrives live.
     pub(super) next_seq: HashMap<(String, u32), u64>,
+    /// Why queued stages wait, to fill their message.
+    pub(super) waiting: Waiting,
 }
 
 /// The client went away.
@@ -73,7 +75,7 @@ impl Follower {
             };
             let sent = match &*event {
                 EngineEvent::Stage { run, record } if *run == self.run && self.states => {
-                    self.send(pb::run_event::Event::Stage(record.into())).await
+                    self.send_stage(record).await
                 }
                 EngineEvent::Run(record) if record.id == self.run => {
                     let result = if self.states {
@@ -105,7 +107,7 @@ impl Follower {
         if self.states {
             let stages = self.store.run_stages(&self.run).unwrap_or_default();
             for s in &stages {
-                self.send(pb::run_event::Event::Stage(s.into())).await?;
+                self.send_stage(s).await?;
             }
             let summary = run_summary(run, Some(&stages));
             self.send(pb::run_event::Event::Run(summary)).await?;
@@ -181,6 +183,13 @@ impl Follower {
         *next = l.seq + 1;
         let line = log_line(self.run.as_str(), l);
         self.send(pb::run_event::Event::Log(line)).await
+    }
+
+    /// Sends a stage's state, with why it waits when it is queued for a worker.
+    async fn send_stage(&self, record: &StageRecord) -> Result<(), Gone> {
+        let mut stage = pb::StageRun::from(record);
+        self.waiting.explain(&self.run, record, &mut stage);
+        self.send(pb::run_event::Event::Stage(stage)).await
     }
 
     async fn send(&self, event: pb::run_event::Event) -> Result<(), Gone> {

@@ -12,6 +12,7 @@ use tracing::{debug, info};
 use super::dispatch::{Ready, ReadyQueue};
 use super::metrics::DispatchMetrics;
 use super::schedule::Schedules;
+use super::waiting::Waiting;
 use super::workers::Workers;
 use super::{Command, DagFiles, EngineConfig, EngineEvent, WorkerMessage};
 use crate::api::ApiError;
@@ -74,6 +75,10 @@ pub(crate) struct Engine {
     pub(super) cache_checks: Vec<(RunId, usize)>,
     /// Content digests of the local DAG folders of active runs (embedded modes), for keys.
     pub(super) local_dir_digests: HashMap<RunId, String>,
+    /// Why queued stages wait, shared with watchers.
+    pub(super) waiting: Waiting,
+    /// The reasons last noted per stage of a run, to publish only changes.
+    pub(super) waiting_noted: HashMap<(RunId, usize), String>,
 }
 
 impl Engine {
@@ -106,6 +111,8 @@ impl Engine {
             schedules: Schedules::default(),
             cache_checks: Vec::new(),
             local_dir_digests: HashMap::new(),
+            waiting: Waiting::default(),
+            waiting_noted: HashMap::new(),
         }
     }
 
@@ -156,6 +163,7 @@ impl Engine {
                 self.lose_undelivered();
                 self.resolve_cache_checks(now_ms());
                 self.dispatch();
+                self.note_waiting();
             }
             if let Err(e) = self.end_turn().await {
                 // Without a working store nothing can be promised; stop rather than act on

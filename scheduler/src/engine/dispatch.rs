@@ -73,6 +73,18 @@ impl ReadyQueue {
     }
 }
 
+impl ReadyQueue {
+    /// The stages of runs that have instances waiting in line.
+    pub(super) fn waiting_stages(&self) -> Vec<StageKey> {
+        self.lines
+            .values()
+            .flat_map(|l| l.queues.iter())
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
 fn move_to_front<T: PartialEq + Clone>(turns: &mut VecDeque<T>, item: &T) {
     if let Some(at) = turns.iter().position(|t| t == item) {
         turns.remove(at);

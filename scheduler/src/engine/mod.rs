@@ -32,12 +32,14 @@ mod runs;
 mod schedule;
 mod schedule_api;
 mod task;
+mod waiting;
 mod workers;
 
 pub use metrics::DispatchMetrics;
 pub use retention::DeletedRun;
 pub(crate) use schedule_api::ScheduleCommand;
 pub use schedule_api::{BackfillOutcome, BackfillRequest, BackfillSlot, PauseChange};
+pub use waiting::Waiting;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -298,6 +300,7 @@ pub struct EngineHandle {
     tx: mpsc::UnboundedSender<Command>,
     events: broadcast::Sender<Arc<EngineEvent>>,
     store: Arc<dyn Store>,
+    waiting: Waiting,
 }
 
 /// How many events a slow watcher may fall behind before it must re-read the store.
@@ -316,13 +319,24 @@ impl EngineHandle {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let mut engine = core::Engine::new(store.clone(), config, events.clone());
         engine.recover().await?;
+        let waiting = engine.waiting.clone();
         tracker.spawn(engine.run(rx, shutdown));
-        Ok(EngineHandle { tx, events, store })
+        Ok(EngineHandle {
+            tx,
+            events,
+            store,
+            waiting,
+        })
     }
 
     /// The store the engine writes to; reads may go straight to it.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Why queued stages wait for a worker (in memory, not stored).
+    pub fn waiting(&self) -> &Waiting {
+        &self.waiting
     }
 
     /// Events published after they are stored.

@@ -227,6 +227,46 @@ impl Workers {
         Some(reasons.join("; "))
     }
 
+    /// Why `stage` is still queued after a dispatch round, for people watching the run: what
+    /// it asks of a worker, then why none takes it now (none connected, none fits, the ones
+    /// that fit are busy or draining).
+    pub(crate) fn why_waiting(&self, stage: &Stage) -> String {
+        let live: Vec<(&WorkerId, &WorkerEntry)> = self
+            .entries
+            .iter()
+            .filter(|(_, w)| w.connected() && w.offer.slots > 0)
+            .collect();
+        let situation = if live.is_empty() {
+            "no worker connected".to_owned()
+        } else {
+            let mut misfits = Vec::new();
+            let mut fit = 0;
+            let mut off = 0;
+            for (id, w) in &live {
+                match w.never_fits(stage) {
+                    Some(why) => misfits.push(format!("{id} {why}")),
+                    None if w.draining || self.drained.contains(*id) => off += 1,
+                    None => fit += 1,
+                }
+            }
+            misfits.sort();
+            if fit + off == 0 {
+                let more = misfits.len().saturating_sub(3);
+                misfits.truncate(3);
+                let mut text = misfits.join("; ");
+                if more > 0 {
+                    text.push_str(&format!("; {more} more"));
+                }
+                text
+            } else if fit == 0 {
+                format!("the {off} that fit are draining")
+            } else {
+                format!("the {fit} that fit are busy")
+            }
+        };
+        format!("waiting for {}: {situation}", needs(stage))
+    }
+
     /// Records that `attempt` runs on `worker` holding `claim`; returns when the slot it
     /// takes was freed, if it was freed while the engine watched.
     pub(crate) fn assign(
@@ -294,6 +334,39 @@ impl Workers {
             })
             .collect()
     }
+}
+
+/// What `stage` asks of a worker, in words: `a worker with label gpu=true and 2 cpus`.
+fn needs(stage: &Stage) -> String {
+    let mut parts: Vec<String> = stage
+        .worker
+        .iter()
+        .map(|(k, v)| format!("label {k}={v}"))
+        .collect();
+    let r = &stage.resources;
+    if let Some(cpus) = r.cpus.filter(|c| *c > 0.0) {
+        parts.push(format!("{cpus} free cpus"));
+    }
+    if let Some(bytes) = r.memory_bytes.filter(|m| *m > 0) {
+        parts.push(format!("{} MiB free memory", bytes.div_ceil(1 << 20)));
+    }
+    if let Some(gpus) = r.gpus.filter(|g| *g > 0) {
+        parts.push(format!("{gpus} free gpus"));
+    }
+    let mut text = "a worker".to_owned();
+    if !parts.is_empty() {
+        let last = parts.pop().unwrap_or_default();
+        text.push_str(" with ");
+        if !parts.is_empty() {
+            text.push_str(&parts.join(", "));
+            text.push_str(" and ");
+        }
+        text.push_str(&last);
+    }
+    if stage.executor == ExecutorKind::Process {
+        text.push_str(" that allows process stages");
+    }
+    text
 }
 
 #[cfg(test)]
@@ -440,6 +513,39 @@ mod tests {
         assert!(
             w.why_nowhere(&s).is_none(),
             "it fits once capacity frees up"
+        );
+    }
+
+    #[test]
+    fn a_waiting_stage_says_what_it_needs_and_why_it_waits() {
+        let s = stage(
+            "{name: train, image: i, resources: {cpus: 2, memory: 1Gi}, worker: {gpu: 'true'}}",
+        );
+        let mut w = registry(vec![]);
+        assert_eq!(
+            w.why_waiting(&s),
+            "waiting for a worker with label gpu=true, 2 free cpus and 1024 MiB free memory: \
+             no worker connected"
+        );
+        w = registry(vec![("cpu1", worker(2, 8.0, 8 << 30, &[], &[]))]);
+        assert_eq!(
+            w.why_waiting(&s),
+            "waiting for a worker with label gpu=true, 2 free cpus and 1024 MiB free memory: \
+             cpu1 lacks label gpu=true"
+        );
+        w.entries.insert(
+            WorkerId::from("g"),
+            worker(1, 2.0, 2 << 30, &[], &[("gpu", "true")]),
+        );
+        let (id, claim) = w.pick_for(&s).unwrap();
+        w.assign(&id, AttemptId::from("a1"), claim);
+        assert!(w.why_waiting(&s).ends_with(": the 1 that fit are busy"));
+        w.drained.insert(WorkerId::from("g"));
+        assert!(w.why_waiting(&s).ends_with(": the 1 that fit are draining"));
+        let p = stage("{name: p, executor: process, command: 'true'}");
+        assert_eq!(
+            registry(vec![]).why_waiting(&p),
+            "waiting for a worker that allows process stages: no worker connected"
         );
     }
 
