@@ -325,7 +325,14 @@ impl pb::vishwa_server::Vishwa for ClientApi {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.to_string()))
                 .collect(),
-            stages: stages.iter().map(pb::StageRun::from).collect(),
+            stages: stages
+                .iter()
+                .map(|s| {
+                    let mut stage = pb::StageRun::from(s);
+                    self.engine.waiting().explain(&run.id, s, &mut stage);
+                    stage
+                })
+                .collect(),
             retries: run
                 .retries
                 .iter()

@@ -580,3 +580,65 @@ async fn a_second_process_under_a_live_workers_name_is_refused_and_changes_nothi
         .await
         .expect("the holder's inbox is closed: the name is free");
 }
+
+/// Stage events published for `run` so far.
+fn stage_events(
+    events: &mut tokio::sync::broadcast::Receiver<Arc<EngineEvent>>,
+    run: &RunId,
+) -> usize {
+    let mut n = 0;
+    while let Ok(event) = events.try_recv() {
+        if matches!(&*event, EngineEvent::Stage { run: r, .. } if r == run) {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test]
+async fn a_queued_stage_says_why_it_waits_and_is_published_only_when_that_changes() {
+    let f = engine_with_lease(Duration::from_secs(30)).await;
+    let waiting = f.engine.waiting().clone();
+    let first = f
+        .engine
+        .trigger("lease".into(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting.reason(&first.id, "work").as_deref(),
+        Some("waiting for a worker: no worker connected")
+    );
+    let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
+    next_task(&mut w1).await;
+    assert_eq!(waiting.reason(&first.id, "work"), None, "it runs");
+
+    let mut events = f.engine.subscribe();
+    let second = f
+        .engine
+        .trigger("lease".into(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting.reason(&second.id, "work").as_deref(),
+        Some("waiting for a worker: the 1 that fit are busy")
+    );
+    let published = stage_events(&mut events, &second.id);
+    assert!(published >= 1, "the queued stage was published");
+    // Turns that change nothing publish nothing more about it.
+    for _ in 0..5 {
+        f.engine.workers().await.unwrap();
+    }
+    assert_eq!(stage_events(&mut events, &second.id), 0);
+    // The worker drains: the reason changes, and that is published.
+    f.engine
+        .heartbeat(WorkerId::from("w1"), vec![], true)
+        .await
+        .unwrap();
+    wait_until("the new reason", || {
+        waiting.reason(&second.id, "work").as_deref()
+            == Some("waiting for a worker: the 1 that fit are draining")
+    })
+    .await;
+    f.engine.workers().await.unwrap();
+    assert!(stage_events(&mut events, &second.id) >= 1);
+}

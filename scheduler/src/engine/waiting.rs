@@ -23,7 +23,7 @@ impl Waiting {
         board.get(run)?.get(stage).cloned()
     }
 
-    /// Fills the message of `record`'s stage message when it is queued for a worker.
+    /// Fills in why a stage queued for a worker waits, unless its message says something else.
     pub fn explain(
         &self,
         run: &RunId,
@@ -42,6 +42,12 @@ impl Waiting {
             && let Some(reason) = self.reason(run, &record.instance)
         {
             stage.message = reason;
+        }
+    }
+
+    fn forget(&self, run: &RunId) {
+        if let Ok(mut board) = self.0.lock() {
+            board.remove(run);
         }
     }
 
@@ -94,7 +100,7 @@ impl Engine {
                 let name = run.plan.dag.stages[key.1].name.to_string();
                 self.waiting.set(&key.0, &name, None);
             } else {
-                self.waiting.0.lock().map(|mut b| b.remove(&key.0)).ok();
+                self.waiting.forget(&key.0);
             }
         }
         for (key, reason) in &now {
@@ -106,8 +112,10 @@ impl Engine {
             };
             let name = run.plan.dag.stages[key.1].name.to_string();
             self.waiting.set(&key.0, &name, Some(reason));
+            // Instances that changed this turn are published at its end anyway.
             for (i, node) in run.plan.nodes.iter().enumerate() {
                 if node.stage == key.1
+                    && !run.is_dirty(i)
                     && matches!(
                         run.stages[i].state,
                         StageState::Queued {

@@ -240,6 +240,11 @@ impl Run {
         (run, stages)
     }
 
+    /// Whether instance `i` changed since the last [`Run::take_dirty`].
+    pub fn is_dirty(&self, i: usize) -> bool {
+        self.dirty.contains(&i)
+    }
+
     /// Whether instance `i` is queued and holds a dispatch slot.
     pub fn is_dispatchable(&self, i: usize) -> bool {
         matches!(
