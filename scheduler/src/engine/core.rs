@@ -9,14 +9,13 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::dispatch::{Ready, ReadyQueue};
 use super::metrics::DispatchMetrics;
-use super::schedule::Schedules;
+use super::state::{AttemptRoute, Effect, Ready, ReadyQueue, Schedules};
 use super::workers::Workers;
 use super::{Command, DagFiles, EngineConfig, EngineEvent, WorkerMessage};
 use crate::api::ApiError;
 use crate::dag::Dag;
-use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
+use crate::ids::{AttemptId, Millis, RunId, now_ms};
 use crate::run::{Action, AttemptOutcome, Event, Run, StageState, TransitionError};
 use crate::store::{Store, WriteBatch};
 
@@ -24,20 +23,6 @@ use crate::store::{Store, WriteBatch};
 const MAX_COMMANDS_PER_TURN: usize = 4096;
 /// How often leases are checked.
 const LEASE_CHECK: Duration = Duration::from_millis(500);
-
-/// Where an attempt runs.
-#[derive(Debug, Clone)]
-pub(super) struct AttemptRoute {
-    pub(super) run: RunId,
-    pub(super) instance: usize,
-    pub(super) worker: WorkerId,
-}
-
-/// Work to do once the turn's writes are durable.
-pub(super) enum Effect {
-    Reply(Box<dyn FnOnce() + Send>),
-    Send(WorkerId, WorkerMessage),
-}
 
 pub(crate) struct Engine {
     pub(super) store: Arc<dyn Store>,

@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use tracing::{debug, info, warn};
 
-use super::core::{AttemptRoute, Engine};
+use super::core::Engine;
+use super::state::AttemptRoute;
 use super::workers::{Offer, WorkerEntry};
 use super::{HeartbeatReply, Registered, WorkerRegistration, WorkerView};
 use crate::api::ApiError;

@@ -31,6 +31,7 @@ mod retention;
 mod runs;
 mod schedule;
 mod schedule_api;
+mod state;
 mod task;
 mod workers;
 

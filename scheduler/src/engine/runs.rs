@@ -7,7 +7,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use super::core::{AttemptRoute, Engine, transition_error};
+use super::core::{Engine, transition_error};
+use super::state::AttemptRoute;
 use super::workers::{Claim, WorkerEntry};
 use super::{DagFiles, Submitted};
 use crate::api::ApiError;

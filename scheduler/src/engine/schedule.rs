@@ -17,14 +17,14 @@
 //! Slots fired together after downtime (`catchup: all`) do not skip one another; they queue
 //! under `max_active_runs`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
 use super::core::Engine;
 use crate::api::ApiError;
-use crate::cron::{ScheduleBook, due_slots, format_utc, next_fire_ms, slot_run_id};
+use crate::cron::{due_slots, format_utc, next_fire_ms, slot_run_id};
 use crate::dag::{Dag, Overlap, Schedule};
 use crate::engine::EngineEvent;
 use crate::ids::{Millis, RunId};
@@ -36,15 +36,6 @@ mod control;
 /// Slots one DAG fires per turn at most while catching up with `catchup: all`; the rest
 /// follow in the next turns, so one long downtime cannot stall the engine.
 const MAX_SLOTS_PER_TURN: usize = 1_000;
-
-/// The engine's schedule state.
-#[derive(Debug, Default)]
-pub(super) struct Schedules {
-    book: ScheduleBook,
-    /// DAGs part way through a `catchup: all` catch-up larger than one turn's share: their
-    /// next share continues the same catch-up and does not overlap the runs it started.
-    catching_up: HashSet<String>,
-}
 
 impl Engine {
     /// Loads every scheduled DAG's cursor at startup; slots missed while the scheduler was
