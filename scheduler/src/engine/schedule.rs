@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
+use super::EngineError;
 use super::core::Engine;
-use crate::api::ApiError;
 use crate::cron::{due_slots, format_utc, next_fire_ms, slot_run_id};
 use crate::dag::{Dag, Overlap, Schedule};
 use crate::engine::EngineEvent;
@@ -40,7 +40,7 @@ const MAX_SLOTS_PER_TURN: usize = 1_000;
 impl Engine {
     /// Loads every scheduled DAG's cursor at startup; slots missed while the scheduler was
     /// down become due at once and the catch-up policy decides about them in the next turn.
-    pub(super) fn recover_schedules(&mut self, now: Millis) -> Result<(), ApiError> {
+    pub(super) fn recover_schedules(&mut self, now: Millis) -> Result<(), EngineError> {
         if !self.config.schedules {
             return Ok(());
         }
@@ -290,7 +290,7 @@ impl Engine {
     }
 
     /// The state of the run standing for a slot, if the slot has one.
-    pub(super) fn slot_state(&self, id: &RunId) -> Result<Option<RunState>, ApiError> {
+    pub(super) fn slot_state(&self, id: &RunId) -> Result<Option<RunState>, EngineError> {
         if let Some(run) = self.runs.get(id) {
             return Ok(Some(run.record.state));
         }
@@ -304,7 +304,7 @@ impl Engine {
         slot: Millis,
         trigger: TriggerKind,
         now: Millis,
-    ) -> Result<RunId, ApiError> {
+    ) -> Result<RunId, EngineError> {
         let current = self.current_dag(name)?;
         let dag = self.load_dag(name, &current.version)?;
         let params = dag.resolve_params(&BTreeMap::new())?;
@@ -371,10 +371,10 @@ impl Engine {
         self.published.push(Arc::new(EngineEvent::Run(record)));
     }
 
-    pub(super) fn current_dag(&self, name: &str) -> Result<DagRecord, ApiError> {
+    pub(super) fn current_dag(&self, name: &str) -> Result<DagRecord, EngineError> {
         self.store
             .get_dag(name)?
-            .ok_or_else(|| ApiError::DagNotFound {
+            .ok_or_else(|| EngineError::DagNotFound {
                 name: name.to_owned(),
             })
     }
