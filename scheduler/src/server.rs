@@ -20,6 +20,7 @@ use crate::artifacts::retention::{BLOB_GRACE, RetentionPolicy, collect_garbage, 
 use crate::artifacts::{ArtifactError, BlobStore, DEFAULT_MAX_ARTIFACT_BYTES};
 use crate::auth::{AuthLayer, Authenticator, Tokens, TokensError};
 use crate::bundle::{BundleError, BundleStore, DEFAULT_MAX_BUNDLE_BYTES};
+use crate::engine::EngineError;
 use crate::engine::{EngineConfig, EngineHandle};
 use crate::secrets::{DEFAULT_KEY_FILE, SecretBox, SecretError};
 use crate::store::{SledStore, Store, StoreError};
@@ -110,6 +111,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Api(#[from] ApiError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error(transparent)]
@@ -300,7 +303,7 @@ impl Scheduler {
         }
         match served {
             Ok(result) => result.map_err(ServeError::from),
-            Err(join) => Err(ServeError::Api(ApiError::InvalidRequest {
+            Err(join) => Err(ServeError::Engine(EngineError::InvalidRequest {
                 field: "server",
                 reason: join.to_string(),
             })),

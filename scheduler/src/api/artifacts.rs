@@ -15,6 +15,7 @@ use vishwa_proto::v1 as pb;
 use super::convert::{artifact, artifact_use};
 use super::error::ApiError;
 use crate::artifacts::{ArtifactError, BlobStore};
+use crate::engine::EngineError;
 use crate::ids::RunId;
 use crate::store::Store;
 
@@ -26,9 +27,11 @@ const MIN_DIGEST_PREFIX: usize = 8;
 
 /// The blob store, or the error saying this scheduler has none.
 pub(crate) fn blobs(blobs: &Option<Arc<BlobStore>>) -> Result<Arc<BlobStore>, ApiError> {
-    blobs.clone().ok_or_else(|| ApiError::InvalidRequest {
-        field: "artifacts",
-        reason: "this scheduler was started without an artifact store".to_owned(),
+    blobs.clone().ok_or_else(|| {
+        ApiError::Engine(EngineError::InvalidRequest {
+            field: "artifacts",
+            reason: "this scheduler was started without an artifact store".to_owned(),
+        })
     })
 }
 
@@ -39,7 +42,7 @@ pub(crate) fn list_artifacts(
 ) -> Result<pb::ListArtifactsResponse, ApiError> {
     let run = RunId(run_id.to_owned());
     if store.get_run(&run)?.is_none() {
-        return Err(ApiError::RunNotFound { id: run.0 });
+        return Err(ApiError::Engine(EngineError::RunNotFound { id: run.0 }));
     }
     let artifacts = store
         .run_artifacts(&run)?
@@ -57,13 +60,13 @@ pub(crate) fn find_artifact(
     let prefix = digest.trim().to_ascii_lowercase();
     let hex = prefix.bytes().all(|b| b.is_ascii_hexdigit());
     if prefix.len() < MIN_DIGEST_PREFIX || prefix.len() > 64 || !hex {
-        return Err(ApiError::InvalidRequest {
+        return Err(ApiError::Engine(EngineError::InvalidRequest {
             field: "digest",
             reason: format!(
                 "`{digest}` is not a digest; give at least {MIN_DIGEST_PREFIX} hex characters \
                  of a sha256 as `vishwa artifacts RUN` shows it"
             ),
-        });
+        }));
     }
     let producers = store.artifacts_by_digest(&prefix)?;
     let digests: BTreeSet<&str> = producers.iter().map(|a| a.digest.as_str()).collect();
@@ -85,14 +88,14 @@ pub(crate) fn get_artifact(
     path: &str,
 ) -> Result<ChunkStream, ApiError> {
     let Some((stage, name)) = path.rsplit_once('/') else {
-        return Err(ApiError::InvalidRequest {
+        return Err(ApiError::Engine(EngineError::InvalidRequest {
             field: "path",
             reason: format!("`{path}` must be STAGE/FILE, e.g. train/model.pkl"),
-        });
+        }));
     };
     let run = RunId(run_id.to_owned());
     if store.get_run(&run)?.is_none() {
-        return Err(ApiError::RunNotFound { id: run.0 });
+        return Err(ApiError::Engine(EngineError::RunNotFound { id: run.0 }));
     }
     let artifacts = store.run_artifacts(&run)?;
     let Some(found) = artifacts
@@ -103,7 +106,7 @@ pub(crate) fn get_artifact(
             .iter()
             .map(|a| format!("{}/{}", a.stage, a.name))
             .collect();
-        return Err(ApiError::InvalidRequest {
+        return Err(ApiError::Engine(EngineError::InvalidRequest {
             field: "path",
             reason: format!(
                 "run {run_id} has no output {path}; it has: {}",
@@ -113,7 +116,7 @@ pub(crate) fn get_artifact(
                     known.join(", ")
                 }
             ),
-        });
+        }));
     };
     Ok(stream_blob(blobs, found.digest.clone(), found.name.clone()))
 }

@@ -20,6 +20,7 @@ use crate::artifacts::BlobStore;
 use crate::auth::Caller;
 use crate::bundle::{BundleError, BundleStore};
 use crate::dag::{Dag, parse_dag};
+use crate::engine::EngineError;
 use crate::engine::{BackfillRequest, DagFiles, EngineHandle};
 use crate::ids::{RunId, WorkerId};
 use crate::run::{RetryMode, RunRecord, StageRecord};
@@ -93,8 +94,10 @@ impl ClientApi {
         let stored = self
             .store()
             .get_dag_version(name, version)?
-            .ok_or_else(|| ApiError::DagNotFound {
-                name: name.to_owned(),
+            .ok_or_else(|| {
+                ApiError::Engine(EngineError::DagNotFound {
+                    name: name.to_owned(),
+                })
             })?;
         let dag = Arc::new(parse_dag(&stored.source, &stored.file_name)?);
         self.lock_dags().insert(key, dag.clone());
@@ -110,12 +113,11 @@ impl ClientApi {
         name: &str,
         last_runs: &BTreeMap<String, RunRecord>,
     ) -> Result<pb::DagSummary, ApiError> {
-        let record = self
-            .store()
-            .get_dag(name)?
-            .ok_or_else(|| ApiError::DagNotFound {
+        let record = self.store().get_dag(name)?.ok_or_else(|| {
+            ApiError::Engine(EngineError::DagNotFound {
                 name: name.to_owned(),
-            })?;
+            })
+        })?;
         let dag = self.dag(name, &record.version)?;
         let (schedule, timezone) = dag
             .schedule
@@ -168,7 +170,7 @@ impl ClientApi {
     fn get_run_record(&self, id: &str) -> Result<RunRecord, ApiError> {
         self.store()
             .get_run(&RunId::from(id))?
-            .ok_or_else(|| ApiError::RunNotFound { id: id.to_owned() })
+            .ok_or_else(|| ApiError::Engine(EngineError::RunNotFound { id: id.to_owned() }))
     }
 }
 
@@ -244,7 +246,7 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             .store()
             .get_dag_version(&name, &summary.version)
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::DagNotFound { name: name.clone() })?;
+            .ok_or_else(|| ApiError::Engine(EngineError::DagNotFound { name: name.clone() }))?;
         Ok(Response::new(pb::GetDagResponse {
             dag: Some(summary),
             file_name: version.file_name,
@@ -264,9 +266,11 @@ impl pb::vishwa_server::Vishwa for ClientApi {
                 &r.dag,
                 r.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             )
-            .map_err(|reason| ApiError::InvalidRequest {
-                field: "trigger",
-                reason,
+            .map_err(|reason| {
+                ApiError::Engine(EngineError::InvalidRequest {
+                    field: "trigger",
+                    reason,
+                })
             })?;
             let params = r.params.into_iter().collect();
             let run = self.engine.trigger_with(r.dag, params, r.no_cache).await?;
@@ -417,14 +421,14 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             let known = self.store().run_stages(&run.id).map_err(ApiError::from)?;
             if !known.iter().any(|s| &s.instance == stage) {
                 let names: Vec<_> = known.iter().map(|s| s.instance.as_str()).collect();
-                return Err(ApiError::InvalidRequest {
+                return Err(ApiError::Engine(EngineError::InvalidRequest {
                     field: "stage",
                     reason: format!(
                         "run {} has no stage `{stage}`; its stages are: {}",
                         run.id,
                         names.join(", ")
                     ),
-                }
+                })
                 .into());
             }
         }
@@ -477,10 +481,10 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             let mode = match (r.from_stage.is_empty(), r.only) {
                 (true, false) => RetryMode::Failed,
                 (true, true) => {
-                    return Err(ApiError::InvalidRequest {
+                    return Err(ApiError::Engine(EngineError::InvalidRequest {
                         field: "only",
                         reason: "--only needs a stage: vishwa retry RUN --from STAGE --only".into(),
-                    }
+                    })
                     .into());
                 }
                 (false, false) => RetryMode::From(r.from_stage),
@@ -637,8 +641,10 @@ impl pb::vishwa_server::Vishwa for ClientApi {
                 .store()
                 .get_dag(&r.dag)
                 .map_err(ApiError::from)?
-                .ok_or_else(|| ApiError::DagNotFound {
-                    name: r.dag.clone(),
+                .ok_or_else(|| {
+                    ApiError::Engine(EngineError::DagNotFound {
+                        name: r.dag.clone(),
+                    })
                 })?
                 .version;
             let dag = self.dag(&r.dag, &version)?;

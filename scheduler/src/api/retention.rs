@@ -13,6 +13,7 @@ use crate::artifacts::BlobStore;
 use crate::artifacts::retention::{RetentionPolicy, free_blobs};
 use crate::auth::Caller;
 use crate::engine::DeletedRun;
+use crate::engine::EngineError;
 use crate::ids::RunId;
 use crate::store::Store;
 
@@ -26,10 +27,10 @@ impl ClientApi {
         let target = r.run_ids.join(",");
         let result = async {
             if r.run_ids.is_empty() {
-                return Err(ApiError::InvalidRequest {
+                return Err(ApiError::Engine(EngineError::InvalidRequest {
                     field: "run_ids",
                     reason: "name at least one run: vishwa runs delete RUN...".to_owned(),
-                }
+                })
                 .into());
             }
             let ids = r
@@ -66,11 +67,11 @@ impl ClientApi {
         );
         let result = async {
             if !policy.is_active() {
-                return Err(ApiError::InvalidRequest {
+                return Err(ApiError::Engine(EngineError::InvalidRequest {
                     field: "older_than_ms",
                     reason: "say what to prune: --older-than AGE (e.g. 7d) and/or --keep N"
                         .to_owned(),
-                }
+                })
                 .into());
             }
             let deleted = self.engine().prune_runs(policy).await?;

@@ -9,6 +9,7 @@ use super::client::ClientApi;
 use super::error::ApiError;
 use crate::auth::Caller;
 use crate::dag::is_secret_name;
+use crate::engine::EngineError;
 use crate::secrets::MAX_SECRET_BYTES;
 use crate::store::AuditEntry;
 
@@ -60,48 +61,49 @@ impl ClientApi {
         r: pb::SetSecretRequest,
     ) -> Result<Response<pb::SetSecretResponse>, Status> {
         if !is_secret_name(&r.name) {
-            return Err(ApiError::InvalidRequest {
+            return Err(ApiError::Engine(EngineError::InvalidRequest {
                 field: "name",
                 reason: format!(
                     "`{}` is not a secret name; use letters, digits, `_`, `-` and `.`",
                     r.name
                 ),
-            }
+            })
             .into());
         }
         if r.value.len() > MAX_SECRET_BYTES {
-            return Err(ApiError::InvalidRequest {
+            return Err(ApiError::Engine(EngineError::InvalidRequest {
                 field: "value",
                 reason: format!(
                     "the value has {} bytes; secrets hold at most {MAX_SECRET_BYTES}",
                     r.value.len()
                 ),
-            }
+            })
             .into());
         }
-        let value = std::str::from_utf8(&r.value).map_err(|_| ApiError::InvalidRequest {
-            field: "value",
-            reason: "the value is not UTF-8 text; stages receive secrets as environment \
+        let value = std::str::from_utf8(&r.value).map_err(|_| {
+            ApiError::Engine(EngineError::InvalidRequest {
+                field: "value",
+                reason: "the value is not UTF-8 text; stages receive secrets as environment \
                      variables, which hold text (base64-encode binary values)"
-                .into(),
+                    .into(),
+            })
         })?;
         // A trailing newline from `echo value | vishwa secret set` is not part of the value.
         let value = value.strip_suffix('\n').unwrap_or(value);
         let value = value.strip_suffix('\r').unwrap_or(value);
         if value.is_empty() {
-            return Err(ApiError::InvalidRequest {
+            return Err(ApiError::Engine(EngineError::InvalidRequest {
                 field: "value",
                 reason: "the value is empty; pass it on stdin".into(),
-            }
+            })
             .into());
         }
-        let key = self
-            .secrets
-            .as_ref()
-            .ok_or_else(|| ApiError::InvalidRequest {
+        let key = self.secrets.as_ref().ok_or_else(|| {
+            ApiError::Engine(EngineError::InvalidRequest {
                 field: "secret",
                 reason: "this scheduler has no secret key".into(),
-            })?;
+            })
+        })?;
         let replaced = self
             .store()
             .get_secret(&r.name)

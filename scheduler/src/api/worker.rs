@@ -14,6 +14,7 @@ use super::convert::{artifact_ref_from_pb, log_stream_from_pb, outcome_from_pb};
 use super::error::ApiError;
 use crate::artifacts::BlobStore;
 use crate::bundle::{BundleError, BundleStore};
+use crate::engine::EngineError;
 use crate::engine::{EngineHandle, Produced, WorkerMessage, WorkerRegistration};
 use crate::ids::{AttemptId, RunId, WorkerId};
 use crate::run::AttemptOutcome;
@@ -75,10 +76,10 @@ impl WorkerApi {
 
 fn required<'a>(field: &'static str, value: &'a str) -> Result<&'a str, Status> {
     if value.is_empty() {
-        return Err(ApiError::InvalidRequest {
+        return Err(ApiError::Engine(EngineError::InvalidRequest {
             field,
             reason: "must not be empty".to_owned(),
-        }
+        })
         .into());
     }
     Ok(value)
@@ -224,9 +225,11 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
         request: Request<pb::ReportResultRequest>,
     ) -> Result<Response<pb::ReportAck>, Status> {
         let r = request.into_inner();
-        let outcome = outcome_from_pb(r.outcome).ok_or_else(|| ApiError::InvalidRequest {
-            field: "outcome",
-            reason: "a result must say how the attempt ended".to_owned(),
+        let outcome = outcome_from_pb(r.outcome).ok_or_else(|| {
+            ApiError::Engine(EngineError::InvalidRequest {
+                field: "outcome",
+                reason: "a result must say how the attempt ended".to_owned(),
+            })
         })?;
         let (outcome, produced) = if outcome == (AttemptOutcome::Exited { code: 0 }) {
             match self.produced(r.outputs, r.metrics) {

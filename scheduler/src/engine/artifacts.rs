@@ -4,10 +4,10 @@
 
 use tracing::warn;
 
+use super::EngineError;
 use super::Produced;
 use super::core::{Engine, transition_error};
 use super::task::task_inputs;
-use crate::api::ApiError;
 use crate::ids::{AttemptId, Millis, RunId};
 use crate::run::{AttemptOutcome, CacheOutcome};
 use crate::store::{ArtifactRecord, CacheEntry, ConsumerRecord};
@@ -21,14 +21,14 @@ impl Engine {
         outcome: AttemptOutcome,
         produced: Produced,
         now: Millis,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         let route = self.route(attempt)?;
         let mut outcome = outcome;
         if outcome == (AttemptOutcome::Exited { code: 0 }) {
             let run = self
                 .runs
                 .get_mut(&route.run)
-                .ok_or_else(|| ApiError::RunNotFound {
+                .ok_or_else(|| EngineError::RunNotFound {
                     id: route.run.0.clone(),
                 })?;
             let stage = &run.plan.dag.stages[run.plan.nodes[route.instance].stage];

@@ -9,15 +9,14 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::dispatch::{Ready, ReadyQueue};
+use super::EngineError;
 use super::metrics::DispatchMetrics;
-use super::schedule::Schedules;
+use super::state::{AttemptRoute, Effect, Ready, ReadyQueue, Schedules};
 use super::waiting::Waiting;
 use super::workers::Workers;
 use super::{Command, DagFiles, EngineConfig, EngineEvent, WorkerMessage};
-use crate::api::ApiError;
 use crate::dag::Dag;
-use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
+use crate::ids::{AttemptId, Millis, RunId, now_ms};
 use crate::run::{Action, AttemptOutcome, Event, Run, StageState, TransitionError};
 use crate::store::{Store, WriteBatch};
 
@@ -25,20 +24,6 @@ use crate::store::{Store, WriteBatch};
 const MAX_COMMANDS_PER_TURN: usize = 4096;
 /// How often leases are checked.
 const LEASE_CHECK: Duration = Duration::from_millis(500);
-
-/// Where an attempt runs.
-#[derive(Debug, Clone)]
-pub(super) struct AttemptRoute {
-    pub(super) run: RunId,
-    pub(super) instance: usize,
-    pub(super) worker: WorkerId,
-}
-
-/// Work to do once the turn's writes are durable.
-pub(super) enum Effect {
-    Reply(Box<dyn FnOnce() + Send>),
-    Send(WorkerId, WorkerMessage),
-}
 
 pub(crate) struct Engine {
     pub(super) store: Arc<dyn Store>,
@@ -235,7 +220,7 @@ impl Engine {
                         w.inbox = Some(inbox);
                         Ok(())
                     }
-                    None => Err(ApiError::WorkerNotRegistered {
+                    None => Err(EngineError::WorkerNotRegistered {
                         worker: worker.0.clone(),
                     }),
                 };
@@ -321,8 +306,8 @@ impl Engine {
     /// Queues a reply to be sent once this turn's writes are durable.
     pub(super) fn reply<T: Send + 'static>(
         &mut self,
-        reply: tokio::sync::oneshot::Sender<Result<T, ApiError>>,
-        result: Result<T, ApiError>,
+        reply: tokio::sync::oneshot::Sender<Result<T, EngineError>>,
+        result: Result<T, EngineError>,
     ) {
         self.effects.push(Effect::Reply(Box::new(move || {
             let _ = reply.send(result);
@@ -330,11 +315,16 @@ impl Engine {
     }
 
     /// Applies `event` to an active run and handles the resulting actions.
-    pub(super) fn apply(&mut self, id: &RunId, event: Event, now: Millis) -> Result<(), ApiError> {
+    pub(super) fn apply(
+        &mut self,
+        id: &RunId,
+        event: Event,
+        now: Millis,
+    ) -> Result<(), EngineError> {
         let run = self
             .runs
             .get_mut(id)
-            .ok_or_else(|| ApiError::RunNotFound { id: id.0.clone() })?;
+            .ok_or_else(|| EngineError::RunNotFound { id: id.0.clone() })?;
         let actions = run.apply(event, now).map_err(transition_error)?;
         self.touched.insert(id.clone());
         self.handle_actions(id, actions);
@@ -426,7 +416,7 @@ impl Engine {
     }
 
     /// Writes everything this turn changed, makes it durable, then acts on it.
-    pub(super) async fn end_turn(&mut self) -> Result<(), ApiError> {
+    pub(super) async fn end_turn(&mut self) -> Result<(), EngineError> {
         let now = now_ms();
         loop {
             for id in std::mem::take(&mut self.touched) {
@@ -508,17 +498,17 @@ fn deadline_passed(run: &Run, now: Millis) -> bool {
         })
 }
 
-pub(super) fn transition_error(e: TransitionError) -> ApiError {
+pub(super) fn transition_error(e: TransitionError) -> EngineError {
     match e {
         TransitionError::StaleAttempt { attempt, .. } => {
-            ApiError::StaleAttempt { attempt: attempt.0 }
+            EngineError::StaleAttempt { attempt: attempt.0 }
         }
-        TransitionError::RunFinished { run, state } => ApiError::RunFinished { id: run, state },
-        TransitionError::UnknownStage { stage } => ApiError::InvalidRequest {
+        TransitionError::RunFinished { run, state } => EngineError::RunFinished { id: run, state },
+        TransitionError::UnknownStage { stage } => EngineError::InvalidRequest {
             field: "stage",
             reason: format!("the run's DAG has no stage `{stage}`"),
         },
-        other => ApiError::InvalidRequest {
+        other => EngineError::InvalidRequest {
             field: "event",
             reason: other.to_string(),
         },

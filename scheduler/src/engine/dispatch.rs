@@ -6,91 +6,15 @@
 //! an idle CPU worker, however many instances are queued ahead of it. Instances that already
 //! ran (a retry, a lost attempt) go to the front of their queue.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
-
 use tracing::warn;
 
 use super::WorkerMessage;
-use super::core::{AttemptRoute, Effect, Engine};
+use super::core::Engine;
+use super::state::{AttemptRoute, Effect, Ready, StageKey};
 use super::task::{SecretSource, build_task};
 use super::workers::Claim;
-use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
+use crate::ids::{AttemptId, Millis, WorkerId, now_ms};
 use crate::run::{AttemptOutcome, Event};
-
-/// A ready instance waiting for a worker.
-#[derive(Debug, Clone)]
-pub(super) struct Ready {
-    pub(super) run: RunId,
-    pub(super) instance: usize,
-    pub(super) since: Instant,
-}
-
-/// Instances of one stage of one run: they all ask for the same worker and resources.
-type StageKey = (RunId, usize);
-
-/// One DAG's ready instances, a queue per stage, served in turns.
-#[derive(Debug, Default)]
-struct DagLine {
-    queues: HashMap<StageKey, VecDeque<Ready>>,
-    turns: VecDeque<StageKey>,
-}
-
-/// Ready instances, one line per DAG, served in turns.
-#[derive(Debug, Default)]
-pub(super) struct ReadyQueue {
-    lines: HashMap<String, DagLine>,
-    turns: VecDeque<String>,
-}
-
-impl ReadyQueue {
-    /// Adds an instance of stage `stage` at the end of its queue, or at the front when
-    /// `first`.
-    /// An instance that ran before also moves its stage and its DAG to the front of their
-    /// turns: a dead worker's stages run elsewhere about a lease after it died, however long
-    /// the backlog.
-    pub(super) fn push(&mut self, dag: &str, stage: usize, ready: Ready, first: bool) {
-        if !self.lines.contains_key(dag) {
-            self.turns.push_back(dag.to_owned());
-        }
-        if first {
-            move_to_front(&mut self.turns, &dag.to_owned());
-        }
-        let line = self.lines.entry(dag.to_owned()).or_default();
-        let key = (ready.run.clone(), stage);
-        if !line.queues.contains_key(&key) {
-            line.turns.push_back(key.clone());
-        }
-        if first {
-            move_to_front(&mut line.turns, &key);
-        }
-        let queue = line.queues.entry(key).or_default();
-        if first {
-            queue.push_front(ready);
-        } else {
-            queue.push_back(ready);
-        }
-    }
-}
-
-impl ReadyQueue {
-    /// The stages of runs that have instances waiting in line.
-    pub(super) fn waiting_stages(&self) -> Vec<StageKey> {
-        self.lines
-            .values()
-            .flat_map(|l| l.queues.iter())
-            .filter(|(_, q)| !q.is_empty())
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
-}
-
-fn move_to_front<T: PartialEq + Clone>(turns: &mut VecDeque<T>, item: &T) {
-    if let Some(at) = turns.iter().position(|t| t == item) {
-        turns.remove(at);
-    }
-    turns.push_front(item.clone());
-}
 
 impl Engine {
     /// Hands ready instances to workers where they fit, DAG by DAG in turns.

@@ -5,10 +5,11 @@ use std::collections::{HashMap, HashSet};
 
 use tracing::{debug, info, warn};
 
-use super::core::{AttemptRoute, Engine};
+use super::EngineError;
+use super::core::Engine;
+use super::state::AttemptRoute;
 use super::workers::{Offer, WorkerEntry};
 use super::{HeartbeatReply, Registered, WorkerRegistration, WorkerView};
-use crate::api::ApiError;
 use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
 use crate::run::{AttemptOutcome, Event};
 
@@ -17,7 +18,7 @@ impl Engine {
         &mut self,
         r: WorkerRegistration,
         now: Millis,
-    ) -> Result<Registered, ApiError> {
+    ) -> Result<Registered, EngineError> {
         let id = WorkerId(r.name.clone());
         let lease = self.config.lease.as_millis() as Millis;
         if let Some(held) = self.workers.entries.get(&id)
@@ -26,7 +27,7 @@ impl Engine {
             && held.inbox.as_ref().is_none_or(|inbox| !inbox.is_closed())
         {
             warn!(worker = %id, "refused a second worker under a live worker's name");
-            return Err(ApiError::WorkerNameTaken {
+            return Err(EngineError::WorkerNameTaken {
                 worker: r.name,
                 lease: self.config.lease,
             });
@@ -141,11 +142,11 @@ impl Engine {
         }
     }
 
-    pub(super) fn route(&self, attempt: &AttemptId) -> Result<AttemptRoute, ApiError> {
+    pub(super) fn route(&self, attempt: &AttemptId) -> Result<AttemptRoute, EngineError> {
         self.attempts
             .get(attempt)
             .cloned()
-            .ok_or_else(|| ApiError::StaleAttempt {
+            .ok_or_else(|| EngineError::StaleAttempt {
                 attempt: attempt.0.clone(),
             })
     }
@@ -155,7 +156,7 @@ impl Engine {
         attempt: &AttemptId,
         outcome: AttemptOutcome,
         now: Millis,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         let route = self.route(attempt)?;
         self.apply(
             &route.run,
@@ -220,9 +221,13 @@ impl Engine {
     }
 
     /// Stops (or, with `undo`, resumes) handing stages to a worker; what it runs finishes.
-    pub(super) fn drain(&mut self, worker: &WorkerId, undo: bool) -> Result<WorkerView, ApiError> {
+    pub(super) fn drain(
+        &mut self,
+        worker: &WorkerId,
+        undo: bool,
+    ) -> Result<WorkerView, EngineError> {
         if !self.workers.entries.contains_key(worker) {
-            return Err(ApiError::WorkerNotRegistered {
+            return Err(EngineError::WorkerNotRegistered {
                 worker: worker.0.clone(),
             });
         }

@@ -14,7 +14,6 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::ApiError;
 use crate::dag::{Command as DagCommand, Dag, ExecutorKind, Mount, Resources};
 use crate::ids::{AttemptId, RunId, WorkerId};
 use crate::run::{ArtifactRef, AttemptOutcome, RetryMode, RunRecord, StageRecord};
@@ -25,16 +24,19 @@ mod artifacts;
 mod cache;
 mod core;
 mod dispatch;
+mod error;
 mod leases;
 mod metrics;
 mod retention;
 mod runs;
 mod schedule;
 mod schedule_api;
+mod state;
 mod task;
 mod waiting;
 mod workers;
 
+pub use error::EngineError;
 pub use metrics::DispatchMetrics;
 pub use retention::DeletedRun;
 pub(crate) use schedule_api::ScheduleCommand;
@@ -219,7 +221,7 @@ pub struct Submitted {
     pub changed: bool,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
 pub(crate) enum Command {
     Submit {
@@ -314,7 +316,7 @@ impl EngineHandle {
         config: EngineConfig,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
-    ) -> Result<EngineHandle, ApiError> {
+    ) -> Result<EngineHandle, EngineError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let mut engine = core::Engine::new(store.clone(), config, events.clone());
@@ -346,7 +348,10 @@ impl EngineHandle {
 
     /// Stores log chunks of runs, makes them durable, then tells watchers about them. A
     /// worker does not send acknowledged chunks again, so they must survive a crash.
-    pub async fn append_logs(&self, batches: Vec<(RunId, Vec<LogRecord>)>) -> Result<(), ApiError> {
+    pub async fn append_logs(
+        &self,
+        batches: Vec<(RunId, Vec<LogRecord>)>,
+    ) -> Result<(), EngineError> {
         let mut batch = WriteBatch::new();
         for (run, chunks) in &batches {
             batch.put_logs(run, chunks.clone());
@@ -369,17 +374,17 @@ impl EngineHandle {
         Ok(())
     }
 
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).map_err(|_| self.stopped())?;
         rx.await.map_err(|_| self.stopped())?
     }
 
     /// Why the engine no longer answers: the store cannot write, or it is shutting down.
-    fn stopped(&self) -> ApiError {
+    fn stopped(&self) -> EngineError {
         match self.store.write_failure() {
-            Some(e) => ApiError::Store(e),
-            None => ApiError::ShuttingDown,
+            Some(e) => EngineError::Store(e),
+            None => EngineError::ShuttingDown,
         }
     }
 
@@ -390,7 +395,7 @@ impl EngineHandle {
         file_name: String,
         source: String,
         files: DagFiles,
-    ) -> Result<Submitted, ApiError> {
+    ) -> Result<Submitted, EngineError> {
         self.call(|reply| Command::Submit {
             dag,
             file_name,
@@ -406,7 +411,7 @@ impl EngineHandle {
         &self,
         dag: String,
         params: BTreeMap<String, String>,
-    ) -> Result<RunRecord, ApiError> {
+    ) -> Result<RunRecord, EngineError> {
         self.trigger_with(dag, params, false).await
     }
 
@@ -417,7 +422,7 @@ impl EngineHandle {
         dag: String,
         params: BTreeMap<String, String>,
         no_cache: bool,
-    ) -> Result<RunRecord, ApiError> {
+    ) -> Result<RunRecord, EngineError> {
         self.call(|reply| Command::Trigger {
             dag,
             params,
@@ -428,13 +433,16 @@ impl EngineHandle {
     }
 
     /// Cancels a run: running attempts are stopped, the rest will not start.
-    pub async fn cancel(&self, run: RunId) -> Result<RunRecord, ApiError> {
+    pub async fn cancel(&self, run: RunId) -> Result<RunRecord, EngineError> {
         self.call(|reply| Command::Cancel { run, reply }).await
     }
 
     /// Registers (or re-registers) a worker; refused while another live process holds its
     /// name.
-    pub async fn register(&self, registration: WorkerRegistration) -> Result<Registered, ApiError> {
+    pub async fn register(
+        &self,
+        registration: WorkerRegistration,
+    ) -> Result<Registered, EngineError> {
         self.call(|reply| Command::Register {
             registration,
             reply,
@@ -447,7 +455,7 @@ impl EngineHandle {
         &self,
         worker: WorkerId,
         inbox: mpsc::UnboundedSender<WorkerMessage>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         self.call(|reply| Command::AttachInbox {
             worker,
             inbox,
@@ -462,7 +470,7 @@ impl EngineHandle {
         worker: WorkerId,
         running: Vec<AttemptId>,
         draining: bool,
-    ) -> Result<HeartbeatReply, ApiError> {
+    ) -> Result<HeartbeatReply, EngineError> {
         self.call(|reply| Command::Heartbeat {
             worker,
             running,
@@ -478,7 +486,7 @@ impl EngineHandle {
         &self,
         run: RunId,
         mode: RetryMode,
-    ) -> Result<(RunRecord, Vec<String>), ApiError> {
+    ) -> Result<(RunRecord, Vec<String>), EngineError> {
         self.call(|reply| Command::Retry { run, mode, reply }).await
     }
 
@@ -488,7 +496,7 @@ impl EngineHandle {
         worker: WorkerId,
         attempt: AttemptId,
         handle: String,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         self.call(|reply| Command::Started {
             worker,
             attempt,
@@ -504,7 +512,7 @@ impl EngineHandle {
         worker: WorkerId,
         attempt: AttemptId,
         outcome: AttemptOutcome,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         self.finished_with(worker, attempt, outcome, Produced::default())
             .await
     }
@@ -517,7 +525,7 @@ impl EngineHandle {
         attempt: AttemptId,
         outcome: AttemptOutcome,
         produced: Produced,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         self.call(|reply| Command::Finished {
             worker,
             attempt,
@@ -529,16 +537,16 @@ impl EngineHandle {
     }
 
     /// Every registered worker, by name.
-    pub async fn workers(&self) -> Result<Vec<WorkerView>, ApiError> {
+    pub async fn workers(&self) -> Result<Vec<WorkerView>, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Workers { reply })
-            .map_err(|_| ApiError::ShuttingDown)?;
-        rx.await.map_err(|_| ApiError::ShuttingDown)
+            .map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)
     }
 
     /// Stops handing stages to a worker (or, with `undo`, starts again).
-    pub async fn drain(&self, worker: WorkerId, undo: bool) -> Result<WorkerView, ApiError> {
+    pub async fn drain(&self, worker: WorkerId, undo: bool) -> Result<WorkerView, EngineError> {
         self.call(|reply| Command::Drain {
             worker,
             undo,
@@ -548,12 +556,12 @@ impl EngineHandle {
     }
 
     /// Dispatch latency and throughput figures, for benchmarks.
-    pub async fn metrics(&self) -> Result<DispatchMetrics, ApiError> {
+    pub async fn metrics(&self) -> Result<DispatchMetrics, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Metrics { reply })
-            .map_err(|_| ApiError::ShuttingDown)?;
-        rx.await.map_err(|_| ApiError::ShuttingDown)
+            .map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)
     }
 }
 

@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use super::EngineError;
 use super::core::Engine;
 use super::{Command, EngineHandle};
-use crate::api::ApiError;
 use crate::artifacts::retention::{RetentionPolicy, expired_runs};
 use crate::ids::{Millis, RunId};
 use crate::run::RunRecord;
@@ -22,19 +22,22 @@ pub struct DeletedRun {
 impl EngineHandle {
     /// Deletes finished runs with their stage records, logs and output index entries. All
     /// or nothing: an unknown run or one still queued or running fails the whole call.
-    pub async fn delete_runs(&self, runs: Vec<RunId>) -> Result<Vec<DeletedRun>, ApiError> {
+    pub async fn delete_runs(&self, runs: Vec<RunId>) -> Result<Vec<DeletedRun>, EngineError> {
         self.call(|reply| Command::DeleteRuns { runs, reply }).await
     }
 
     /// Deletes the finished runs `policy` no longer keeps (none when it is not active).
-    pub async fn prune_runs(&self, policy: RetentionPolicy) -> Result<Vec<DeletedRun>, ApiError> {
+    pub async fn prune_runs(
+        &self,
+        policy: RetentionPolicy,
+    ) -> Result<Vec<DeletedRun>, EngineError> {
         self.call(|reply| Command::PruneRuns { policy, reply })
             .await
     }
 }
 
 impl Engine {
-    pub(super) fn delete_runs(&mut self, ids: &[RunId]) -> Result<Vec<DeletedRun>, ApiError> {
+    pub(super) fn delete_runs(&mut self, ids: &[RunId]) -> Result<Vec<DeletedRun>, EngineError> {
         let mut records = Vec::new();
         let mut seen = HashSet::new();
         for id in ids {
@@ -42,7 +45,7 @@ impl Engine {
                 continue;
             }
             if let Some(run) = self.runs.get(id) {
-                return Err(ApiError::InvalidRequest {
+                return Err(EngineError::InvalidRequest {
                     field: "run_ids",
                     reason: format!(
                         "run {id} is still {}; only finished runs can be deleted (cancel it \
@@ -54,9 +57,9 @@ impl Engine {
             let record = self
                 .store
                 .get_run(id)?
-                .ok_or_else(|| ApiError::RunNotFound { id: id.0.clone() })?;
+                .ok_or_else(|| EngineError::RunNotFound { id: id.0.clone() })?;
             if !record.state.is_final() {
-                return Err(ApiError::InvalidRequest {
+                return Err(EngineError::InvalidRequest {
                     field: "run_ids",
                     reason: format!(
                         "run {id} is still {}; only finished runs can be deleted",
@@ -84,7 +87,7 @@ impl Engine {
         &mut self,
         policy: RetentionPolicy,
         now: Millis,
-    ) -> Result<Vec<DeletedRun>, ApiError> {
+    ) -> Result<Vec<DeletedRun>, EngineError> {
         let mut expired: Vec<RunId> = expired_runs(&*self.store, policy, now)?
             .into_iter()
             .filter(|id| !self.runs.contains_key(id))

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use super::core::{AttemptRoute, Engine, transition_error};
+use super::EngineError;
+use super::core::{Engine, transition_error};
+use super::state::AttemptRoute;
 use super::workers::{Claim, WorkerEntry};
 use super::{DagFiles, Submitted};
-use crate::api::ApiError;
 use crate::dag::{Dag, parse_dag};
 use crate::ids::{Millis, RunId, now_ms};
 use crate::run::{Event, RetryMode, Run, RunPlan, RunRecord, RunState, StageState, TriggerKind};
@@ -19,7 +20,7 @@ use crate::store::{DagRecord, DagVersion};
 impl Engine {
     /// Loads every unfinished run from the store and resumes it. Attempts that were running
     /// stay running; their workers get one lease to come back and claim them.
-    pub(crate) async fn recover(&mut self) -> Result<(), ApiError> {
+    pub(crate) async fn recover(&mut self) -> Result<(), EngineError> {
         let now = now_ms();
         let lease = self.config.lease.as_millis() as Millis;
         self.reconcile_until = now + lease;
@@ -100,7 +101,7 @@ impl Engine {
         source: String,
         files: DagFiles,
         now: Millis,
-    ) -> Result<Submitted, ApiError> {
+    ) -> Result<Submitted, EngineError> {
         let name = dag.name.0.clone();
         let mut hasher = Sha256::new();
         hasher.update(source.as_bytes());
@@ -144,7 +145,7 @@ impl Engine {
         })
     }
 
-    pub(super) fn load_dag(&mut self, name: &str, version: &str) -> Result<Arc<Dag>, ApiError> {
+    pub(super) fn load_dag(&mut self, name: &str, version: &str) -> Result<Arc<Dag>, EngineError> {
         let key = (name.to_owned(), version.to_owned());
         if let Some(dag) = self.dags.get(&key) {
             return Ok(dag.clone());
@@ -152,7 +153,7 @@ impl Engine {
         let stored =
             self.store
                 .get_dag_version(name, version)?
-                .ok_or_else(|| ApiError::DagNotFound {
+                .ok_or_else(|| EngineError::DagNotFound {
                     name: name.to_owned(),
                 })?;
         let dag = Arc::new(parse_dag(&stored.source, &stored.file_name)?);
@@ -173,11 +174,11 @@ impl Engine {
         overrides: &BTreeMap<String, String>,
         no_cache: bool,
         now: Millis,
-    ) -> Result<RunRecord, ApiError> {
+    ) -> Result<RunRecord, EngineError> {
         let current = self
             .store
             .get_dag(name)?
-            .ok_or_else(|| ApiError::DagNotFound {
+            .ok_or_else(|| EngineError::DagNotFound {
                 name: name.to_owned(),
             })?;
         let dag = self.load_dag(name, &current.version)?;
@@ -211,7 +212,7 @@ impl Engine {
     /// A new manual run id no run has: ids carry the second and 16 random bits, so runs
     /// triggered in the same second can draw the same one, and a run must never replace
     /// another.
-    fn unused_run_id(&self, dag: &str, now: Millis) -> Result<RunId, ApiError> {
+    fn unused_run_id(&self, dag: &str, now: Millis) -> Result<RunId, EngineError> {
         loop {
             let id = RunId::new_manual(dag, now);
             if !self.runs.contains_key(&id) && self.store.get_run(&id)?.is_none() {
@@ -249,13 +250,13 @@ impl Engine {
         }
     }
 
-    pub(super) fn cancel(&mut self, id: &RunId, now: Millis) -> Result<RunRecord, ApiError> {
+    pub(super) fn cancel(&mut self, id: &RunId, now: Millis) -> Result<RunRecord, EngineError> {
         if !self.runs.contains_key(id) {
             let stored = self
                 .store
                 .get_run(id)?
-                .ok_or_else(|| ApiError::RunNotFound { id: id.0.clone() })?;
-            return Err(ApiError::RunFinished {
+                .ok_or_else(|| EngineError::RunNotFound { id: id.0.clone() })?;
+            return Err(EngineError::RunFinished {
                 id: id.0.clone(),
                 state: stored.state.as_str(),
             });
@@ -277,9 +278,9 @@ impl Engine {
         id: &RunId,
         mode: RetryMode,
         now: Millis,
-    ) -> Result<(RunRecord, Vec<String>), ApiError> {
+    ) -> Result<(RunRecord, Vec<String>), EngineError> {
         if let Some(run) = self.runs.get(id) {
-            return Err(ApiError::InvalidRequest {
+            return Err(EngineError::InvalidRequest {
                 field: "run_id",
                 reason: format!(
                     "run {id} is still {}; only a finished run can be retried",
@@ -290,14 +291,14 @@ impl Engine {
         let record = self
             .store
             .get_run(id)?
-            .ok_or_else(|| ApiError::RunNotFound { id: id.0.clone() })?;
+            .ok_or_else(|| EngineError::RunNotFound { id: id.0.clone() })?;
         let stored = self.store.run_stages(id)?;
         let dag = self.load_dag(&record.dag, &record.dag_version)?;
         let plan = Arc::new(RunPlan::build(dag, &record.params)?);
         let mut run = Run::restore(record, plan, stored).map_err(transition_error)?;
         let selected = run.retry_selection(&mode).map_err(transition_error)?;
         if selected.is_empty() {
-            return Err(ApiError::InvalidRequest {
+            return Err(EngineError::InvalidRequest {
                 field: "run_id",
                 reason: format!(
                     "run {id} has no failed, upstream_failed or cancelled stage to retry; \

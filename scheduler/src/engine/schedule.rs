@@ -17,14 +17,14 @@
 //! Slots fired together after downtime (`catchup: all`) do not skip one another; they queue
 //! under `max_active_runs`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
+use super::EngineError;
 use super::core::Engine;
-use crate::api::ApiError;
-use crate::cron::{ScheduleBook, due_slots, format_utc, next_fire_ms, slot_run_id};
+use crate::cron::{due_slots, format_utc, next_fire_ms, slot_run_id};
 use crate::dag::{Dag, Overlap, Schedule};
 use crate::engine::EngineEvent;
 use crate::ids::{Millis, RunId};
@@ -37,19 +37,10 @@ mod control;
 /// follow in the next turns, so one long downtime cannot stall the engine.
 const MAX_SLOTS_PER_TURN: usize = 1_000;
 
-/// The engine's schedule state.
-#[derive(Debug, Default)]
-pub(super) struct Schedules {
-    book: ScheduleBook,
-    /// DAGs part way through a `catchup: all` catch-up larger than one turn's share: their
-    /// next share continues the same catch-up and does not overlap the runs it started.
-    catching_up: HashSet<String>,
-}
-
 impl Engine {
     /// Loads every scheduled DAG's cursor at startup; slots missed while the scheduler was
     /// down become due at once and the catch-up policy decides about them in the next turn.
-    pub(super) fn recover_schedules(&mut self, now: Millis) -> Result<(), ApiError> {
+    pub(super) fn recover_schedules(&mut self, now: Millis) -> Result<(), EngineError> {
         if !self.config.schedules {
             return Ok(());
         }
@@ -299,7 +290,7 @@ impl Engine {
     }
 
     /// The state of the run standing for a slot, if the slot has one.
-    pub(super) fn slot_state(&self, id: &RunId) -> Result<Option<RunState>, ApiError> {
+    pub(super) fn slot_state(&self, id: &RunId) -> Result<Option<RunState>, EngineError> {
         if let Some(run) = self.runs.get(id) {
             return Ok(Some(run.record.state));
         }
@@ -313,7 +304,7 @@ impl Engine {
         slot: Millis,
         trigger: TriggerKind,
         now: Millis,
-    ) -> Result<RunId, ApiError> {
+    ) -> Result<RunId, EngineError> {
         let current = self.current_dag(name)?;
         let dag = self.load_dag(name, &current.version)?;
         let params = dag.resolve_params(&BTreeMap::new())?;
@@ -380,10 +371,10 @@ impl Engine {
         self.published.push(Arc::new(EngineEvent::Run(record)));
     }
 
-    pub(super) fn current_dag(&self, name: &str) -> Result<DagRecord, ApiError> {
+    pub(super) fn current_dag(&self, name: &str) -> Result<DagRecord, EngineError> {
         self.store
             .get_dag(name)?
-            .ok_or_else(|| ApiError::DagNotFound {
+            .ok_or_else(|| EngineError::DagNotFound {
                 name: name.to_owned(),
             })
     }

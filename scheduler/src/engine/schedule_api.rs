@@ -1,8 +1,8 @@
 //! The schedule side of the engine's handle: pause, resume and backfill, sent to the engine
 //! actor as [`ScheduleCommand`]s and answered once their writes are durable.
 
+use super::EngineError;
 use super::{Command, EngineHandle, Reply};
-use crate::api::ApiError;
 use crate::ids::{Millis, RunId};
 use crate::run::RunState;
 
@@ -73,14 +73,14 @@ impl BackfillOutcome {
 
 impl EngineHandle {
     /// Stops `dag`'s schedule from starting runs, persistently; runs already started carry on.
-    pub async fn pause(&self, dag: String) -> Result<PauseChange, ApiError> {
+    pub async fn pause(&self, dag: String) -> Result<PauseChange, EngineError> {
         self.call(|reply| Command::Schedule(ScheduleCommand::Pause { dag, reply }))
             .await
     }
 
     /// Lets `dag`'s schedule start runs again. Slots that came while it was paused follow the
     /// DAG's catch-up policy, unless `skip_missed`, which passes over all of them.
-    pub async fn resume(&self, dag: String, skip_missed: bool) -> Result<PauseChange, ApiError> {
+    pub async fn resume(&self, dag: String, skip_missed: bool) -> Result<PauseChange, EngineError> {
         self.call(|reply| {
             Command::Schedule(ScheduleCommand::Resume {
                 dag,
@@ -92,7 +92,10 @@ impl EngineHandle {
     }
 
     /// Creates one run per schedule slot in the range, for slots that have none yet.
-    pub async fn backfill(&self, request: BackfillRequest) -> Result<Vec<BackfillSlot>, ApiError> {
+    pub async fn backfill(
+        &self,
+        request: BackfillRequest,
+    ) -> Result<Vec<BackfillSlot>, EngineError> {
         self.call(|reply| Command::Schedule(ScheduleCommand::Backfill { request, reply }))
             .await
     }

@@ -364,13 +364,13 @@ async fn backfill_leaves_future_slots_to_the_schedule_and_refuses_bad_ranges() {
     let mut backwards = backfill_request(true);
     std::mem::swap(&mut backwards.from_ms, &mut backwards.to_ms);
     let e = engine.backfill(backwards, now).unwrap_err();
-    assert!(matches!(e, ApiError::BackwardsRange { .. }), "{e}");
+    assert!(matches!(e, EngineError::BackwardsRange { .. }), "{e}");
     let mut huge = backfill_request(true);
     huge.from_ms = ms("2020-01-01T00:00:00Z");
     let e = engine
         .backfill(huge, ms("2025-01-01T10:20:00Z"))
         .unwrap_err();
-    assert!(matches!(e, ApiError::BackfillTooLarge { .. }), "{e}");
+    assert!(matches!(e, EngineError::BackfillTooLarge { .. }), "{e}");
 }
 
 #[tokio::test]

@@ -3,8 +3,8 @@
 use tracing::info;
 
 use super::schedule_record;
-use crate::api::ApiError;
 use crate::cron::{format_utc, slot_run_id, slots_between};
+use crate::engine::EngineError;
 use crate::engine::core::Engine;
 use crate::engine::{BackfillOutcome, BackfillRequest, BackfillSlot, PauseChange, ScheduleCommand};
 use crate::ids::Millis;
@@ -43,7 +43,7 @@ impl Engine {
         paused: bool,
         skip_missed: bool,
         now: Millis,
-    ) -> Result<PauseChange, ApiError> {
+    ) -> Result<PauseChange, EngineError> {
         let current = self.current_dag(name)?;
         // The book knows a change made earlier in this turn, before the store does.
         let was_paused = self
@@ -74,15 +74,18 @@ impl Engine {
         &mut self,
         request: BackfillRequest,
         now: Millis,
-    ) -> Result<Vec<BackfillSlot>, ApiError> {
+    ) -> Result<Vec<BackfillSlot>, EngineError> {
         let name = request.dag.as_str();
         let current = self.current_dag(name)?;
         let dag = self.load_dag(name, &current.version)?;
-        let schedule = dag.schedule.as_ref().ok_or_else(|| ApiError::NoSchedule {
-            dag: name.to_owned(),
-        })?;
+        let schedule = dag
+            .schedule
+            .as_ref()
+            .ok_or_else(|| EngineError::NoSchedule {
+                dag: name.to_owned(),
+            })?;
         if request.from_ms > request.to_ms {
-            return Err(ApiError::BackwardsRange {
+            return Err(EngineError::BackwardsRange {
                 from: format_utc(request.from_ms),
                 to: format_utc(request.to_ms),
             });
@@ -95,7 +98,7 @@ impl Engine {
             MAX_BACKFILL_SLOTS + 1,
         );
         if slots.len() > MAX_BACKFILL_SLOTS {
-            return Err(ApiError::BackfillTooLarge {
+            return Err(EngineError::BackfillTooLarge {
                 dag: name.to_owned(),
                 max: MAX_BACKFILL_SLOTS,
             });
