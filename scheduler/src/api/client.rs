@@ -333,7 +333,9 @@ impl pb::vishwa_server::Vishwa for ClientApi {
                 .iter()
                 .map(|s| {
                     let mut stage = pb::StageRun::from(s);
-                    self.engine.waiting().explain(&run.id, s, &mut stage);
+                    self.engine
+                        .waiting()
+                        .explain(&run.id, s, &mut stage.message);
                     stage
                 })
                 .collect(),

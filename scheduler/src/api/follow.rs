@@ -188,7 +188,7 @@ impl Follower {
     /// Sends a stage's state, with why it waits when it is queued for a worker.
     async fn send_stage(&self, record: &StageRecord) -> Result<(), Gone> {
         let mut stage = pb::StageRun::from(record);
-        self.waiting.explain(&self.run, record, &mut stage);
+        self.waiting.explain(&self.run, record, &mut stage.message);
         self.send(pb::run_event::Event::Stage(stage)).await
     }
 

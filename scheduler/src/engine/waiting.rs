@@ -3,13 +3,16 @@
 //! changes. The reasons live in memory only (they are recomputed after a restart); watchers
 //! read them through [`Waiting`] to fill the message of a queued stage.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use super::EngineEvent;
 use super::core::Engine;
 use crate::ids::RunId;
 use crate::run::{StageRecord, StageState};
+
+/// Stages whose reasons are worked out per turn, at most.
+const MAX_NOTED_STAGES: usize = 256;
 
 /// The current waiting reason per run and stage name, shared with the API.
 #[derive(Debug, Clone, Default)]
@@ -24,12 +27,7 @@ impl Waiting {
     }
 
     /// Fills in why a stage queued for a worker waits, unless its message says something else.
-    pub fn explain(
-        &self,
-        run: &RunId,
-        record: &StageRecord,
-        stage: &mut vishwa_proto::v1::StageRun,
-    ) {
+    pub fn explain(&self, run: &RunId, record: &StageRecord, message: &mut String) {
         let for_worker = matches!(
             record.state,
             StageState::Queued {
@@ -38,10 +36,10 @@ impl Waiting {
             }
         );
         if for_worker
-            && stage.message.is_empty()
+            && message.is_empty()
             && let Some(reason) = self.reason(run, &record.instance)
         {
-            stage.message = reason;
+            *message = reason;
         }
     }
 
@@ -82,7 +80,14 @@ impl Engine {
         let limit = self.config.max_running as usize;
         let capped = limit > 0 && self.workers.total_running() >= limit;
         let mut now: HashMap<(RunId, usize), String> = HashMap::new();
-        for line in self.ready.waiting_stages() {
+        // The first stages in line only: a 10,000-stage fan-out does not pay for a reason per
+        // stage on every turn, and people watch the front of the line.
+        for line in self
+            .ready
+            .waiting_stages()
+            .into_iter()
+            .take(MAX_NOTED_STAGES)
+        {
             let (run_id, stage) = line;
             let Some(run) = self.runs.get(&run_id) else {
                 continue;
@@ -103,6 +108,7 @@ impl Engine {
                 self.waiting.forget(&key.0);
             }
         }
+        let mut changed: HashMap<RunId, HashSet<usize>> = HashMap::new();
         for (key, reason) in &now {
             if before.get(key) == Some(reason) {
                 continue;
@@ -112,9 +118,16 @@ impl Engine {
             };
             let name = run.plan.dag.stages[key.1].name.to_string();
             self.waiting.set(&key.0, &name, Some(reason));
-            // Instances that changed this turn are published at its end anyway.
+            changed.entry(key.0.clone()).or_default().insert(key.1);
+        }
+        // One pass over each run's instances, whatever the number of stages that changed.
+        for (run_id, stages) in changed {
+            let Some(run) = self.runs.get(&run_id) else {
+                continue;
+            };
             for (i, node) in run.plan.nodes.iter().enumerate() {
-                if node.stage == key.1
+                // Instances that changed this turn are published at its end anyway.
+                if stages.contains(&node.stage)
                     && !run.is_dirty(i)
                     && matches!(
                         run.stages[i].state,
@@ -125,7 +138,7 @@ impl Engine {
                     )
                 {
                     self.published.push(Arc::new(EngineEvent::Stage {
-                        run: key.0.clone(),
+                        run: run_id.clone(),
                         record: run.stages[i].clone(),
                     }));
                 }
