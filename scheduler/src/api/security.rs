@@ -109,7 +109,9 @@ impl ClientApi {
             .get_secret(&r.name)
             .map_err(ApiError::from)?
             .is_some();
-        let record = key.seal(&r.name, value.as_bytes(), now_ms());
+        let record = key
+            .seal(&r.name, value.as_bytes(), now_ms())
+            .map_err(ApiError::from)?;
         self.store()
             .put_secret(&record)
             .await

@@ -139,7 +139,7 @@ impl Engine {
                 {
                     self.published.push(Arc::new(EngineEvent::Stage {
                         run: run_id.clone(),
-                        record: run.stages[i].clone(),
+                        record: Arc::new(run.stages[i].clone()),
                     }));
                 }
             }
