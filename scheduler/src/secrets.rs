@@ -170,8 +170,7 @@ fn read_key(path: &Path) -> Result<Option<ChaCha20Poly1305>, SecretError> {
         .filter(|b| b.len() == 32)
         .ok_or_else(|| {
             fail(
-                "must hold 64 hex digits (32 bytes); create one with `openssl rand -hex 32`"
-                    .into(),
+                "must hold 64 hex digits (32 bytes); create one with `openssl rand -hex 32`".into(),
             )
         })?;
     Ok(Some(ChaCha20Poly1305::new(Key::from_slice(&bytes))))
@@ -203,7 +202,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
         let key = SecretBox::load_or_create(&path).unwrap();
-        assert!(!path.exists(), "no key file before the first secret is sealed");
+        assert!(
+            !path.exists(),
+            "no key file before the first secret is sealed"
+        );
         let sealed = key.seal("token", b"hunter2-value", 7).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
