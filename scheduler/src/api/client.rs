@@ -131,7 +131,7 @@ impl ClientApi {
             stages: dag.stages.len() as u32,
             schedule,
             timezone,
-            next_fire_ms: next_fire_ms_of(&dag),
+            next_fire_ms: next_fire_ms_of(&dag, self.engine.clock().now_ms()),
             submitted_ms: record.submitted_ms,
             last_run: last_runs.get(name).map(|r| run_summary(r, None)),
             paused: record.paused,
