@@ -5,9 +5,13 @@
 //! A clock gives two kinds of time:
 //! - wall time ([`Clock::now_ms`], [`Clock::now`]): what cron slots, deadlines and the
 //!   stored records are in;
-//! - monotonic time ([`Clock::instant`], [`Clock::sleep_until_ms`], [`Clock::interval`]): what
+//! - monotonic time ([`Clock::instant`], [`Clock::sleep_until_ms`], [`Clock::sleep`]): what
 //!   the engine sleeps on. It is always tokio's clock, so `tokio::time::pause()` and
 //!   `tokio::time::advance()` drive it.
+//!
+//! Not through it: file times (the blob store's grace compares a file's modification time
+//! with the system clock that set it), measurements (dispatch latency, benchmarks) and log
+//! timestamps.
 //!
 //! [`Clock::system`] reads the system's wall clock: the scheduler's. [`Clock::starting_at`]
 //! is the test clock: its wall time starts at a chosen instant and then moves with tokio's
@@ -112,14 +116,6 @@ impl Clock {
     pub async fn sleep(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
     }
-
-    /// Ticks every `period` of monotonic time, the first tick at once; a late tick delays
-    /// the next rather than bunching up.
-    pub fn interval(&self, period: Duration) -> tokio::time::Interval {
-        let mut interval = tokio::time::interval(period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval
-    }
 }
 
 impl Default for Clock {
@@ -170,18 +166,6 @@ mod tests {
         // A time already passed does not wait.
         clock.sleep_until_ms(target - 10).await;
         assert_eq!(clock.now_ms(), target);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn intervals_tick_on_tokios_clock() {
-        let clock = Clock::starting_at(at("2026-01-01T00:00:00Z"));
-        let start = clock.now_ms();
-        let mut ticks = clock.interval(Duration::from_millis(500));
-        ticks.tick().await;
-        assert_eq!(clock.now_ms(), start, "the first tick is at once");
-        ticks.tick().await;
-        ticks.tick().await;
-        assert_eq!(clock.now_ms(), start + 1_000);
     }
 
     #[tokio::test]
