@@ -124,6 +124,17 @@ impl ClientApi {
             .as_ref()
             .map(|s| (s.cron.clone(), s.timezone.name().to_owned()))
             .unwrap_or_default();
+        // The next slot after the schedule's cursor is the one the engine fires next; one
+        // after the clock read here could skip a slot that fell due since the submission.
+        let cursor = match &dag.schedule {
+            Some(s) => self
+                .store()
+                .get_schedule(name)?
+                .filter(|c| c.cron == s.cron && c.timezone == s.timezone.name())
+                .map(|c| c.cursor_ms),
+            None => None,
+        };
+        let after = cursor.unwrap_or_else(|| self.engine.clock().now_ms());
         Ok(pb::DagSummary {
             name: name.to_owned(),
             description: dag.description.clone().unwrap_or_default(),
@@ -131,7 +142,7 @@ impl ClientApi {
             stages: dag.stages.len() as u32,
             schedule,
             timezone,
-            next_fire_ms: next_fire_ms_of(&dag, self.engine.clock().now_ms()),
+            next_fire_ms: next_fire_ms_of(&dag, after),
             submitted_ms: record.submitted_ms,
             last_run: last_runs.get(name).map(|r| run_summary(r, None)),
             paused: record.paused,

@@ -8,11 +8,11 @@ use crate::dag::Dag;
 use crate::engine::{BackfillOutcome, BackfillSlot};
 use crate::ids::Millis;
 
-/// The next fire time of `dag`'s schedule after `now`, 0 when it has none.
-pub(crate) fn next_fire_ms_of(dag: &Dag, now: Millis) -> i64 {
+/// The next fire time of `dag`'s schedule after `after`, 0 when it has none.
+pub(crate) fn next_fire_ms_of(dag: &Dag, after: Millis) -> i64 {
     dag.schedule
         .as_ref()
-        .and_then(|s| next_fire_ms(&s.expression, s.timezone, now))
+        .and_then(|s| next_fire_ms(&s.expression, s.timezone, after))
         .unwrap_or(0)
 }
 
