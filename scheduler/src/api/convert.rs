@@ -4,10 +4,11 @@
 use vishwa_proto::v1 as pb;
 
 use crate::dag::{Command, ExecutorKind};
-use crate::engine::{TaskAssignment, WorkerView};
+use crate::engine::{EngineError, TaskAssignment, WorkerView};
+use crate::ids::{AttemptId, WorkerId};
 use crate::run::{
-    ArtifactRef, AttemptOutcome, AttemptRecord, CacheNote, CacheOutcome, RunRecord, RunState,
-    StageRecord, StageState,
+    ArtifactRef, AttemptOutcome, AttemptRecord, AttemptReport, CacheNote, CacheOutcome,
+    ReportedOutput, RunRecord, RunState, StageRecord, StageState,
 };
 use crate::store::{ArtifactRecord, ConsumerRecord, LogRecord, LogStreamKind};
 
@@ -199,17 +200,21 @@ pub(crate) fn artifact_use(c: &ConsumerRecord) -> pb::ArtifactUse {
     }
 }
 
-/// A reported output as the scheduler keeps it; refuses a bad name or digest.
-pub(crate) fn artifact_ref_from_pb(a: pb::ArtifactRef) -> Result<ArtifactRef, String> {
-    crate::artifacts::check_digest(&a.digest).map_err(|e| e.to_string())?;
-    if a.name.is_empty() || a.name.contains('/') || a.name == "." || a.name == ".." {
-        return Err(format!("`{}` is not an output file name", a.name));
+impl TryFrom<pb::ArtifactRef> for ArtifactRef {
+    type Error = String;
+
+    /// A reported output as the scheduler keeps it; refuses a bad name or digest.
+    fn try_from(a: pb::ArtifactRef) -> Result<Self, String> {
+        crate::artifacts::check_digest(&a.digest).map_err(|e| e.to_string())?;
+        if a.name.is_empty() || a.name.contains('/') || a.name == "." || a.name == ".." {
+            return Err(format!("`{}` is not an output file name", a.name));
+        }
+        Ok(ArtifactRef {
+            name: a.name,
+            digest: a.digest,
+            size: a.size,
+        })
     }
-    Ok(ArtifactRef {
-        name: a.name,
-        digest: a.digest,
-        size: a.size,
-    })
 }
 
 impl From<LogStreamKind> for pb::LogStream {
@@ -328,18 +333,69 @@ impl From<&WorkerView> for pb::WorkerInfo {
     }
 }
 
-/// How an attempt ended, from a worker's report.
-pub(crate) fn outcome_from_pb(
-    outcome: Option<pb::report_result_request::Outcome>,
-) -> Option<AttemptOutcome> {
-    use pb::report_result_request::Outcome;
-    Some(match outcome? {
-        Outcome::ExitCode(code) => AttemptOutcome::Exited { code },
-        Outcome::TimedOut(_) => AttemptOutcome::TimedOut,
-        Outcome::Cancelled(_) => AttemptOutcome::Cancelled,
-        Outcome::Error(e) => AttemptOutcome::Error {
-            message: e.message,
-            transient: e.transient,
-        },
-    })
+impl From<pb::report_result_request::Outcome> for AttemptOutcome {
+    fn from(outcome: pb::report_result_request::Outcome) -> Self {
+        use pb::report_result_request::Outcome;
+        match outcome {
+            Outcome::ExitCode(code) => AttemptOutcome::Exited { code },
+            Outcome::TimedOut(_) => AttemptOutcome::TimedOut,
+            Outcome::Cancelled(_) => AttemptOutcome::Cancelled,
+            Outcome::Error(e) => AttemptOutcome::Error {
+                message: e.message,
+                transient: e.transient,
+            },
+        }
+    }
+}
+
+/// A worker's report of how an attempt ended. Its outputs are not yet known to be stored:
+/// the handler looks each one up in the blob store before the engine applies the report.
+pub(crate) struct ResultReport {
+    pub worker: WorkerId,
+    pub attempt: AttemptId,
+    pub report: AttemptReport,
+}
+
+impl TryFrom<pb::ReportResultRequest> for ResultReport {
+    type Error = EngineError;
+
+    fn try_from(r: pb::ReportResultRequest) -> Result<Self, EngineError> {
+        let outcome =
+            AttemptOutcome::from(r.outcome.ok_or_else(|| EngineError::InvalidRequest {
+                field: "outcome",
+                reason: "a result must say how the attempt ended".to_owned(),
+            })?);
+        // Outputs and metrics count only for a success.
+        let success = outcome == (AttemptOutcome::Exited { code: 0 });
+        let (outputs, metrics) = if success {
+            let outputs = r.outputs.into_iter().map(ReportedOutput::from).collect();
+            (outputs, r.metrics.into_iter().collect())
+        } else {
+            Default::default()
+        };
+        Ok(ResultReport {
+            worker: WorkerId(r.worker_id),
+            attempt: AttemptId(r.attempt_id),
+            report: AttemptReport {
+                outcome,
+                outputs,
+                metrics,
+            },
+        })
+    }
+}
+
+impl From<pb::ArtifactRef> for ReportedOutput {
+    /// An uploaded output as reported (`stored: false` until the blob store is asked), or why
+    /// it cannot be kept.
+    fn from(a: pb::ArtifactRef) -> Self {
+        let name = a.name.clone();
+        match ArtifactRef::try_from(a) {
+            Ok(artifact) => ReportedOutput::Uploaded {
+                artifact,
+                stored: false,
+            },
+            Err(error) => ReportedOutput::Unreadable { name, error },
+        }
+    }
 }

@@ -10,14 +10,14 @@ use tonic::{Request, Response, Status};
 use vishwa_proto::v1 as pb;
 
 use super::artifacts::{ChunkStream, blobs, fetch_blob};
-use super::convert::{artifact_ref_from_pb, log_stream_from_pb, outcome_from_pb};
+use super::convert::{ResultReport, log_stream_from_pb};
 use super::error::ApiError;
 use crate::artifacts::BlobStore;
 use crate::bundle::{BundleError, BundleStore};
 use crate::engine::EngineError;
-use crate::engine::{EngineHandle, Produced, WorkerMessage, WorkerRegistration};
+use crate::engine::{EngineHandle, WorkerMessage, WorkerRegistration};
 use crate::ids::{AttemptId, RunId, WorkerId};
-use crate::run::AttemptOutcome;
+use crate::run::ReportedOutput;
 use crate::store::LogRecord;
 
 /// The worker API.
@@ -41,36 +41,6 @@ impl WorkerApi {
     pub fn with_artifacts(mut self, blobs: Arc<BlobStore>) -> Self {
         self.artifacts = Some(blobs);
         self
-    }
-
-    /// What a successful attempt reports, checked: every output must be a stored blob, or the
-    /// attempt fails naming it.
-    fn produced(
-        &self,
-        outputs: Vec<pb::ArtifactRef>,
-        metrics: std::collections::HashMap<String, f64>,
-    ) -> Result<Produced, String> {
-        let mut checked = Vec::with_capacity(outputs.len());
-        for output in outputs {
-            let name = output.name.clone();
-            let output = artifact_ref_from_pb(output)
-                .map_err(|e| format!("output `{name}` was reported wrongly: {e}"))?;
-            let stored = match &self.artifacts {
-                Some(blobs) => blobs.has(&output.digest).unwrap_or(false),
-                None => false,
-            };
-            if !stored {
-                return Err(format!(
-                    "output `{name}` was reported, but its upload ({}) is not on the scheduler",
-                    output.digest
-                ));
-            }
-            checked.push(output);
-        }
-        Ok(Produced {
-            outputs: checked,
-            metrics: metrics.into_iter().collect(),
-        })
     }
 }
 
@@ -224,35 +194,22 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
         &self,
         request: Request<pb::ReportResultRequest>,
     ) -> Result<Response<pb::ReportAck>, Status> {
-        let r = request.into_inner();
-        let outcome = outcome_from_pb(r.outcome).ok_or_else(|| {
-            ApiError::Engine(EngineError::InvalidRequest {
-                field: "outcome",
-                reason: "a result must say how the attempt ended".to_owned(),
-            })
-        })?;
-        let (outcome, produced) = if outcome == (AttemptOutcome::Exited { code: 0 }) {
-            match self.produced(r.outputs, r.metrics) {
-                Ok(produced) => (outcome, produced),
-                Err(message) => (
-                    AttemptOutcome::Error {
-                        message,
-                        transient: false,
-                    },
-                    Produced::default(),
-                ),
+        let ResultReport {
+            worker,
+            attempt,
+            mut report,
+        } = request.into_inner().try_into()?;
+        // The one fact only this side can gather: whether each upload is on the scheduler.
+        // The engine's state machine judges the outputs against the declared ones.
+        for output in &mut report.outputs {
+            if let ReportedOutput::Uploaded { artifact, stored } = output {
+                *stored = self
+                    .artifacts
+                    .as_ref()
+                    .is_some_and(|blobs| blobs.has(&artifact.digest).unwrap_or(false));
             }
-        } else {
-            (outcome, Produced::default())
-        };
-        self.engine
-            .finished_with(
-                WorkerId(r.worker_id),
-                AttemptId(r.attempt_id),
-                outcome,
-                produced,
-            )
-            .await?;
+        }
+        self.engine.finished(worker, attempt, report).await?;
         Ok(Response::new(pb::ReportAck {}))
     }
 
