@@ -265,3 +265,76 @@ impl From<pb::ArtifactRef> for ReportedOutput {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(outcome: Option<pb::report_result_request::Outcome>) -> pb::ReportResultRequest {
+        pb::ReportResultRequest {
+            worker_id: "w1".into(),
+            attempt_id: "a1".into(),
+            outcome,
+            outputs: vec![
+                pb::ArtifactRef {
+                    name: "model.pkl".into(),
+                    digest: "ab".repeat(32),
+                    size: 3,
+                },
+                pb::ArtifactRef {
+                    name: "a/b".into(),
+                    digest: "ab".repeat(32),
+                    size: 3,
+                },
+            ],
+            metrics: [("acc".to_owned(), 0.9)].into(),
+        }
+    }
+
+    #[test]
+    fn a_result_report_converts_its_outputs_only_for_a_success() {
+        use pb::report_result_request::Outcome;
+        let converted = ResultReport::try_from(report(Some(Outcome::ExitCode(0)))).unwrap();
+        assert_eq!(converted.worker, WorkerId::from("w1"));
+        assert_eq!(converted.attempt, AttemptId::from("a1"));
+        let success = converted.report;
+        assert_eq!(success.outcome, AttemptOutcome::Exited { code: 0 });
+        assert_eq!(success.metrics["acc"], 0.9);
+        assert!(matches!(
+            &success.outputs[0],
+            ReportedOutput::Uploaded { artifact, stored: false } if artifact.name == "model.pkl"
+        ));
+        assert!(matches!(
+            &success.outputs[1],
+            ReportedOutput::Unreadable { name, error }
+                if name == "a/b" && error.contains("not an output file name")
+        ));
+        let failed = ResultReport::try_from(report_with_code(1)).unwrap().report;
+        assert_eq!(failed.outcome, AttemptOutcome::Exited { code: 1 });
+        assert!(failed.outputs.is_empty() && failed.metrics.is_empty());
+        let Err(error) = ResultReport::try_from(report(None)) else {
+            panic!("a report without an outcome converts");
+        };
+        assert!(error.to_string().starts_with("outcome: "), "{error}");
+    }
+
+    fn report_with_code(code: i64) -> pb::ReportResultRequest {
+        report(Some(pb::report_result_request::Outcome::ExitCode(code)))
+    }
+
+    #[test]
+    fn a_registration_needs_a_name_and_a_log_chunk_its_run_and_stage() {
+        let Err(error) = WorkerRegistration::try_from(pb::RegisterRequest::default()) else {
+            panic!("a nameless registration converts");
+        };
+        assert_eq!(error.to_string(), "name: must not be empty");
+        let chunk = pb::LogChunk {
+            run_id: "r".into(),
+            ..Default::default()
+        };
+        let Err(error) = LogRecord::try_from(chunk) else {
+            panic!("a chunk without a stage converts");
+        };
+        assert_eq!(error.to_string(), "stage: must not be empty");
+    }
+}
