@@ -6,6 +6,7 @@
 //! - [`inproc`]: a scheduler and workers inside the test process, on a real socket;
 //! - [`cluster`]: a scheduler with one Docker-and-process worker and a client, in process;
 //! - [`procs`]: a scheduler and workers as `vishwa` child processes, killed and restarted;
+//! - [`http`]: GET on the scheduler's HTTP port (plain or TLS, with a token);
 //! - [`auth`]: bearer tokens; [`docker`], [`images`], [`containers`], [`blocking`]: the
 //!   local engine, the locally built test images, containers found (and removed) by label.
 
@@ -14,6 +15,7 @@ pub mod blocking;
 pub mod cluster;
 pub mod containers;
 pub mod docker;
+pub mod http;
 pub mod images;
 pub mod inproc;
 pub mod names;
