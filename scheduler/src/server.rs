@@ -64,7 +64,8 @@ pub struct SchedulerConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    /// Key that encrypts secrets at rest [default: `secret.key` in the data dir, created 0600].
+    /// Key that encrypts secrets at rest [default: `secret.key` in the data dir, created 0600
+    /// when the first secret is set].
     pub secret_key_file: Option<PathBuf>,
     /// Largest stage output accepted, in bytes.
     pub max_artifact_bytes: u64,

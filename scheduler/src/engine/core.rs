@@ -450,7 +450,8 @@ impl Engine {
                 let (run_changed, stages) = run.take_dirty();
                 // Stages first: a watcher stops at the run's final event.
                 for i in stages {
-                    let record = run.stages[i].clone();
+                    // One copy, shared by the published event and the store batch.
+                    let record = Arc::new(run.stages[i].clone());
                     self.published.push(Arc::new(EngineEvent::Stage {
                         run: id.clone(),
                         record: record.clone(),

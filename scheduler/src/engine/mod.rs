@@ -102,7 +102,8 @@ pub struct WorkerView {
 pub enum EngineEvent {
     Stage {
         run: RunId,
-        record: StageRecord,
+        /// The same allocation the store batch wrote.
+        record: Arc<StageRecord>,
     },
     Run(RunRecord),
     /// New log chunks of a stage attempt are in the store (read them from there: events
