@@ -5,6 +5,7 @@ mod cluster;
 
 use std::net::TcpListener;
 use std::path::Path;
+use std::time::Duration;
 
 use cluster::{Cluster, ClusterConfig, VISHWA};
 use vishwa_integration_tests::http::http_get;
@@ -146,4 +147,155 @@ fn vishwa_run_serves_http_on_7071_or_a_free_port_with_a_note_and_fails_on_a_take
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("HTTP"), "{stderr}");
+}
+
+/// A DAG of four independent process stages: three succeed, `bad` fails.
+fn three_good_one_bad(name: &str) -> String {
+    let mut yaml = format!("name: {name}\nstages:\n");
+    for (stage, command) in [
+        ("a", "echo a"),
+        ("b", "echo b"),
+        ("c", "echo c"),
+        ("bad", "echo failing; exit 3"),
+    ] {
+        yaml.push_str(&format!(
+            "  - name: {stage}\n    executor: process\n    command: '{command}'\n"
+        ));
+    }
+    yaml
+}
+
+/// The value of the sample `name{labels}` in Prometheus text, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// A cluster requiring tokens, with a viewer token `viewer-token-0123456789` besides the
+/// harness's admin and worker ones, a scheduler and a worker `w1` that runs process stages.
+fn cluster_with_viewer() -> Cluster {
+    let cluster = Cluster::with_config(ClusterConfig {
+        tokens: true,
+        ..ClusterConfig::default()
+    });
+    vishwa_integration_tests::auth::write_tokens_file(
+        &cluster.dir().join("tokens.yaml"),
+        &[
+            ("admin", "admin", cluster::ADMIN_TOKEN),
+            ("workers", "worker", cluster::WORKER_TOKEN),
+            ("grafana", "viewer", VIEWER),
+        ],
+    );
+    cluster.start_scheduler();
+    cluster.start_worker("w1", 2, &["--allow-process"]);
+    cluster
+}
+
+const VIEWER: &str = "viewer-token-0123456789";
+
+#[test]
+fn metrics_need_a_viewer_token_pass_promtool_and_count_what_a_run_did() {
+    let cluster = cluster_with_viewer();
+    let dag = cluster.name("metered");
+    cluster.submit("metered.yaml", &three_good_one_bad(&dag));
+    let run = cluster.trigger(&dag, &[]);
+    let done = cluster.wait_run_final(&run, Duration::from_secs(60));
+    assert_eq!(done.state, "failed", "{}", done.summary());
+    let url = format!("{}/metrics", cluster.http_url());
+
+    let refused = http_get(&url, None, None).unwrap();
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(
+        refused.body.contains("/metrics needs a token"),
+        "{}",
+        refused.body
+    );
+    let worker = http_get(&url, Some(cluster::WORKER_TOKEN), None).unwrap();
+    assert_eq!(worker.status, 403, "{}", worker.body);
+
+    let reply = http_get(&url, Some(VIEWER), None).unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        reply.headers
+    );
+    let text = &reply.body;
+    let dag_label = format!("dag=\"{dag}\"");
+    let expect = [
+        (
+            format!("vishwa_stages_finished_total{{{dag_label},state=\"succeeded\"}}"),
+            3.0,
+        ),
+        (
+            format!("vishwa_stages_finished_total{{{dag_label},state=\"failed\"}}"),
+            1.0,
+        ),
+        (format!("vishwa_runs_started_total{{{dag_label}}}"), 1.0),
+        (
+            format!("vishwa_runs_finished_total{{{dag_label},state=\"failed\"}}"),
+            1.0,
+        ),
+        (
+            format!("vishwa_stage_duration_seconds_count{{{dag_label}}}"),
+            4.0,
+        ),
+        (
+            format!("vishwa_stage_queue_wait_seconds_count{{{dag_label}}}"),
+            4.0,
+        ),
+        ("vishwa_worker_slots{worker=\"w1\"}".to_owned(), 2.0),
+        ("vishwa_worker_slots_free{worker=\"w1\"}".to_owned(), 2.0),
+        ("vishwa_stages_running".to_owned(), 0.0),
+        ("vishwa_up".to_owned(), 1.0),
+        ("vishwa_leader".to_owned(), 1.0),
+        ("vishwa_trigger_latency_seconds_count".to_owned(), 1.0),
+        ("vishwa_dispatch_latency_seconds_count".to_owned(), 4.0),
+    ];
+    for (series, value) in expect {
+        assert_eq!(sample(text, &series), Some(value), "{series} in\n{text}");
+    }
+    assert!(
+        sample(text, "vishwa_log_bytes_total").is_some_and(|b| b > 0.0),
+        "{text}"
+    );
+    assert!(
+        sample(text, "vishwa_store_commit_seconds_count").is_some_and(|n| n > 0.0),
+        "{text}"
+    );
+
+    let checked = promtool_check(text);
+    assert!(checked.0, "promtool check metrics:\n{}\n{text}", checked.1);
+}
+
+/// `promtool check metrics` over `text`: (passed, what it said).
+fn promtool_check(text: &str) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: run scripts/ensure-ops-tools.sh (Debian's prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
 }

@@ -273,7 +273,12 @@ impl pb::vishwa_server::Vishwa for ClientApi {
                 })
             })?;
             let params = r.params.into_iter().collect();
+            let asked = std::time::Instant::now();
             let run = self.engine.trigger_with(r.dag, params, r.no_cache).await?;
+            self.engine
+                .telemetry()
+                .trigger_latency
+                .observe(asked.elapsed().as_secs_f64());
             let stages = self.store().run_stages(&run.id).map_err(ApiError::from)?;
             Ok(Response::new(pb::TriggerRunResponse {
                 run: Some(run_summary(&run, Some(&stages))),

@@ -266,6 +266,7 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
             .await
             .map_err(ApiError::from)?;
         tracing::debug!(attempt = %header.attempt, name = %header.name, %digest, size, "artifact stored");
+        self.engine.telemetry().artifact_bytes.inc_by(size);
         Ok(Response::new(pb::ArtifactRef {
             name: header.name,
             digest,
