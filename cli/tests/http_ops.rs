@@ -299,3 +299,48 @@ fn promtool_check(text: &str) -> (bool, String) {
     );
     (out.status.success(), said)
 }
+
+/// Runs the Python client (Debian's grpcio, no Vishwa protos) against `addr` with `token`.
+fn grpc_probe(addr: &str, token: Option<&str>) -> serde_json::Value {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../integration-tests/python/grpc_probe.py");
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(&script)
+        .args([addr, token.unwrap_or("-")])
+        .output()
+        .expect("Debian's python3 is missing: run scripts/ensure-ops-tools.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "grpc_probe.py failed: {stdout}{}\n(scripts/ensure-ops-tools.sh installs grpcio)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[test]
+fn health_and_reflection_answer_a_client_without_the_protos() {
+    let cluster = cluster_with_viewer();
+    let addr = cluster.addr.to_string();
+    let probe = grpc_probe(&addr, Some(VIEWER));
+    let services = probe["services"].as_array().expect("services");
+    for expected in [
+        "grpc.health.v1.Health",
+        "vishwa.v1.Vishwa",
+        "vishwa.v1.WorkerApi",
+    ] {
+        assert!(services.iter().any(|s| s == expected), "{probe}");
+    }
+    let methods = probe["vishwa_methods"].as_array().expect("methods");
+    assert!(methods.iter().any(|m| m == "TriggerRun"), "{probe}");
+    for service in ["", "vishwa.v1.Vishwa", "vishwa.v1.WorkerApi"] {
+        assert_eq!(probe["health"][service], "SERVING", "{probe}");
+    }
+    // Health takes no token; reflection does.
+    let anonymous = grpc_probe(&addr, None);
+    assert_eq!(
+        anonymous["reflection_error"], "UNAUTHENTICATED",
+        "{anonymous}"
+    );
+    assert_eq!(anonymous["health"][""], "SERVING", "{anonymous}");
+}
