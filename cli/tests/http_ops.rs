@@ -344,3 +344,56 @@ fn health_and_reflection_answer_a_client_without_the_protos() {
     );
     assert_eq!(anonymous["health"][""], "SERVING", "{anonymous}");
 }
+
+/// Every line of `log` as JSON; panics naming the first line that is not.
+fn json_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_run_stage_and_worker() {
+    let cluster = Cluster::new();
+    cluster.start_scheduler_with(&["--log-format", "json"]);
+    cluster.start_worker("w1", 1, &["--allow-process", "--log-format", "json"]);
+    let dag = cluster.name("logged");
+    cluster.submit(
+        "logged.yaml",
+        &format!(
+            "name: {dag}\nstages:\n  - name: only\n    executor: process\n    command: echo hi\n"
+        ),
+    );
+    let run = cluster.trigger(&dag, &[]);
+    let done = cluster.wait_run_final(&run, Duration::from_secs(60));
+    assert_eq!(done.state, "succeeded", "{}", done.summary());
+    // The HTTP note is a log event too, still found by the harness.
+    assert!(cluster.http_url().starts_with("http://127.0.0.1:"));
+
+    let has = |lines: &[serde_json::Value], message: &str| {
+        lines.iter().any(|l| {
+            l["message"] == message
+                && l["run"] == run.as_str()
+                && l["stage"] == "only"
+                && l["worker"] == "w1"
+        })
+    };
+    let scheduler = json_lines(&cluster.scheduler_log());
+    assert!(
+        scheduler
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string()),
+        "{scheduler:?}"
+    );
+    assert!(has(&scheduler, "stage running"), "{scheduler:#?}");
+    assert!(has(&scheduler, "stage finished"), "{scheduler:#?}");
+    let worker = json_lines(&cluster.worker_log("w1"));
+    assert!(has(&worker, "attempt ended"), "{worker:#?}");
+
+    let bad = vishwa_command(Path::new(VISHWA), &["scheduler", "--log-format", "xml"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("json"));
+}

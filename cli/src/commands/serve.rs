@@ -25,6 +25,8 @@ use crate::load::{Invalid, load_dag};
 
 #[derive(Debug, Args)]
 pub(crate) struct SchedulerArgs {
+    #[command(flatten)]
+    pub(crate) log: super::LogArgs,
     /// Address to listen on [default: 127.0.0.1:7070].
     #[arg(long, env = "VISHWA_LISTEN")]
     listen: Option<SocketAddr>,
@@ -124,6 +126,8 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
+    #[command(flatten)]
+    pub(crate) log: super::LogArgs,
     /// The scheduler's URL.
     #[arg(
         long,
@@ -196,6 +200,8 @@ fn capacity(cpus: Option<f64>, memory: Option<u64>, gpus: Option<Vec<String>>) -
 
 #[derive(Debug, Args)]
 pub(crate) struct DevArgs {
+    #[command(flatten)]
+    pub(crate) log: super::LogArgs,
     /// Folder of DAGs (YAML files, or folders holding dag.yaml); reloaded when they change.
     #[arg(long, default_value = "dags")]
     dags: PathBuf,
@@ -387,18 +393,34 @@ pub(crate) async fn scheduler(args: SchedulerArgs) -> Result<u8> {
     } else {
         "http"
     };
+    let format = args.log.log_format;
     if let Some(url) = scheduler.http_url() {
-        eprintln!("vishwa scheduler: HTTP on {url} (/healthz, /readyz, /metrics)");
+        note(
+            format,
+            &format!("vishwa scheduler: HTTP on {url} (/healthz, /readyz, /metrics)"),
+        );
     }
     if config.tokens.is_none() {
-        eprintln!(
-            "vishwa scheduler on {scheme}://{}: no tokens file, so it is open to local users only \
-             (loopback); pass --tokens FILE to serve other machines",
-            config.listen
+        note(
+            format,
+            &format!(
+                "vishwa scheduler on {scheme}://{}: no tokens file, so it is open to local users \
+                 only (loopback); pass --tokens FILE to serve other machines",
+                config.listen
+            ),
         );
     }
     scheduler.wait().await?;
     Ok(exit::OK)
+}
+
+/// A note for the operator on stderr: a plain line, or with `--log-format json` a log event
+/// (so every line of the log stays one JSON object).
+pub(crate) fn note(format: super::LogFormat, text: &str) {
+    match format {
+        super::LogFormat::Text => eprintln!("{text}"),
+        super::LogFormat::Json => info!("{text}"),
+    }
 }
 
 /// The executors of a worker on this host.

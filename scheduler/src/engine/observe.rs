@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use tracing::info;
+
 use crate::ids::{Millis, RunId};
 use crate::metrics::{DagLabel, DagStateLabels, Metrics};
 use crate::run::{RunRecord, RunState, StageRecord, StageState};
@@ -56,8 +58,11 @@ impl Observer {
         if before == now {
             return;
         }
+        let worker = record.attempts.last().map(|a| a.worker.to_string());
+        let worker = worker.as_deref().unwrap_or("");
         match (before, now) {
             (_, Seen::Running { started_ms }) => {
+                info!(run = %run, stage = %record.instance, worker, dag, "stage running");
                 let queued = match before {
                     Seen::Queued { since_ms } => Some(since_ms),
                     _ => record.queued_ms,
@@ -77,6 +82,8 @@ impl Observer {
                     (Seen::Running { started_ms }, Some(end)) => Some(ms(started_ms, end)),
                     _ => None,
                 };
+                info!(run = %run, stage = %record.instance, worker, dag,
+                      state = record.state.name(), "stage finished");
                 metrics.observe_stage(dag, record.state.name(), ran);
             }
             _ => {}
