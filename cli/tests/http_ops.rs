@@ -397,3 +397,109 @@ fn json_logs_are_one_object_per_line_with_run_stage_and_worker() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("json"));
 }
+
+/// A Prometheus server (Debian's `prometheus`) scraping `target` every second with `token`,
+/// killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: &str, token: &str) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: vishwa\n    \
+                 scrape_interval: 1s\n    authorization:\n      type: Bearer\n      \
+                 credentials: {token}\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let addr = vishwa_integration_tests::net::free_local_addr();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus is missing: run scripts/ensure-ops-tools.sh (Debian's prometheus)");
+        Prometheus {
+            child,
+            url: format!("http://{addr}"),
+            _dir: dir,
+        }
+    }
+
+    /// The value of the first series `query` returns, if any yet.
+    fn query(&self, query: &str) -> Option<f64> {
+        let encoded: String = query
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let reply = http_get(
+            &format!("{}/api/v1/query?query={encoded}", self.url),
+            None,
+            None,
+        )
+        .ok()?;
+        let body: serde_json::Value = serde_json::from_str(&reply.body).ok()?;
+        body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_scheduler_with_a_viewer_token() {
+    let cluster = cluster_with_viewer();
+    let dag = cluster.name("scraped");
+    cluster.submit("scraped.yaml", &three_good_one_bad(&dag));
+    let run = cluster.trigger(&dag, &[]);
+    cluster.wait_run_final(&run, Duration::from_secs(60));
+    let target = cluster.http_url().trim_start_matches("http://").to_owned();
+    let prometheus = Prometheus::start(&target, VIEWER);
+    let succeeded = format!("vishwa_stages_finished_total{{dag=\"{dag}\",state=\"succeeded\"}}");
+    let mut seen = None;
+    let scraped = cluster::wait_until(Duration::from_secs(60), || {
+        seen = prometheus.query(&succeeded);
+        seen.is_some()
+    });
+    assert!(
+        scraped,
+        "Prometheus never got {succeeded}:\n{}",
+        prometheus.log()
+    );
+    assert_eq!(seen, Some(3.0));
+    assert_eq!(prometheus.query("up{job=\"vishwa\"}"), Some(1.0));
+    assert_eq!(prometheus.query("vishwa_up"), Some(1.0));
+    assert_eq!(
+        prometheus.query(&format!(
+            "vishwa_stage_duration_seconds_count{{dag=\"{dag}\"}}"
+        )),
+        Some(4.0)
+    );
+}
