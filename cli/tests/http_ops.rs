@@ -503,3 +503,50 @@ fn a_real_prometheus_scrapes_the_scheduler_with_a_viewer_token() {
         Some(4.0)
     );
 }
+
+#[test]
+fn a_worker_serves_its_own_metrics_counting_containers_exit_codes_and_uploads() {
+    let cluster = Cluster::new();
+    cluster.start_scheduler();
+    let metrics_addr = vishwa_integration_tests::net::free_local_addr().to_string();
+    cluster.start_worker("w1", 2, &["--metrics", &metrics_addr]);
+    let dag = cluster.name("contained");
+    cluster.submit(
+        "contained.yaml",
+        &format!(
+            "name: {dag}\nstages:\n  - name: good\n    image: {image}\n    outputs: [out.txt]\n    \
+             command: 'echo twelve bytes > /vishwa/out/out.txt'\n  - name: bad\n    image: {image}\n    \
+             command: 'exit 3'\n",
+            image = cluster::IMAGE
+        ),
+    );
+    let run = cluster.trigger(&dag, &[]);
+    let done = cluster.wait_run_final(&run, Duration::from_secs(90));
+    assert_eq!(done.state, "failed", "{}", done.summary());
+    let log = cluster.worker_log("w1");
+    assert!(
+        log.contains(&format!(
+            "vishwa worker: metrics on http://{metrics_addr}/metrics"
+        )),
+        "{log}"
+    );
+    let reply = http_get(&format!("http://{metrics_addr}/metrics"), None, None).unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let text = &reply.body;
+    for (series, value) in [
+        ("vishwa_worker_containers_started_total", 2.0),
+        (
+            "vishwa_worker_attempts_ended_total{outcome=\"exit\",code=\"0\"}",
+            1.0,
+        ),
+        (
+            "vishwa_worker_attempts_ended_total{outcome=\"exit\",code=\"3\"}",
+            1.0,
+        ),
+        ("vishwa_worker_container_create_seconds_count", 2.0),
+        ("vishwa_worker_container_start_seconds_count", 2.0),
+        ("vishwa_worker_upload_bytes_total", 13.0),
+    ] {
+        assert_eq!(sample(text, series), Some(value), "{series} in\n{text}");
+    }
+}

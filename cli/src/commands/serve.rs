@@ -172,6 +172,10 @@ pub(crate) struct WorkerArgs {
     /// CA certificate (PEM) to trust for an https:// scheduler [default: the system's roots].
     #[arg(long, env = "VISHWA_TLS_CA", value_name = "PEM")]
     tls_ca: Option<PathBuf>,
+    /// Serve this worker's Prometheus metrics on `http://ADDR/metrics` (no token asked:
+    /// bind where only your Prometheus reaches) [default: not served].
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 fn parse_memory_flag(text: &str) -> Result<u64, String> {
@@ -490,6 +494,24 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8> {
     };
     let executors = local_executors(config.allow_process, true).await;
     let shutdown = shutdown_on_signals();
+    if let Some(addr) = args.metrics {
+        let listener = TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot serve metrics on {addr}; pass --metrics ADDR with a free port")
+        })?;
+        note(
+            args.log.log_format,
+            &format!(
+                "vishwa worker: metrics on http://{}/metrics",
+                listener.local_addr()?
+            ),
+        );
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = vishwa_worker::metrics::serve(listener, stop).await {
+                warn!(error = %e, "serving worker metrics failed");
+            }
+        });
+    }
     run_worker(config, executors, shutdown).await?;
     Ok(exit::OK)
 }

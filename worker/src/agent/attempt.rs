@@ -105,6 +105,13 @@ impl Attempt {
             },
             "attempt ended"
         );
+        let metrics = crate::metrics::metrics();
+        match &result {
+            Ok(ExitReport::Exited { code }) => metrics.ended("exit", Some(*code)),
+            Ok(ExitReport::TimedOut) => metrics.ended("timed_out", None),
+            Ok(ExitReport::Cancelled) => metrics.ended("cancelled", None),
+            Err(_) => metrics.ended("error", None),
+        }
         self.report(&spec, &result, produced).await;
         if let Ok(dirs) = dirs {
             self.attempt_dirs.release(dirs);
