@@ -550,3 +550,42 @@ fn a_worker_serves_its_own_metrics_counting_containers_exit_codes_and_uploads() 
         assert_eq!(sample(text, series), Some(value), "{series} in\n{text}");
     }
 }
+
+#[test]
+fn vishwa_dev_prints_its_http_url_and_serves_the_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    let dags = dir.path().join("dags");
+    std::fs::create_dir(&dags).unwrap();
+    let out_path = dir.path().join("dev.out");
+    let listen = vishwa_integration_tests::net::free_local_addr().to_string();
+    let mut child = vishwa_command(
+        Path::new(VISHWA),
+        &["dev", "--dags", dags.to_str().unwrap(), "--listen", &listen],
+    )
+    .stdout(std::fs::File::create(&out_path).unwrap())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut ready = None;
+    cluster::wait_until(Duration::from_secs(30), || {
+        let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+        ready = out
+            .lines()
+            .find_map(|l| l.strip_prefix("HTTP (health, metrics) on "))
+            .and_then(|url| http_get(&format!("{url}/readyz"), None, None).ok());
+        ready.is_some()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let ready = ready.unwrap_or_else(|| panic!("vishwa dev's /readyz did not answer:\n{out}"));
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (200, "ready\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("HTTP (health, metrics) on http://127.0.0.1:"),
+        "{out}"
+    );
+}
