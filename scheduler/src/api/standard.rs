@@ -63,3 +63,57 @@ pub fn reflection_v1alpha() -> Result<
 fn pb_descriptors() -> &'static [u8] {
     vishwa_proto::FILE_DESCRIPTOR_SET
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::net::TcpListener;
+    use tonic::transport::server::TcpIncoming;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus as Status;
+    use tonic_health::pb::health_client::HealthClient;
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn health_is_serving_until_the_scheduler_stops() {
+        let shutdown = CancellationToken::new();
+        let service = health(Arc::new(MemoryStore::new()), shutdown.clone()).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpIncoming::from(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = HealthClient::new(channel);
+        let status = |client: &mut HealthClient<_>, service: &str| {
+            let mut client = client.clone();
+            let request = HealthCheckRequest {
+                service: service.to_owned(),
+            };
+            async move { client.check(request).await.unwrap().into_inner().status }
+        };
+        for service in SERVICES {
+            assert_eq!(status(&mut client, service).await, Status::Serving as i32);
+        }
+        shutdown.cancel();
+        let mut last = 0;
+        for _ in 0..100 {
+            last = status(&mut client, "vishwa.v1.Vishwa").await;
+            if last == Status::NotServing as i32 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(last, Status::NotServing as i32);
+        assert_eq!(status(&mut client, "").await, Status::NotServing as i32);
+    }
+}
