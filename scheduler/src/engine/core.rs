@@ -270,15 +270,14 @@ impl Engine {
             Command::Finished {
                 worker,
                 attempt,
-                outcome,
-                produced,
+                report,
                 reply,
             } => {
                 self.touch_lease(&worker, now);
                 // A worker stops a current attempt on its own only when it shuts down: hand it
                 // nothing more (not even this attempt's retry) until it registers again.
-                let shutting_down = outcome == AttemptOutcome::Cancelled;
-                let result = self.finish_attempt_with_outputs(&attempt, outcome, produced, now);
+                let shutting_down = report.outcome == AttemptOutcome::Cancelled;
+                let result = self.finish_attempt(&attempt, report, now);
                 if shutting_down && result.is_ok() {
                     self.workers.close_inbox(&worker);
                 }
@@ -337,11 +336,11 @@ impl Engine {
             .ok_or_else(|| EngineError::RunNotFound { id: id.0.clone() })?;
         let actions = run.apply(event, now).map_err(transition_error)?;
         self.touched.insert(id.clone());
-        self.handle_actions(id, actions);
+        self.handle_actions(id, actions, now);
         Ok(())
     }
 
-    pub(super) fn handle_actions(&mut self, id: &RunId, actions: Vec<Action>) {
+    pub(super) fn handle_actions(&mut self, id: &RunId, actions: Vec<Action>, now: Millis) {
         for action in actions {
             match action {
                 Action::Ready { instance } => {
@@ -370,6 +369,10 @@ impl Engine {
                         },
                     ));
                 }
+                Action::Succeeded {
+                    instance,
+                    cache_key,
+                } => self.index_outputs(id, instance, cache_key, now),
                 Action::RunFinished { state } => {
                     info!(run = %id, state = state.as_str(), "run finished");
                     self.finished.push(id.clone());

@@ -172,7 +172,7 @@ impl Engine {
                     message,
                     transient: false,
                 };
-                let _ = self.finish_attempt(&attempt, outcome, now);
+                let _ = self.finish_attempt(&attempt, outcome.into(), now);
             }
         }
         true

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::dag::{Command as DagCommand, Dag, ExecutorKind, Mount, Resources};
 use crate::ids::{AttemptId, RunId, WorkerId};
 use crate::metrics::Metrics;
-use crate::run::{ArtifactRef, AttemptOutcome, RetryMode, RunRecord, StageRecord};
+use crate::run::{AttemptReport, RetryMode, RunRecord, StageRecord};
 use crate::secrets::SecretBox;
 use crate::store::{LogRecord, Store, WriteBatch};
 
@@ -153,13 +153,6 @@ pub struct TaskInput {
     pub size: u64,
 }
 
-/// What a successful attempt produced: its uploaded outputs and its metrics.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Produced {
-    pub outputs: Vec<ArtifactRef>,
-    pub metrics: BTreeMap<String, f64>,
-}
-
 /// What the engine sends down a worker's inbox.
 #[derive(Debug, Clone)]
 pub enum WorkerMessage {
@@ -273,8 +266,7 @@ pub(crate) enum Command {
     Finished {
         worker: WorkerId,
         attempt: AttemptId,
-        outcome: AttemptOutcome,
-        produced: Produced,
+        report: AttemptReport,
         reply: Reply<()>,
     },
     Metrics {
@@ -539,31 +531,19 @@ impl EngineHandle {
         .await
     }
 
-    /// Records how an attempt ended; refused for an attempt that is no longer current.
+    /// Records how an attempt ended (with what it produced, on success); refused for an
+    /// attempt that is no longer current.
     pub async fn finished(
         &self,
         worker: WorkerId,
         attempt: AttemptId,
-        outcome: AttemptOutcome,
+        report: impl Into<AttemptReport>,
     ) -> Result<(), EngineError> {
-        self.finished_with(worker, attempt, outcome, Produced::default())
-            .await
-    }
-
-    /// Records how an attempt ended with what it produced (outputs and metrics, on success);
-    /// refused for an attempt that is no longer current.
-    pub async fn finished_with(
-        &self,
-        worker: WorkerId,
-        attempt: AttemptId,
-        outcome: AttemptOutcome,
-        produced: Produced,
-    ) -> Result<(), EngineError> {
+        let report = report.into();
         self.call(|reply| Command::Finished {
             worker,
             attempt,
-            outcome,
-            produced,
+            report,
             reply,
         })
         .await

@@ -84,7 +84,7 @@ impl Engine {
             let actions = run.resume(now);
             self.runs.insert(id.clone(), run);
             self.touched.insert(id.clone());
-            self.handle_actions(&id, actions);
+            self.handle_actions(&id, actions, now);
         }
         if count > 0 {
             info!(runs = count, "resumed unfinished runs");
@@ -314,7 +314,7 @@ impl Engine {
         let record = run.record.clone();
         self.runs.insert(id.clone(), run);
         self.touched.insert(id.clone());
-        self.handle_actions(id, actions);
+        self.handle_actions(id, actions, now);
         info!(run = %id, stages = names.len(), "run retried");
         Ok((record, names))
     }

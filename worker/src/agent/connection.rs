@@ -17,6 +17,7 @@ use super::heartbeat::{heartbeat, ticker};
 use super::retry::{FIRST_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF};
 use super::shared::{Shared, stop_after_grace};
 use super::tasks::Tasks;
+use crate::api::convert::register_request;
 use crate::artifacts::AttemptDirPool;
 use crate::bundle::BundleCache;
 use crate::connect::WorkerClient as Client;
@@ -249,18 +250,12 @@ impl Session<'_> {
     /// no longer considers current.
     async fn register(&self, client: &mut Client) -> Result<pb::RegisterResponse, Status> {
         let registered = client
-            .register(pb::RegisterRequest {
-                name: self.config.name.clone(),
-                slots: self.config.slots,
-                labels: self.config.labels.clone().into_iter().collect(),
-                allow_process: self.config.allow_process,
-                running_attempts: self.shared.running_ids(),
-                cpus: self.config.capacity.cpus,
-                memory_bytes: self.config.capacity.memory_bytes,
-                gpus: self.config.capacity.gpus.clone(),
-                draining: self.shared.draining(),
-                instance: self.shared.instance.clone(),
-            })
+            .register(register_request(
+                self.config,
+                self.shared.running_ids(),
+                self.shared.draining(),
+                self.shared.instance.clone(),
+            ))
             .await?
             .into_inner();
         if !self.shared.cleaned.swap(true, Ordering::SeqCst) {
