@@ -169,7 +169,7 @@ async fn metrics_take_a_viewer_token_and_show_the_next_cron_fire_in_classic_text
         .find_map(|l| l.strip_prefix("vishwa_cron_next_fire_timestamp_seconds{dag=\"hourly\"} "))
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or_else(|| panic!("no next fire in\n{text}"));
-    let now = crate::ids::now_ms() / 1000;
+    let now = crate::clock::Clock::system().now_ms() / 1000;
     assert!(next > now && next <= now + 3600, "{next} vs {now}");
     assert_eq!(next % 3600, 0, "on the hour: {next}");
     // Classic text: counters' metadata carries `_total`, no OpenMetrics-only lines.
