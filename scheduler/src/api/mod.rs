@@ -10,6 +10,7 @@ pub mod limits;
 mod retention;
 mod schedule;
 mod security;
+pub mod standard;
 mod worker;
 
 pub use client::ClientApi;
