@@ -20,6 +20,7 @@ use crate::artifacts::retention::{BLOB_GRACE, RetentionPolicy, collect_garbage, 
 use crate::artifacts::{ArtifactError, BlobStore, DEFAULT_MAX_ARTIFACT_BYTES};
 use crate::auth::{AuthLayer, Authenticator, Tokens, TokensError};
 use crate::bundle::{BundleError, BundleStore, DEFAULT_MAX_BUNDLE_BYTES};
+use crate::console::Console;
 use crate::engine::EngineError;
 use crate::engine::{EngineConfig, EngineHandle};
 use crate::secrets::{DEFAULT_KEY_FILE, SecretBox, SecretError};
@@ -139,6 +140,8 @@ pub enum ServeError {
 pub struct Scheduler {
     /// The engine, for embedding processes and benchmarks.
     pub engine: EngineHandle,
+    /// The web console over this scheduler's API, for the HTTP server to mount.
+    pub console: Console,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -238,10 +241,13 @@ impl Scheduler {
             (runs_policy, policy),
             shutdown.clone(),
         ));
-        let client_api = ClientApi::new(engine.clone(), bundles.clone(), shutdown.clone())
-            .with_secrets(secrets)
-            .with_artifacts(blobs.clone());
-        let client = pb::vishwa_server::VishwaServer::new(client_api)
+        let client_api = Arc::new(
+            ClientApi::new(engine.clone(), bundles.clone(), shutdown.clone())
+                .with_secrets(secrets)
+                .with_artifacts(blobs.clone()),
+        );
+        let console = Console::new(client_api.clone(), auth.clone(), tls.is_some());
+        let client = pb::vishwa_server::VishwaServer::from_arc(client_api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let worker = pb::worker_api_server::WorkerApiServer::new(
@@ -267,6 +273,7 @@ impl Scheduler {
         }
         Ok(Scheduler {
             engine,
+            console,
             server,
             tracker,
             shutdown,
