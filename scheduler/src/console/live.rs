@@ -77,7 +77,13 @@ impl RunTracker {
     }
 }
 
-/// Turns the run's engine events into page events until the page goes away.
+/// Most engine events folded into one page event: a turn that dispatches or finishes
+/// hundreds of instances reaches the page as one message, each instance once.
+const BATCH_EVENTS: usize = 4096;
+
+/// Turns the run's engine events into page events until the page goes away: a `stages`
+/// event carries every instance that changed since the last one (its latest state, its
+/// stage's state and summary), a `run` event the run's state.
 pub(super) async fn follow_run(
     mut events: broadcast::Receiver<Arc<EngineEvent>>,
     run: RunId,
@@ -85,49 +91,87 @@ pub(super) async fn follow_run(
     tx: mpsc::Sender<Result<Event, Infallible>>,
 ) {
     loop {
-        let event = tokio::select! {
+        let first = tokio::select! {
             e = events.recv() => e,
             _ = tx.closed() => return,
         };
-        let page_event = match event {
-            Ok(e) => match &*e {
-                EngineEvent::Stage { run: r, record } if *r == run => {
-                    let state = record.state.name();
-                    let (group, group_state, counts) = tracker.set(&record.instance, state);
-                    let data = serde_json::json!({
-                        "instance": record.instance,
+        let mut batch = vec![first];
+        while batch.len() < BATCH_EVENTS {
+            match events.try_recv() {
+                Ok(e) => batch.push(Ok(e)),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    batch.push(Err(broadcast::error::RecvError::Lagged(n)))
+                }
+                Err(_) => break,
+            }
+        }
+        let mut changed: Vec<String> = Vec::new();
+        let mut latest: HashMap<String, &'static str> = HashMap::new();
+        let mut run_state = None;
+        for event in batch {
+            match event {
+                Ok(e) => match &*e {
+                    EngineEvent::Stage { run: r, record } if *r == run => {
+                        if latest
+                            .insert(record.instance.clone(), record.state.name())
+                            .is_none()
+                        {
+                            changed.push(record.instance.clone());
+                        }
+                    }
+                    EngineEvent::Run(record) if record.id == run => {
+                        run_state = Some((record.state.as_str(), record.state.is_final()))
+                    }
+                    _ => {}
+                },
+                // Fell behind the broadcast: the page reads everything again.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let _ = tx
+                        .send(Ok(Event::default().event("reload").data("lagged")))
+                        .await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+        let mut page_events = Vec::new();
+        if !changed.is_empty() {
+            let updates: Vec<serde_json::Value> = changed
+                .iter()
+                .map(|instance| {
+                    let state = latest[instance];
+                    let (group, group_state, counts) = tracker.set(instance, state);
+                    serde_json::json!({
+                        "instance": instance,
                         "state": state,
                         "group": group,
                         "group_state": group_state,
                         "group_counts": counts,
-                    });
-                    Event::default().event("stage").data(data.to_string())
+                    })
+                })
+                .collect();
+            page_events.push(
+                Event::default()
+                    .event("stages")
+                    .data(serde_json::Value::Array(updates).to_string()),
+            );
+        }
+        if let Some((state, done)) = run_state {
+            let data = serde_json::json!({ "state": state, "final": done });
+            page_events.push(Event::default().event("run").data(data.to_string()));
+        }
+        for page_event in page_events {
+            // A page that does not keep up is told to reload rather than slowing anyone down.
+            match tx.try_send(Ok(page_event)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    let _ = tx
+                        .send(Ok(Event::default().event("reload").data("slow")))
+                        .await;
+                    return;
                 }
-                EngineEvent::Run(record) if record.id == run => {
-                    let data = serde_json::json!({
-                        "state": record.state.as_str(),
-                        "final": record.state.is_final(),
-                    });
-                    Event::default().event("run").data(data.to_string())
-                }
-                _ => continue,
-            },
-            // Fell behind the broadcast: the page reads everything again.
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                Event::default().event("reload").data("lagged")
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        // A page that does not keep up is told to reload rather than slowing anyone down.
-        match tx.try_send(Ok(page_event)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let _ = tx
-                    .send(Ok(Event::default().event("reload").data("slow")))
-                    .await;
-                return;
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
         }
     }
 }

@@ -379,7 +379,7 @@ async fn the_run_page_streams_stage_states_as_the_engine_publishes_them() {
             .expect("a running event within 5 s");
         seen.push_str(&String::from_utf8_lossy(&chunk.unwrap().unwrap()));
     }
-    assert!(seen.contains("event: stage"), "{seen}");
+    assert!(seen.contains("event: stages"), "{seen}");
     assert!(seen.contains("\"group\":\"prep\""), "{seen}");
     let (status, _, page) = send(&f, get(&format!("/runs/{}", run.id), None)).await;
     assert_eq!(status, StatusCode::OK);

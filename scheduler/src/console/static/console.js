@@ -2,24 +2,35 @@
 (function () {
   "use strict";
   var body = document.body;
-  function byInstance(sel, instance) {
-    return document.querySelectorAll(sel + '[data-instance="' + CSS.escape(instance) + '"]');
-  }
+  var STATES = ["pending", "queued", "running", "succeeded", "failed", "upstream_failed", "skipped", "cancelled"];
   function setState(el, state) {
-    el.className = el.className.replace(/\b(pending|queued|running|succeeded|failed|upstream_failed|skipped|cancelled)\b/g, "").trim() + " " + state;
+    STATES.forEach(function (s) { el.classList.remove(s); });
+    el.classList.add(state);
   }
   var runEvents = body.dataset.runEvents;
   if (runEvents && window.EventSource) {
+    // One lookup table, so a burst of thousands of updates costs no DOM search each.
+    var cells = {};
+    document.querySelectorAll(".stage-state").forEach(function (el) { cells[el.dataset.instance] = el; });
+    var nodes = {};
+    document.querySelectorAll(".node").forEach(function (el) { nodes[el.dataset.group] = el; });
     var es = new EventSource(runEvents);
-    es.addEventListener("stage", function (e) {
-      var d = JSON.parse(e.data);
-      byInstance(".stage-state", d.instance).forEach(function (el) { el.textContent = d.state; setState(el, d.state); });
-      var g = document.querySelector('.node[data-group="' + CSS.escape(d.group) + '"]');
-      if (g) {
-        setState(g, d.group_state);
-        var c = g.querySelector(".counts");
-        if (c) c.textContent = d.group_counts;
-      }
+    es.addEventListener("stages", function (e) {
+      var groups = {};
+      JSON.parse(e.data).forEach(function (d) {
+        var el = cells[d.instance];
+        if (el) { el.textContent = d.state; setState(el, d.state); }
+        groups[d.group] = d;
+      });
+      Object.keys(groups).forEach(function (name) {
+        var d = groups[name];
+        var g = nodes[name];
+        if (g) {
+          setState(g, d.group_state);
+          var c = g.querySelector(".counts");
+          if (c) c.textContent = d.group_counts;
+        }
+      });
     });
     es.addEventListener("run", function (e) {
       var d = JSON.parse(e.data);
