@@ -112,10 +112,8 @@ pub(super) async fn follow_run(
             match event {
                 Ok(e) => match &*e {
                     EngineEvent::Stage { run: r, record } if *r == run => {
-                        if latest
-                            .insert(record.instance.clone(), record.state.name())
-                            .is_none()
-                        {
+                        let seen = latest.insert(record.instance.clone(), record.state.name());
+                        if seen.is_none() {
                             changed.push(record.instance.clone());
                         }
                     }

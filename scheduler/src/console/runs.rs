@@ -99,7 +99,7 @@ pub(super) async fn list(
             label { "created in the last (hours)" input type="text" name="hours" value=(filter.hours) size="6"; }
             button type="submit" { "Filter" }
         }
-        p.muted { (total) " runs" @if total > 0 { ", page " (page_no) " of " ((total + RUNS_PER_PAGE - 1) / RUNS_PER_PAGE) } }
+        p.muted { (total) " runs" @if total > 0 { ", page " (page_no) " of " (total.div_ceil(RUNS_PER_PAGE)) } }
         (run_table(&shown))
         div.pager {
             @if page_no > 1 { a href=(link(page_no - 1)) { "← newer" } }
