@@ -173,8 +173,8 @@ async fn the_console_in_chromium_follows_a_run_live_and_acts_as_the_role_allows(
         .await?
         .into_inner();
     assert_eq!(
-        run.params["note"], "from the browser <b>bold</b>",
-        "the param reached the run"
+        run.params["note"], "\"from the browser <b>bold</b>\"",
+        "the param reached the run (as JSON text)"
     );
 
     // States change on the open page, without a reload (the marker would be gone).
