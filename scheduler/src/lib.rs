@@ -9,6 +9,7 @@ pub mod console;
 pub mod cron;
 pub mod dag;
 pub mod engine;
+pub mod http;
 pub mod ids;
 pub mod run;
 pub mod secrets;
@@ -16,4 +17,4 @@ pub mod server;
 pub mod store;
 pub mod tls;
 
-pub use server::{Scheduler, SchedulerConfig, ServeError, serve};
+pub use server::{Listeners, Scheduler, SchedulerConfig, ServeError, serve};

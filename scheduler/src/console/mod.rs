@@ -69,8 +69,8 @@ impl Console {
         }
     }
 
-    /// Every console route.
-    pub fn router(self) -> Router {
+    /// Every console route, to merge into a router over any state.
+    pub fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
         Router::new()
             .route("/", get(overview::index))
             .route("/dags/{name}", get(overview::dag_page))
