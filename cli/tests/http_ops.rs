@@ -119,7 +119,7 @@ fn vishwa_run_serves_http_on_7071_or_a_free_port_with_a_note_and_fails_on_a_take
         "{stderr}"
     );
     assert!(
-        stderr.contains("vishwa run: HTTP (health, metrics) on http://127.0.0.1:")
+        stderr.contains("vishwa run: console on http://127.0.0.1:")
             && !stderr.contains("on http://127.0.0.1:7071"),
         "{stderr}"
     );

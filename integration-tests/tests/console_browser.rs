@@ -314,3 +314,175 @@ async fn the_console_in_chromium_follows_a_run_live_and_acts_as_the_role_allows(
     scheduler.stop().await?;
     Ok(())
 }
+
+/// A retraining pipeline: an extract whose output the trained flavours consume, and an
+/// evaluation whose accuracy grows with `rows`.
+fn retrain_dag(name: &str) -> String {
+    format!(
+        r#"
+name: {name}
+description: Nightly retraining of the cake-popularity model
+params:
+  rows: 500
+  flavours: [chocolate, vanilla, lemon]
+stages:
+  - name: extract
+    executor: process
+    command: ["sh", "-c", "echo extracting $VISHWA_PARAM_ROWS rows; echo rows,$VISHWA_PARAM_ROWS > $VISHWA_OUT/data.csv"]
+    outputs: [data.csv]
+  - name: train
+    executor: process
+    needs: [extract]
+    for_each: "{{{{ params.flavours }}}}"
+    command: ["sh", "-c", "echo training $VISHWA_ITEM on $(cat $VISHWA_IN/extract/data.csv); sleep 0.3"]
+  - name: evaluate
+    executor: process
+    needs: [train]
+    command: ["sh", "-c", "echo '{{\"accuracy\": 0.'$((70 + VISHWA_PARAM_ROWS / 100))'}}' > $VISHWA_OUT/metrics.json"]
+  - name: report
+    executor: process
+    needs: [evaluate]
+    command: ["sh", "-c", "echo report written"]
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dag_page_charts_a_metric_across_runs_and_runs_compare_with_their_outputs() -> Result<()>
+{
+    let data = tempfile::tempdir()?;
+    let scheduler = InProcessScheduler::start(SchedulerConfig {
+        data_dir: data.path().join("scheduler"),
+        ..SchedulerConfig::default()
+    })
+    .await?;
+    let base = scheduler
+        .http_url
+        .clone()
+        .context("the scheduler serves HTTP")?;
+    let mut config = worker_config(
+        &scheduler.url,
+        "console-worker",
+        4,
+        data.path().join("cache"),
+    );
+    config.allow_process = true;
+    let worker = InProcessWorker::spawn(config, process_executors());
+    let name = unique_name("retrain");
+    let mut client = scheduler.client().await?;
+    client
+        .submit_dag(pb::SubmitDagRequest {
+            file_name: "dag.yaml".into(),
+            source: retrain_dag(&name),
+            local_dir: data.path().display().to_string(),
+            ..Default::default()
+        })
+        .await?;
+    let mut runs = Vec::new();
+    for rows in [500, 900, 1300, 1100, 1500, 2100] {
+        let run = client
+            .trigger_run(pb::TriggerRunRequest {
+                dag: name.clone(),
+                params: [("rows".to_owned(), rows.to_string())].into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .run
+            .context("a run")?
+            .run_id;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = client
+                .get_run(pb::GetRunRequest {
+                    run_id: run.clone(),
+                })
+                .await?
+                .into_inner();
+            let state = got.summary.map(|s| s.state).unwrap_or_default();
+            if state == pb::RunState::Succeeded as i32 {
+                break;
+            }
+            assert!(
+                state != pb::RunState::Failed as i32 && tokio::time::Instant::now() < deadline,
+                "run {run} did not succeed: {:?}",
+                got.stages
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        runs.push(run);
+    }
+
+    let browser = Browser::start().await?;
+    let c = browser.client.clone();
+    // The DAG page: one point per run on the accuracy chart.
+    c.goto(&format!("{base}/dags/{name}")).await?;
+    let caption = c
+        .find(Locator::Css("figure.chart figcaption"))
+        .await?
+        .text()
+        .await?;
+    assert_eq!(caption, "evaluate.accuracy");
+    assert_eq!(
+        c.find_all(Locator::Css("figure.chart circle")).await?.len(),
+        runs.len()
+    );
+    assert_eq!(
+        c.find_all(Locator::Css("svg.graph .node")).await?.len(),
+        4,
+        "one node per stage"
+    );
+    let dag_png = c.screenshot().await?;
+
+    // The run page: the fan-out is one node counting its three instances.
+    let last = runs.last().context("runs")?;
+    c.goto(&format!("{base}/runs/{last}")).await?;
+    let counts = js(
+        &c,
+        "return document.querySelector('.node[data-group=\"train\"] .counts').textContent;",
+    )
+    .await?;
+    assert_eq!(counts, "×3 · 3 succeeded");
+    assert_eq!(
+        c.find_all(Locator::Css("svg.gantt rect.bar")).await?.len(),
+        6,
+        "one bar per instance"
+    );
+    let run_png = c.screenshot().await?;
+
+    // Compare: the rows param differs, so its row is highlighted.
+    c.goto(&format!("{base}/compare?runs={},{last}", runs[0]))
+        .await?;
+    let highlighted = js(&c, "return Array.from(document.querySelectorAll('tr.diff td:first-child')).map(e => e.textContent);").await?;
+    assert_eq!(
+        highlighted,
+        serde_json::json!(["param rows", "evaluate.accuracy"])
+    );
+
+    // Artifacts: the extract's output, its consumers, and its download.
+    c.goto(&format!("{base}/runs/{last}/artifacts")).await?;
+    let text = js(&c, "return document.querySelector('main table').innerText;").await?;
+    let text = text.as_str().unwrap_or_default();
+    assert!(
+        text.contains("data.csv")
+            && text.contains("train[chocolate]")
+            && text.contains("train[lemon]"),
+        "{text}"
+    );
+    let body = js(
+        &c,
+        &format!("return fetch('/runs/{last}/artifacts/extract/data.csv').then(r => r.text());"),
+    )
+    .await?;
+    assert_eq!(body, "rows,2100\n");
+
+    // Screenshots for the README, when asked for.
+    if let Ok(dir) = std::env::var("VISHWA_CONSOLE_SCREENSHOTS") {
+        std::fs::write(Path::new(&dir).join("console-dag.png"), dag_png)?;
+        std::fs::write(Path::new(&dir).join("console-run.png"), run_png)?;
+    }
+    browser.close().await;
+    worker.stop().await?;
+    scheduler.stop().await?;
+    Ok(())
+}

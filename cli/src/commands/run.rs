@@ -91,7 +91,7 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
     };
     let scheduler = Scheduler::start_on(&config, None, listeners, shutdown.clone()).await?;
     if let Some(http) = scheduler.http_url() {
-        eprintln!("vishwa run: HTTP (health, metrics) on {http}");
+        eprintln!("vishwa run: console on {http} (and /healthz, /readyz, /metrics)");
     }
     let need_docker = dag
         .stages

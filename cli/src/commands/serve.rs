@@ -388,7 +388,7 @@ pub(crate) async fn scheduler(args: SchedulerArgs) -> Result<u8> {
         "http"
     };
     if let Some(url) = scheduler.http_url() {
-        eprintln!("vishwa scheduler: HTTP on {url} (/healthz, /readyz, /metrics)");
+        eprintln!("vishwa scheduler: HTTP on {url} (the console; /healthz, /readyz, /metrics)");
     }
     if config.tokens.is_none() {
         eprintln!(
@@ -526,7 +526,7 @@ pub(crate) async fn dev(args: DevArgs) -> Result<u8> {
         args.dags.display()
     );
     if let Some(http) = scheduler.http_url() {
-        outln!("HTTP (health, metrics) on {http}");
+        outln!("console on {http} (and /healthz, /readyz, /metrics)");
     }
     outln!(
         "data in {}; try `vishwa dags` and `vishwa trigger NAME --watch`",

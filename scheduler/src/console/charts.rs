@@ -113,7 +113,9 @@ pub(super) fn gantt(bars: &[Bar]) -> Markup {
             @for k in 0..=4 {
                 @let x = label_w + (w - label_w - 10.0) * k as f64 / 4.0;
                 line.axis x1=(x) y1="0" x2=(x) y2=(height - 16.0) {}
-                text x=(x - 12.0) y=(height - 3.0) font-size="10" { "+" (duration((t1 - t0) * k / 4)) }
+                text x=(x) y=(height - 3.0) font-size="10" text-anchor=(if k == 4 { "end" } else if k == 0 { "start" } else { "middle" }) {
+                    "+" (duration((t1 - t0) * k / 4))
+                }
             }
             @for (i, b) in bars.iter().enumerate() {
                 @let y = i as f64 * row;

@@ -191,7 +191,7 @@ pub(super) async fn run_page(
         .store()
         .get_run(&RunId::from(id.as_str()))?
         .ok_or_else(|| ConsoleError::NotFound(format!("there is no run `{id}`; see /runs")))?;
-    let stages = console.store().run_stages(&run.id)?;
+    let mut stages = console.store().run_stages(&run.id)?;
     let dag = console.api().dag(&run.dag, &run.dag_version).ok();
     let now = now_ms();
 
@@ -226,6 +226,14 @@ pub(super) async fn run_page(
         .enumerate()
         .map(|(i, g)| (g.as_str(), i))
         .collect();
+    // Instances in the DAG's order, then by name.
+    stages.sort_by_cached_key(|s| {
+        let g = index
+            .get(group_of(&s.instance))
+            .copied()
+            .unwrap_or(usize::MAX);
+        (g, s.instance.clone())
+    });
     let nodes: Vec<Node> = groups
         .iter()
         .map(|g| {
