@@ -81,6 +81,11 @@ impl ClientApi {
         &self.engine
     }
 
+    /// Fires when the scheduler shuts down; open streams end with it.
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
     pub(crate) fn blob_store(&self) -> Option<&BlobStore> {
         self.artifacts.as_deref()
     }

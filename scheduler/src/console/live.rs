@@ -1,6 +1,7 @@
 //! Server-Sent Events for open pages, fed by the engine's event broadcast (the one gRPC
 //! watches read): a run page gets each stage's new state with its stage node's summary, a
 //! log page gets new output as it is stored. Nothing polls: a stream wakes on an event.
+//! Streams end when the page goes away or the scheduler shuts down.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -44,7 +45,13 @@ pub(super) async fn run_events(
         tracker.set(&s.instance, s.state.name());
     }
     let (tx, rx) = mpsc::channel(PAGE_BUFFER);
-    tokio::spawn(follow_run(events, run.id, tracker, tx));
+    let shutdown = console.api().shutdown_token().clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = follow_run(events, run.id, tracker, tx) => {}
+            () = shutdown.cancelled() => {}
+        }
+    });
     Ok(sse(rx))
 }
 
@@ -208,7 +215,13 @@ pub(super) async fn log_events(
         position,
         tx,
     };
-    tokio::spawn(follower.follow(events));
+    let shutdown = console.api().shutdown_token().clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = follower.follow(events) => {}
+            () = shutdown.cancelled() => {}
+        }
+    });
     Ok(sse(rx))
 }
 
