@@ -17,7 +17,7 @@ use vishwa_integration_tests::inproc::{InProcessScheduler, connect_client};
 use vishwa_proto::v1 as pb;
 use vishwa_scheduler::SchedulerConfig;
 use vishwa_scheduler::engine::{EngineEvent, EngineHandle};
-use vishwa_scheduler::ids::{RunId, now_ms};
+use vishwa_scheduler::ids::RunId;
 use vishwa_scheduler::run::{RunRecord, RunState, StageRecord, StageState, TriggerKind};
 use vishwa_scheduler::store::WriteBatch;
 
@@ -252,7 +252,7 @@ impl Bench {
 
 /// Writes `count` finished runs of `dag` (one stage each) straight into the store.
 async fn seed_runs(engine: &EngineHandle, dag: &str, version: &str, count: usize) -> Result<()> {
-    let now = now_ms();
+    let now = engine.clock().now_ms();
     for chunk in (0..count).collect::<Vec<_>>().chunks(1000) {
         let mut batch = WriteBatch::new();
         for &i in chunk {

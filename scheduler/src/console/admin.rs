@@ -11,7 +11,6 @@ use serde::Deserialize;
 use super::layout::{Live, page, time};
 use super::{Console, ConsoleError, Session, TOKEN_COOKIE, check_token, encode_segment};
 use crate::auth::Role;
-use crate::ids::now_ms;
 
 /// Audit entries the page shows.
 const AUDIT_ENTRIES: usize = 500;
@@ -26,7 +25,7 @@ pub(super) async fn workers(
         .workers()
         .await
         .map_err(|e| ConsoleError::Api(crate::api::ApiError::Engine(e).into()))?;
-    let now = now_ms();
+    let now = console.engine().clock().now_ms();
     let content = html! {
         h1 { "Workers" }
         @if workers.is_empty() { p.muted { "No worker has registered." } }

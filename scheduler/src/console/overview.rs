@@ -40,6 +40,7 @@ pub(super) async fn index(
     let dags = console.store().list_dags()?;
     let runs = runs_by_dag(&console)?;
     let none = Vec::new();
+    let now = console.engine().clock().now_ms();
     let content = html! {
         h1 { "DAGs" }
         @if dags.is_empty() {
@@ -65,7 +66,7 @@ pub(super) async fn index(
                             td { @if let Some(r) = last { (state_badge(r.state.as_str())) } }
                             td {
                                 @if d.paused { span.muted { "paused" } }
-                                @else { (time_or_dash(dag.as_deref().map(next_fire_ms_of))) }
+                                @else { (time_or_dash(dag.as_deref().map(|g| next_fire_ms_of(g, now)))) }
                             }
                             td { (sparkline(&outcomes)) }
                         }
@@ -160,7 +161,7 @@ pub(super) async fn dag_page(
                 dl.kv {
                     dt { "cron" } dd.mono { (s.cron) }
                     dt { "time zone" } dd { (s.timezone.name()) }
-                    dt { "next run" } dd { @if record.paused { "paused" } @else { (time_or_dash(Some(next_fire_ms_of(&dag)))) " UTC" } }
+                    dt { "next run" } dd { @if record.paused { "paused" } @else { (time_or_dash(Some(next_fire_ms_of(&dag, console.engine().clock().now_ms())))) " UTC" } }
                 }
                 @if can_pause {
                     div.actions {

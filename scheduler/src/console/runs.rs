@@ -14,7 +14,7 @@ use super::graph::{self, Node};
 use super::layout::{Live, csrf_field, duration, page, time, time_or_dash};
 use super::overview::run_table;
 use super::{Console, ConsoleError, Session, encode_query, encode_segment};
-use crate::ids::{RunId, now_ms};
+use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord, StageState};
 
 /// Runs per page of `/runs`.
@@ -59,7 +59,7 @@ pub(super) async fn list(
             ConsoleError::BadRequest(format!("`{h}` is not a number of hours; use e.g. 24"))
         })?),
     }
-    .map(|h| now_ms() - (h * 3_600_000.0) as i64);
+    .map(|h| console.engine().clock().now_ms() - (h * 3_600_000.0) as i64);
     let mut runs: Vec<RunRecord> = console
         .store()
         .list_runs()?
@@ -193,7 +193,7 @@ pub(super) async fn run_page(
         .ok_or_else(|| ConsoleError::NotFound(format!("there is no run `{id}`; see /runs")))?;
     let mut stages = console.store().run_stages(&run.id)?;
     let dag = console.api().dag(&run.dag, &run.dag_version).ok();
-    let now = now_ms();
+    let now = console.engine().clock().now_ms();
 
     // One node per stage, in the DAG's order when it is known.
     let mut groups: Vec<String> = Vec::new();
