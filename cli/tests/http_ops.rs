@@ -120,7 +120,7 @@ fn vishwa_run_serves_http_on_7071_or_a_free_port_with_a_note_and_fails_on_a_take
         "{stderr}"
     );
     assert!(
-        stderr.contains("vishwa run: HTTP (health, metrics) on http://127.0.0.1:")
+        stderr.contains("vishwa run: console on http://127.0.0.1:")
             && !stderr.contains("on http://127.0.0.1:7071"),
         "{stderr}"
     );
@@ -571,7 +571,10 @@ fn vishwa_dev_prints_its_http_url_and_serves_the_probes() {
         let out = std::fs::read_to_string(&out_path).unwrap_or_default();
         ready = out
             .lines()
-            .find_map(|l| l.strip_prefix("HTTP (health, metrics) on "))
+            .find_map(|l| {
+                l.strip_prefix("console on ")
+                    .and_then(|rest| rest.split_whitespace().next())
+            })
             .and_then(|url| http_get(&format!("{url}/readyz"), None, None).ok());
         ready.is_some()
     });
@@ -584,8 +587,5 @@ fn vishwa_dev_prints_its_http_url_and_serves_the_probes() {
         (200, "ready\n"),
         "{out}"
     );
-    assert!(
-        out.contains("HTTP (health, metrics) on http://127.0.0.1:"),
-        "{out}"
-    );
+    assert!(out.contains("console on http://127.0.0.1:"), "{out}");
 }

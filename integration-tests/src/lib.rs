@@ -7,11 +7,13 @@
 //! - [`cluster`]: a scheduler with one Docker-and-process worker and a client, in process;
 //! - [`procs`]: a scheduler and workers as `vishwa` child processes, killed and restarted;
 //! - [`http`]: GET on the scheduler's HTTP port (plain or TLS, with a token);
+//! - [`browser`]: headless Chromium over WebDriver, for the console;
 //! - [`auth`]: bearer tokens; [`docker`], [`images`], [`containers`], [`blocking`]: the
 //!   local engine, the locally built test images, containers found (and removed) by label.
 
 pub mod auth;
 pub mod blocking;
+pub mod browser;
 pub mod cluster;
 pub mod containers;
 pub mod docker;

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod blobs;
 pub mod bundle;
 pub mod clock;
+pub mod console;
 pub mod cron;
 pub mod dag;
 pub mod engine;

@@ -21,6 +21,7 @@ use crate::artifacts::{ArtifactError, BlobStore, DEFAULT_MAX_ARTIFACT_BYTES};
 use crate::auth::{AuthLayer, Authenticator, Tokens, TokensError};
 use crate::bundle::{BundleError, BundleStore, DEFAULT_MAX_BUNDLE_BYTES};
 use crate::clock::Clock;
+use crate::console::Console;
 use crate::engine::EngineError;
 use crate::engine::{EngineConfig, EngineHandle};
 use crate::http::{DEFAULT_HTTP_ADDR, HttpServer, HttpState, parse_http_addr};
@@ -153,6 +154,8 @@ pub enum ServeError {
 pub struct Scheduler {
     /// The engine, for embedding processes and benchmarks.
     pub engine: EngineHandle,
+    /// The web console over this scheduler's API, for the HTTP server to mount.
+    pub console: Console,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -311,6 +314,12 @@ impl Scheduler {
             (runs_policy, policy),
             shutdown.clone(),
         ));
+        let client_api = Arc::new(
+            ClientApi::new(engine.clone(), bundles.clone(), shutdown.clone())
+                .with_secrets(secrets)
+                .with_artifacts(blobs.clone()),
+        );
+        let console = Console::new(client_api.clone(), auth.clone(), http_tls.is_some());
         let http =
             match http_listener {
                 Some(listener) => {
@@ -318,6 +327,7 @@ impl Scheduler {
                         engine: engine.clone(),
                         auth: auth.clone(),
                         shutdown: shutdown.clone(),
+                        console: Some(console.clone()),
                     };
                     let app = crate::http::router(state);
                     let server = HttpServer::start(listener, http_tls, app, shutdown.clone())
@@ -329,10 +339,7 @@ impl Scheduler {
                 }
                 None => None,
             };
-        let client_api = ClientApi::new(engine.clone(), bundles.clone(), shutdown.clone())
-            .with_secrets(secrets)
-            .with_artifacts(blobs.clone());
-        let client = pb::vishwa_server::VishwaServer::new(client_api)
+        let client = pb::vishwa_server::VishwaServer::from_arc(client_api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let worker = pb::worker_api_server::WorkerApiServer::new(
@@ -362,6 +369,7 @@ impl Scheduler {
         }
         Ok(Scheduler {
             engine,
+            console,
             server,
             tracker,
             shutdown,

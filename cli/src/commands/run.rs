@@ -95,7 +95,7 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
     if let Some(http) = scheduler.http_url() {
         super::serve::note(
             args.log.log_format,
-            &format!("vishwa run: HTTP (health, metrics) on {http}"),
+            &format!("vishwa run: console on {http} (and /healthz, /readyz, /metrics)"),
         );
     }
     let need_docker = dag

@@ -401,7 +401,7 @@ pub(crate) async fn scheduler(args: SchedulerArgs) -> Result<u8> {
     if let Some(url) = scheduler.http_url() {
         note(
             format,
-            &format!("vishwa scheduler: HTTP on {url} (/healthz, /readyz, /metrics)"),
+            &format!("vishwa scheduler: HTTP on {url} (the console; /healthz, /readyz, /metrics)"),
         );
     }
     if config.tokens.is_none() {
@@ -570,7 +570,7 @@ pub(crate) async fn dev(args: DevArgs) -> Result<u8> {
         args.dags.display()
     );
     if let Some(http) = scheduler.http_url() {
-        outln!("HTTP (health, metrics) on {http}");
+        outln!("console on {http} (and /healthz, /readyz, /metrics)");
     }
     outln!(
         "data in {}; try `vishwa dags` and `vishwa trigger NAME --watch`",

@@ -76,16 +76,21 @@ impl ClientApi {
         self.engine.store()
     }
 
-    pub(super) fn engine(&self) -> &EngineHandle {
+    pub(crate) fn engine(&self) -> &EngineHandle {
         &self.engine
     }
 
-    pub(super) fn blob_store(&self) -> Option<&BlobStore> {
+    /// Fires when the scheduler shuts down; open streams end with it.
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    pub(crate) fn blob_store(&self) -> Option<&BlobStore> {
         self.artifacts.as_deref()
     }
 
     /// A registered DAG version, parsed (and cached: versions never change).
-    fn dag(&self, name: &str, version: &str) -> Result<Arc<Dag>, ApiError> {
+    pub(crate) fn dag(&self, name: &str, version: &str) -> Result<Arc<Dag>, ApiError> {
         let key = (name.to_owned(), version.to_owned());
         if let Some(dag) = self.lock_dags().get(&key) {
             return Ok(dag.clone());

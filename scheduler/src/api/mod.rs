@@ -8,7 +8,7 @@ mod error;
 mod follow;
 pub mod limits;
 mod retention;
-mod schedule;
+pub(crate) mod schedule;
 mod security;
 pub mod standard;
 mod worker;

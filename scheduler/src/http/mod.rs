@@ -28,6 +28,7 @@ pub use auth::{guarded, http_refusal};
 pub use serve::HttpServer;
 
 use crate::auth::{Authenticator, Role};
+use crate::console::Console;
 use crate::engine::EngineHandle;
 use crate::store::Store;
 
@@ -43,6 +44,8 @@ pub struct HttpState {
     pub auth: Authenticator,
     /// Fires when the scheduler stops; long-lived responses (event streams) end with it.
     pub shutdown: CancellationToken,
+    /// The web console, mounted at `/` (none: the port serves only the operational routes).
+    pub console: Option<Console>,
 }
 
 impl HttpState {
@@ -64,10 +67,11 @@ pub fn router(state: HttpState) -> Router {
         &state.auth,
         Role::Viewer,
     );
-    let app = Router::new().merge(probes).merge(ops);
-    // ---- The console mounts here ----
-    // Merge its router (which adds its own guarded routes, cookie login and CSRF) with
-    // `let app = app.merge(crate::console::router(&state));`
+    let mut app = Router::new().merge(probes).merge(ops);
+    // The console checks its callers itself: a bearer header or its login cookie, with CSRF.
+    if let Some(console) = state.console.clone() {
+        app = app.merge(console.router());
+    }
     app.fallback(not_found).with_state(state)
 }
 

@@ -31,6 +31,7 @@ async fn state(auth: Authenticator) -> HttpState {
         engine,
         auth,
         shutdown,
+        console: None,
     }
 }
 
