@@ -17,16 +17,18 @@ use crate::run::{RunRecord, StageRecord};
 
 mod artifacts;
 mod memory;
+mod pg;
 mod schedule;
 mod security;
 mod sled_store;
 mod writer;
 
-#[cfg(test)]
-mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 
 pub use artifacts::{ArtifactRecord, CacheComponents, CacheEntry, ConsumerRecord, LastLookup};
 pub use memory::MemoryStore;
+pub use pg::{PostgresStore, redact_url};
 pub use schedule::ScheduleRecord;
 pub use security::{AuditEntry, SecretRecord};
 pub use sled_store::SledStore;
