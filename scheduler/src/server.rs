@@ -23,7 +23,7 @@ use crate::bundle::{BundleError, BundleStore, DEFAULT_MAX_BUNDLE_BYTES};
 use crate::engine::EngineError;
 use crate::engine::{EngineConfig, EngineHandle};
 use crate::secrets::{DEFAULT_KEY_FILE, SecretBox, SecretError};
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{Store, StoreError, StoreLocation};
 use crate::tls::{TlsError, server_tls};
 
 /// Largest message either side accepts (a DAG source, a log batch).
@@ -39,8 +39,10 @@ pub const DEFAULT_MAX_LOG_BYTES: u64 = 100 << 20;
 pub struct SchedulerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Directory of the sled store.
+    /// Directory of the sled store (in `store/`), bundles, artifacts and the secret key.
     pub data_dir: PathBuf,
+    /// Where the state is kept [default: the sled store in the data dir].
+    pub store: Option<StoreLocation>,
     /// How often workers heartbeat.
     #[serde(with = "humantime_serde_compat")]
     pub heartbeat_interval: Duration,
@@ -85,6 +87,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             data_dir: PathBuf::from("vishwa-data"),
+            store: None,
             heartbeat_interval: engine.heartbeat_interval,
             lease: engine.lease,
             schedules: engine.schedules,
@@ -147,7 +150,8 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Opens the store in `config.data_dir` and starts serving on `listener`.
+    /// Opens the store (`config.store`, or the sled store in `config.data_dir`) and starts
+    /// serving on `listener`.
     pub async fn start(
         config: &SchedulerConfig,
         listener: TcpListener,
@@ -156,7 +160,15 @@ impl Scheduler {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             StoreError::Backend(format!("creating {}: {e}", config.data_dir.display()))
         })?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&store_dir(&config.data_dir))?);
+        let location = config
+            .store
+            .clone()
+            .unwrap_or_else(|| StoreLocation::Sled(store_dir(&config.data_dir)));
+        info!(store = %location, "opening store");
+        // Opening blocks (files, or connecting to PostgreSQL): off the async threads.
+        let store = tokio::task::spawn_blocking(move || location.open())
+            .await
+            .map_err(|e| StoreError::Backend(format!("opening the store: {e}")))??;
         Self::start_with_store(config, store, listener, shutdown).await
     }
 
