@@ -105,7 +105,8 @@ impl Drop for Proc {
 fn start_tls_scheduler(dir: &Path, cert: &Path, key: &Path) -> (Proc, SocketAddr) {
     let addr = free_local_addr();
     let child = Command::new(VISHWA)
-        .args(["scheduler", "--listen", &addr.to_string(), "--data"])
+        .args(["scheduler", "--listen", &addr.to_string(), "--http", "off"])
+        .arg("--data")
         .arg(dir.join("data"))
         .arg("--tls-cert")
         .arg(cert)
@@ -485,4 +486,25 @@ fn an_open_scheduler_says_it_serves_local_users_only() {
     );
     assert_eq!(exited, None, "the open scheduler exited: {out}");
     assert!(out.contains("open to local users only (loopback)"), "{out}");
+}
+
+#[test]
+fn the_http_port_serves_tls_with_the_grpc_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let pki = Pki::new("good");
+    let cluster = tls_cluster(&pki, certs.path());
+    cluster.start_scheduler();
+    let http = cluster.http_url();
+    assert!(http.starts_with("https://127.0.0.1:"), "{http}");
+    let ca = cluster.config.tls.as_ref().unwrap().ca.clone();
+    let health =
+        vishwa_integration_tests::http::http_get(&format!("{http}/healthz"), None, Some(&ca))
+            .unwrap();
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    let plain = http.replacen("https://", "http://", 1);
+    assert!(
+        vishwa_integration_tests::http::http_get(&format!("{plain}/healthz"), None, None)
+            .map_or(true, |reply| reply.status != 200),
+        "the TLS port answered plain HTTP"
+    );
 }

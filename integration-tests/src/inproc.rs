@@ -29,6 +29,8 @@ pub struct InProcessScheduler {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     pub addr: SocketAddr,
+    /// The HTTP port's `http://127.0.0.1:PORT` (none when the config's `http` is off).
+    pub http_url: Option<String>,
     scheduler: Option<Scheduler>,
     shutdown: CancellationToken,
 }
@@ -57,6 +59,8 @@ impl InProcessScheduler {
             .context("binding the scheduler's port")?;
         let addr = listener.local_addr()?;
         config.listen = addr;
+        // Any free port, so tests in parallel never fight over the default.
+        config.http = config.http.map(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
         let shutdown = CancellationToken::new();
         let scheduler = match store {
             None => Scheduler::start(&config, listener, shutdown.clone()).await,
@@ -68,6 +72,7 @@ impl InProcessScheduler {
         Ok(InProcessScheduler {
             url: format!("http://{addr}"),
             addr,
+            http_url: scheduler.http_url(),
             scheduler: Some(scheduler),
             shutdown,
         })

@@ -7,6 +7,7 @@
 //! - [`cluster`]: a scheduler with one Docker-and-process worker and a client, in process;
 //! - [`procs`]: a scheduler and workers as `vishwa` child processes, killed and restarted;
 //! - [`postgres`]: a real PostgreSQL server (initdb + postgres in a temp dir, free port);
+//! - [`http`]: GET on the scheduler's HTTP port (plain or TLS, with a token);
 //! - [`auth`]: bearer tokens; [`docker`], [`images`], [`containers`], [`blocking`]: the
 //!   local engine, the locally built test images, containers found (and removed) by label.
 
@@ -15,6 +16,7 @@ pub mod blocking;
 pub mod cluster;
 pub mod containers;
 pub mod docker;
+pub mod http;
 pub mod images;
 pub mod inproc;
 pub mod names;

@@ -32,11 +32,14 @@ pub fn vishwa_binary() -> PathBuf {
     profile_dir.join("vishwa")
 }
 
-/// A `vishwa` command that takes no server, token, CA or log level from the environment.
+/// A `vishwa` command that takes no server, token, CA or log level from the environment,
+/// and whose HTTP port (a scheduler's, `dev`'s, `run`'s) is any free loopback port, so tests
+/// in parallel never fight over 7071.
 pub fn vishwa_command(binary: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(binary);
     command
         .args(args)
+        .env("VISHWA_HTTP", "127.0.0.1:0")
         .env_remove("VISHWA_SERVER")
         .env_remove("VISHWA_SCHEDULER")
         .env_remove("VISHWA_TOKEN")
@@ -47,17 +50,31 @@ pub fn vishwa_command(binary: &Path, args: &[&str]) -> Command {
     command
 }
 
-/// Arguments of `vishwa scheduler` listening on `addr` with its store in `data`, then `extra`.
+/// Arguments of `vishwa scheduler` listening on `addr` (HTTP on any free loopback port) with
+/// its store in `data`, then `extra`. The scheduler prints its HTTP port's URL on a line
+/// [`http_url_in`] finds.
 pub fn scheduler_args(data: &Path, addr: SocketAddr, extra: &[&str]) -> Vec<String> {
     let mut args = vec![
         "scheduler".to_owned(),
         "--listen".to_owned(),
         addr.to_string(),
+        "--http".to_owned(),
+        "127.0.0.1:0".to_owned(),
         "--data".to_owned(),
         data.display().to_string(),
     ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     args
+}
+
+/// The HTTP port's URL a `vishwa scheduler` printed in `output` (its stderr): the last one,
+/// as a restarted scheduler appends to the same log.
+pub fn http_url_in(output: &str) -> Option<String> {
+    const MARK: &str = "vishwa scheduler: HTTP on ";
+    output.lines().rev().find_map(|line| {
+        let rest = &line[line.find(MARK)? + MARK.len()..];
+        rest.split_whitespace().next().map(str::to_owned)
+    })
 }
 
 /// What a finished command printed and how it exited.

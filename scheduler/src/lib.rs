@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod cron;
 pub mod dag;
 pub mod engine;
+pub mod http;
 pub mod ids;
 pub mod run;
 pub mod secrets;
@@ -15,4 +16,4 @@ pub mod server;
 pub mod store;
 pub mod tls;
 
-pub use server::{Scheduler, SchedulerConfig, ServeError, serve};
+pub use server::{Listeners, Scheduler, SchedulerConfig, ServeError, serve};

@@ -22,9 +22,10 @@ use crate::auth::{AuthLayer, Authenticator, Tokens, TokensError};
 use crate::bundle::{BundleError, BundleStore, DEFAULT_MAX_BUNDLE_BYTES};
 use crate::engine::EngineError;
 use crate::engine::{EngineConfig, EngineHandle};
+use crate::http::{DEFAULT_HTTP_ADDR, HttpServer, HttpState, parse_http_addr};
 use crate::secrets::{DEFAULT_KEY_FILE, SecretBox, SecretError};
 use crate::store::{Store, StoreError, StoreLocation};
-use crate::tls::{TlsError, server_tls};
+use crate::tls::{TlsError, server_rustls, server_tls};
 
 /// Largest message either side accepts (a DAG source, a log batch).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -39,6 +40,9 @@ pub const DEFAULT_MAX_LOG_BYTES: u64 = 100 << 20;
 pub struct SchedulerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Address of the HTTP port (health probes, metrics, the console); `off` for none.
+    #[serde(deserialize_with = "http_addr")]
+    pub http: Option<SocketAddr>,
     /// Directory of the sled store (in `store/`), bundles, artifacts and the secret key.
     pub data_dir: PathBuf,
     /// Where the state is kept [default: the sled store in the data dir].
@@ -86,6 +90,7 @@ impl Default for SchedulerConfig {
         let engine = EngineConfig::default();
         SchedulerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            http: Some(DEFAULT_HTTP_ADDR),
             data_dir: PathBuf::from("vishwa-data"),
             store: None,
             heartbeat_interval: engine.heartbeat_interval,
@@ -136,6 +141,11 @@ pub enum ServeError {
     OpenOnNetwork { addr: SocketAddr },
     #[error("--tls-cert and --tls-key go together; pass both (or neither)")]
     HalfTls,
+    #[error(
+        "cannot serve HTTP on {addr}: {reason}. Pass --http ADDR with a free port, or \
+         --http off to serve no HTTP port (health, metrics, console)"
+    )]
+    HttpBind { addr: SocketAddr, reason: String },
 }
 
 /// A started scheduler.
@@ -147,6 +157,15 @@ pub struct Scheduler {
     shutdown: CancellationToken,
     /// Set when the store failed to write: the scheduler stopped because of it.
     fatal: Arc<std::sync::Mutex<Option<StoreError>>>,
+    http: Option<HttpServer>,
+}
+
+/// The sockets a scheduler serves on.
+pub struct Listeners {
+    /// The gRPC port.
+    pub grpc: TcpListener,
+    /// The HTTP port, already bound; `None` binds `SchedulerConfig::http` (if set).
+    pub http: Option<TcpListener>,
 }
 
 impl Scheduler {
@@ -157,19 +176,11 @@ impl Scheduler {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<Scheduler, ServeError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            StoreError::Backend(format!("creating {}: {e}", config.data_dir.display()))
-        })?;
-        let location = config
-            .store
-            .clone()
-            .unwrap_or_else(|| StoreLocation::Sled(store_dir(&config.data_dir)));
-        info!(store = %location, "opening store");
-        // Opening blocks (files, or connecting to PostgreSQL): off the async threads.
-        let store = tokio::task::spawn_blocking(move || location.open())
-            .await
-            .map_err(|e| StoreError::Backend(format!("opening the store: {e}")))??;
-        Self::start_with_store(config, store, listener, shutdown).await
+        let listeners = Listeners {
+            grpc: listener,
+            http: None,
+        };
+        Self::start_on(config, None, listeners, shutdown).await
     }
 
     /// Starts serving on `listener` over an already open store.
@@ -179,7 +190,29 @@ impl Scheduler {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<Scheduler, ServeError> {
+        let listeners = Listeners {
+            grpc: listener,
+            http: None,
+        };
+        Self::start_on(config, Some(store), listeners, shutdown).await
+    }
+
+    /// Starts serving on `listeners`, over `store` or the sled store in `config.data_dir`.
+    pub async fn start_on(
+        config: &SchedulerConfig,
+        store: Option<Arc<dyn Store>>,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> Result<Scheduler, ServeError> {
+        let Listeners {
+            grpc: listener,
+            http: http_listener,
+        } = listeners;
         let addr = listener.local_addr().ok();
+        let http_addr = match &http_listener {
+            Some(l) => l.local_addr().ok(),
+            None => config.http,
+        };
         let auth = match &config.tokens {
             Some(path) => {
                 let tokens = Tokens::load(path)?;
@@ -187,17 +220,52 @@ impl Scheduler {
                 Authenticator::with_tokens(tokens)
             }
             None => {
-                if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+                let open = [addr, http_addr].into_iter().flatten();
+                if let Some(addr) = open.into_iter().find(|a| !a.ip().is_loopback()) {
                     return Err(ServeError::OpenOnNetwork { addr });
                 }
                 warn!("no tokens file: open to local users only (listening on loopback)");
                 Authenticator::open()
             }
         };
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(server_tls(cert, key)?),
-            (None, None) => None,
+        let (tls, http_tls) = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => (
+                Some(server_tls(cert, key)?),
+                Some(server_rustls(cert, key)?),
+            ),
+            (None, None) => (None, None),
             _ => return Err(ServeError::HalfTls),
+        };
+        let http_listener = match (http_listener, config.http) {
+            (Some(bound), _) => Some(bound),
+            (None, Some(http)) => {
+                Some(
+                    TcpListener::bind(http)
+                        .await
+                        .map_err(|e| ServeError::HttpBind {
+                            addr: http,
+                            reason: e.to_string(),
+                        })?,
+                )
+            }
+            (None, None) => None,
+        };
+        let store: Arc<dyn Store> = match store {
+            Some(store) => store,
+            None => {
+                std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+                    StoreError::Backend(format!("creating {}: {e}", config.data_dir.display()))
+                })?;
+                let location = config
+                    .store
+                    .clone()
+                    .unwrap_or_else(|| StoreLocation::Sled(store_dir(&config.data_dir)));
+                info!(store = %location, "opening store");
+                // Opening blocks (files, or connecting to PostgreSQL): off the async threads.
+                tokio::task::spawn_blocking(move || location.open())
+                    .await
+                    .map_err(|e| StoreError::Backend(format!("opening the store: {e}")))??
+            }
         };
         let key_path = config
             .secret_key_file
@@ -250,6 +318,24 @@ impl Scheduler {
             (runs_policy, policy),
             shutdown.clone(),
         ));
+        let http =
+            match http_listener {
+                Some(listener) => {
+                    let state = HttpState {
+                        engine: engine.clone(),
+                        auth: auth.clone(),
+                        shutdown: shutdown.clone(),
+                    };
+                    let app = crate::http::router(state);
+                    let server = HttpServer::start(listener, http_tls, app, shutdown.clone())
+                        .map_err(|e| ServeError::HttpBind {
+                            addr: http_addr.unwrap_or(DEFAULT_HTTP_ADDR),
+                            reason: e.to_string(),
+                        })?;
+                    Some(server)
+                }
+                None => None,
+            };
         let client_api = ClientApi::new(engine.clone(), bundles.clone(), shutdown.clone())
             .with_secrets(secrets)
             .with_artifacts(blobs.clone());
@@ -283,7 +369,18 @@ impl Scheduler {
             tracker,
             shutdown,
             fatal,
+            http,
         })
+    }
+
+    /// Where the HTTP port listens (`None` with `--http off`).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|h| h.addr)
+    }
+
+    /// The HTTP port's URL, `http://ADDR` or `https://ADDR` (`None` with `--http off`).
+    pub fn http_url(&self) -> Option<String> {
+        self.http.as_ref().map(HttpServer::url)
     }
 
     /// Waits until shutdown fired, in-flight calls finished (for [`SHUTDOWN_GRACE`] at most)
@@ -303,6 +400,9 @@ impl Scheduler {
                 }
             }
         };
+        if let Some(http) = self.http.take() {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, http.wait()).await;
+        }
         self.tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait())
             .await
@@ -401,6 +501,12 @@ pub async fn serve(
         .await?
         .wait()
         .await
+}
+
+/// The config file's `http:` (an address or `off`).
+fn http_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_http_addr(&text).map_err(serde::de::Error::custom)
 }
 
 /// Durations in config files as humantime strings (`5s`, `30s`, `2m`).

@@ -2,10 +2,12 @@
 //! bad file is reported with its path and what is wrong with it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
+use tokio_rustls::rustls;
 use tonic::transport::{Identity, ServerTlsConfig};
 
 /// Why the TLS files cannot be used.
@@ -30,8 +32,39 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// The server side of TLS from a PEM certificate chain and a PEM private key.
+/// The server side of TLS from a PEM certificate chain and a PEM private key (gRPC).
 pub fn server_tls(cert: &Path, key: &Path) -> Result<ServerTlsConfig, TlsError> {
+    let (cert_pem, key_pem) = read_identity(cert, key)?;
+    Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem)))
+}
+
+/// The same identity as a rustls server configuration (the HTTP port), offering HTTP/2 and
+/// HTTP/1.1.
+pub fn server_rustls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let key_path = key;
+    let (cert_pem, key_pem) = read_identity(cert, key)?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Config(e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::File {
+            what: "key",
+            path: key_path.to_owned(),
+            reason: format!("cannot serve with it and {}: {e}", cert.display()),
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Reads and checks both PEM files: the certificate chain holds certificates, the key a key.
+fn read_identity(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
     let cert_pem = read("certificate", cert)?;
     let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
@@ -55,7 +88,7 @@ pub fn server_tls(cert: &Path, key: &Path) -> Result<ServerTlsConfig, TlsError> 
         path: key.to_owned(),
         reason: format!("holds no usable PEM private key ({e}); pass the key of --tls-cert"),
     })?;
-    Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem)))
+    Ok((cert_pem, key_pem))
 }
 
 #[cfg(test)]

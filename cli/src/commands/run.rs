@@ -11,11 +11,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vishwa_proto::v1 as pb;
 use vishwa_scheduler::dag::ExecutorKind;
-use vishwa_scheduler::{Scheduler, SchedulerConfig};
+use vishwa_scheduler::{Listeners, Scheduler, SchedulerConfig};
 use vishwa_worker::{WorkerConfig, run_worker};
 
 use super::client_verbs::print_outcome;
-use super::serve::{default_slots, local_executors};
+use super::serve::{bind_local_http, default_slots, local_executors};
 use super::{exit_code_of, parse_params};
 use crate::client::Client;
 use crate::load::load_dag;
@@ -45,6 +45,15 @@ pub(crate) struct RunArgs {
     /// Run every stage, even those whose result is in the cache (with --data).
     #[arg(long)]
     no_cache: bool,
+    /// Address of the HTTP port (health probes, metrics, console), or `off` [default:
+    /// 127.0.0.1:7071, or a free port when that is taken].
+    #[arg(
+        long,
+        env = "VISHWA_HTTP",
+        value_name = "ADDR|off",
+        value_parser = super::serve::parse_http_flag
+    )]
+    http: Option<super::serve::HttpFlag>,
 }
 
 pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
@@ -73,9 +82,17 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
         // One worker in this very process: no need to wait long for it to come back.
         heartbeat_interval: Duration::from_secs(1),
         lease: Duration::from_secs(5),
+        http: None,
         ..SchedulerConfig::default()
     };
-    let scheduler = Scheduler::start(&config, listener, shutdown.clone()).await?;
+    let listeners = Listeners {
+        grpc: listener,
+        http: bind_local_http(args.http).await?,
+    };
+    let scheduler = Scheduler::start_on(&config, None, listeners, shutdown.clone()).await?;
+    if let Some(http) = scheduler.http_url() {
+        eprintln!("vishwa run: HTTP (health, metrics) on {http}");
+    }
     let need_docker = dag
         .stages
         .iter()

@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vishwa_proto::v1 as pb;
-use vishwa_scheduler::{Scheduler, SchedulerConfig};
+use vishwa_scheduler::http::DEFAULT_HTTP_ADDR;
+use vishwa_scheduler::{Listeners, Scheduler, SchedulerConfig};
 use vishwa_worker::executor::Executor;
 use vishwa_worker::executor::docker::DockerExecutor;
 use vishwa_worker::executor::process::ProcessExecutor;
@@ -27,6 +28,10 @@ pub(crate) struct SchedulerArgs {
     /// Address to listen on [default: 127.0.0.1:7070].
     #[arg(long, env = "VISHWA_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Address of the HTTP port (health probes, metrics, console), or `off`
+    /// [default: 127.0.0.1:7071].
+    #[arg(long, env = "VISHWA_HTTP", value_name = "ADDR|off", value_parser = parse_http_flag)]
+    http: Option<HttpFlag>,
     /// Directory of the store [default: vishwa-data].
     #[arg(long, env = "VISHWA_DATA")]
     data: Option<PathBuf>,
@@ -39,7 +44,7 @@ pub(crate) struct SchedulerArgs {
         hide_env_values = true
     )]
     store: Option<vishwa_scheduler::store::StoreLocation>,
-    /// YAML config file (fields: listen, data_dir, store, heartbeat_interval, lease, schedules, tokens, tls_cert, tls_key, secret_key_file).
+    /// YAML config file (fields: listen, http, data_dir, store, heartbeat_interval, lease, schedules, tokens, tls_cert, tls_key, secret_key_file).
     #[arg(long)]
     config: Option<PathBuf>,
     /// How often workers heartbeat [default: 5s].
@@ -84,6 +89,42 @@ pub(crate) struct SchedulerArgs {
     /// what was dropped between [default: 100 MiB].
     #[arg(long, value_name = "BYTES")]
     max_log_bytes: Option<u64>,
+}
+
+/// `--http`'s value: an address, or `off` (`None`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HttpFlag(pub(crate) Option<SocketAddr>);
+
+pub(crate) fn parse_http_flag(text: &str) -> Result<HttpFlag, String> {
+    vishwa_scheduler::http::parse_http_addr(text).map(HttpFlag)
+}
+
+/// The HTTP port of `vishwa dev` and `vishwa run`: the address asked for (failing when it is
+/// taken), `off`, or by default 127.0.0.1:7071, and when that is taken (another scheduler on
+/// this host) any free loopback port, with a note.
+pub(crate) async fn bind_local_http(flag: Option<HttpFlag>) -> Result<Option<TcpListener>> {
+    match flag {
+        Some(HttpFlag(None)) => Ok(None),
+        Some(HttpFlag(Some(addr))) => Ok(Some(bind_http(addr).await?)),
+        None => match TcpListener::bind(DEFAULT_HTTP_ADDR).await {
+            Ok(listener) => Ok(Some(listener)),
+            Err(e) => {
+                let listener = bind_http(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+                eprintln!(
+                    "note: the HTTP port {DEFAULT_HTTP_ADDR} is taken ({e}); using {} instead \
+                     (choose one with --http ADDR)",
+                    listener.local_addr()?
+                );
+                Ok(Some(listener))
+            }
+        },
+    }
+}
+
+async fn bind_http(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot serve HTTP on {addr}; pass --http ADDR with a free port, or --http off")
+    })
 }
 
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -170,6 +211,10 @@ pub(crate) struct DevArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
+    /// Address of the HTTP port (health probes, metrics, console), or `off` [default:
+    /// 127.0.0.1:7071, or a free port when that is taken].
+    #[arg(long, env = "VISHWA_HTTP", value_name = "ADDR|off", value_parser = parse_http_flag)]
+    http: Option<HttpFlag>,
     /// Directory of the store [default: a temporary one].
     #[arg(long)]
     data: Option<PathBuf>,
@@ -263,13 +308,16 @@ fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config {}", path.display()))?;
             serde_saphyr::from_str::<SchedulerConfig>(&text).map_err(|e| {
-                Invalid(format!("{}: error: {e}\n  help: the config file takes listen, data_dir, store, heartbeat_interval, lease, schedules, max_bundle_bytes, max_parallel_stages, tokens, tls_cert, tls_key and secret_key_file", path.display()))
+                Invalid(format!("{}: error: {e}\n  help: the config file takes listen, http, data_dir, store, heartbeat_interval, lease, schedules, max_bundle_bytes, max_parallel_stages, tokens, tls_cert, tls_key and secret_key_file", path.display()))
             })?
         }
         None => SchedulerConfig::default(),
     };
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(HttpFlag(http)) = args.http {
+        config.http = http;
     }
     if let Some(data) = &args.data {
         config.data_dir = data.clone();
@@ -351,6 +399,9 @@ pub(crate) async fn scheduler(args: SchedulerArgs) -> Result<u8> {
     } else {
         "http"
     };
+    if let Some(url) = scheduler.http_url() {
+        eprintln!("vishwa scheduler: HTTP on {url} (/healthz, /readyz, /metrics)");
+    }
     if config.tokens.is_none() {
         eprintln!(
             "vishwa scheduler on {scheme}://{}: no tokens file, so it is open to local users only \
@@ -455,8 +506,17 @@ pub(crate) async fn dev(args: DevArgs) -> Result<u8> {
     };
     let listener = bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    let http = bind_local_http(args.http).await?;
     let shutdown = shutdown_on_signals();
-    let scheduler = Scheduler::start(&config, listener, shutdown.clone()).await?;
+    let config = SchedulerConfig {
+        http: None,
+        ..config
+    };
+    let listeners = Listeners {
+        grpc: listener,
+        http,
+    };
+    let scheduler = Scheduler::start_on(&config, None, listeners, shutdown.clone()).await?;
     let url = format!("http://{addr}");
     let worker_config = WorkerConfig {
         scheduler: url.clone(),
@@ -477,6 +537,9 @@ pub(crate) async fn dev(args: DevArgs) -> Result<u8> {
         "vishwa dev: scheduler on {url}, one local worker, DAGs from {}",
         args.dags.display()
     );
+    if let Some(http) = scheduler.http_url() {
+        outln!("HTTP (health, metrics) on {http}");
+    }
     outln!(
         "data in {}; try `vishwa dags` and `vishwa trigger NAME --watch`",
         config.data_dir.display()

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{Cluster, START_LIMIT, humantime, lock, terminate};
 use crate::names::now_ms;
-use crate::process::scheduler_args;
+use crate::process::{http_url_in, scheduler_args};
 
 impl Cluster {
     // ---- the scheduler ----
@@ -83,6 +83,23 @@ impl Cluster {
             assert!(
                 started.elapsed() < START_LIMIT,
                 "the scheduler did not serve within {START_LIMIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The URL of the running scheduler's HTTP port (`http://127.0.0.1:PORT`), from the line
+    /// it printed once serving; waits for that line up to the start limit.
+    pub fn http_url(&self) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(url) = http_url_in(&self.scheduler_log()) {
+                return url;
+            }
+            assert!(
+                started.elapsed() < START_LIMIT && self.scheduler_running(),
+                "the scheduler printed no HTTP URL:\n{}",
+                self.scheduler_log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }

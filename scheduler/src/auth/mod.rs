@@ -72,10 +72,21 @@ impl Authenticator {
 
     /// Decides a call to `path` that carried `authorization` (the header's value).
     pub fn check(&self, path: &str, authorization: Option<&[u8]>) -> Result<Caller, Status> {
+        self.check_role(method_name(path), role_needed(path), authorization)
+    }
+
+    /// Decides a request for `method` (named in messages), which needs the `needed` role,
+    /// that carried `authorization` (the header's value). The gRPC services and the HTTP
+    /// routes both decide here.
+    pub fn check_role(
+        &self,
+        method: &str,
+        needed: Role,
+        authorization: Option<&[u8]>,
+    ) -> Result<Caller, Status> {
         let Some(tokens) = &self.tokens else {
             return Ok(Caller::local());
         };
-        let method = method_name(path);
         let Some(header) = authorization else {
             return Err(Status::unauthenticated(format!(
                 "{method} needs a token: this scheduler accepts only callers with a bearer \
@@ -100,7 +111,6 @@ impl Authenticator {
                  the scheduler's tokens file",
             )
         })?;
-        let needed = role_needed(path);
         if !holder.role.allows(needed) {
             let holders: Vec<&str> = [Role::Viewer, Role::Operator, Role::Worker, Role::Admin]
                 .into_iter()
@@ -201,9 +211,9 @@ where
     }
 }
 
-/// Names the token on a refused call: its holder when known (a role refusal), else what
+/// Names the token on a refused call (gRPC or HTTP): its holder when known (a role refusal), else what
 /// was wrong with it. Never the token itself.
-fn describe_token(auth: &Authenticator, headers: &http::HeaderMap) -> String {
+pub fn describe_token(auth: &Authenticator, headers: &http::HeaderMap) -> String {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return "no token".to_owned();
     };

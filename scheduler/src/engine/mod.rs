@@ -331,6 +331,11 @@ impl EngineHandle {
         })
     }
 
+    /// Whether the engine still takes commands (false once it stopped).
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// The store the engine writes to; reads may go straight to it.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
