@@ -28,10 +28,11 @@ const MIN_DIGEST_PREFIX: usize = 8;
 /// The blob store, or the error saying this scheduler has none.
 pub(crate) fn blobs(blobs: &Option<Arc<BlobStore>>) -> Result<Arc<BlobStore>, ApiError> {
     blobs.clone().ok_or_else(|| {
-        ApiError::Engine(EngineError::InvalidRequest {
-            field: "artifacts",
-            reason: "this scheduler was started without an artifact store".to_owned(),
-        })
+        EngineError::invalid(
+            "artifacts",
+            "this scheduler was started without an artifact store".to_owned(),
+        )
+        .into()
     })
 }
 
@@ -42,7 +43,7 @@ pub(crate) fn list_artifacts(
 ) -> Result<pb::ListArtifactsResponse, ApiError> {
     let run = RunId(run_id.to_owned());
     if store.get_run(&run)?.is_none() {
-        return Err(ApiError::Engine(EngineError::RunNotFound { id: run.0 }));
+        return Err(EngineError::RunNotFound { id: run.0 }.into());
     }
     let artifacts = store
         .run_artifacts(&run)?
@@ -60,13 +61,14 @@ pub(crate) fn find_artifact(
     let prefix = digest.trim().to_ascii_lowercase();
     let hex = prefix.bytes().all(|b| b.is_ascii_hexdigit());
     if prefix.len() < MIN_DIGEST_PREFIX || prefix.len() > 64 || !hex {
-        return Err(ApiError::Engine(EngineError::InvalidRequest {
-            field: "digest",
-            reason: format!(
+        return Err(EngineError::invalid(
+            "digest",
+            format!(
                 "`{digest}` is not a digest; give at least {MIN_DIGEST_PREFIX} hex characters \
                  of a sha256 as `vishwa artifacts RUN` shows it"
             ),
-        }));
+        )
+        .into());
     }
     let producers = store.artifacts_by_digest(&prefix)?;
     let digests: BTreeSet<&str> = producers.iter().map(|a| a.digest.as_str()).collect();
@@ -88,14 +90,15 @@ pub(crate) fn get_artifact(
     path: &str,
 ) -> Result<ChunkStream, ApiError> {
     let Some((stage, name)) = path.rsplit_once('/') else {
-        return Err(ApiError::Engine(EngineError::InvalidRequest {
-            field: "path",
-            reason: format!("`{path}` must be STAGE/FILE, e.g. train/model.pkl"),
-        }));
+        return Err(EngineError::invalid(
+            "path",
+            format!("`{path}` must be STAGE/FILE, e.g. train/model.pkl"),
+        )
+        .into());
     };
     let run = RunId(run_id.to_owned());
     if store.get_run(&run)?.is_none() {
-        return Err(ApiError::Engine(EngineError::RunNotFound { id: run.0 }));
+        return Err(EngineError::RunNotFound { id: run.0 }.into());
     }
     let artifacts = store.run_artifacts(&run)?;
     let Some(found) = artifacts
@@ -106,9 +109,9 @@ pub(crate) fn get_artifact(
             .iter()
             .map(|a| format!("{}/{}", a.stage, a.name))
             .collect();
-        return Err(ApiError::Engine(EngineError::InvalidRequest {
-            field: "path",
-            reason: format!(
+        return Err(EngineError::invalid(
+            "path",
+            format!(
                 "run {run_id} has no output {path}; it has: {}",
                 if known.is_empty() {
                     "none".to_owned()
@@ -116,7 +119,8 @@ pub(crate) fn get_artifact(
                     known.join(", ")
                 }
             ),
-        }));
+        )
+        .into());
     };
     Ok(stream_blob(blobs, found.digest.clone(), found.name.clone()))
 }
@@ -136,7 +140,7 @@ fn stream_blob(blobs: Arc<BlobStore>, digest: String, name: String) -> ChunkStre
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         if let Err(e) = blobs.send(&digest, &name, tx.clone()).await {
-            let _ = tx.send(Err(ApiError::from(e).into())).await;
+            let _ = tx.send(Err(e.into())).await;
         }
     });
     Box::pin(ReceiverStream::new(rx))

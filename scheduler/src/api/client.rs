@@ -12,16 +12,15 @@ use tonic::{Request, Response, Status};
 use vishwa_proto::v1 as pb;
 
 use super::artifacts::{ChunkStream, blobs, find_artifact, get_artifact, list_artifacts};
-use super::convert::{run_state_from_pb, run_summary};
+use super::convert::{backfill_response, dag_summary, run_state_from_pb, run_summary, run_view};
 use super::error::ApiError;
 use super::follow::{FOLLOW_BUFFER, Follower};
-use super::schedule::{backfill_response, next_fire_ms_of};
 use crate::artifacts::BlobStore;
 use crate::auth::Caller;
 use crate::bundle::{BundleError, BundleStore};
 use crate::dag::{Dag, parse_dag};
 use crate::engine::EngineError;
-use crate::engine::{BackfillRequest, DagFiles, EngineHandle};
+use crate::engine::{DagFiles, EngineHandle};
 use crate::ids::{RunId, WorkerId};
 use crate::run::{RetryMode, RunRecord, StageRecord};
 use crate::secrets::SecretBox;
@@ -94,10 +93,8 @@ impl ClientApi {
         let stored = self
             .store()
             .get_dag_version(name, version)?
-            .ok_or_else(|| {
-                ApiError::Engine(EngineError::DagNotFound {
-                    name: name.to_owned(),
-                })
+            .ok_or_else(|| EngineError::DagNotFound {
+                name: name.to_owned(),
             })?;
         let dag = Arc::new(parse_dag(&stored.source, &stored.file_name)?);
         self.lock_dags().insert(key, dag.clone());
@@ -113,29 +110,25 @@ impl ClientApi {
         name: &str,
         last_runs: &BTreeMap<String, RunRecord>,
     ) -> Result<pb::DagSummary, ApiError> {
-        let record = self.store().get_dag(name)?.ok_or_else(|| {
-            ApiError::Engine(EngineError::DagNotFound {
+        let record = self
+            .store()
+            .get_dag(name)?
+            .ok_or_else(|| EngineError::DagNotFound {
                 name: name.to_owned(),
-            })
-        })?;
+            })?;
         let dag = self.dag(name, &record.version)?;
-        let (schedule, timezone) = dag
-            .schedule
-            .as_ref()
-            .map(|s| (s.cron.clone(), s.timezone.name().to_owned()))
-            .unwrap_or_default();
-        Ok(pb::DagSummary {
-            name: name.to_owned(),
-            description: dag.description.clone().unwrap_or_default(),
-            version: record.version.clone(),
-            stages: dag.stages.len() as u32,
-            schedule,
-            timezone,
-            next_fire_ms: next_fire_ms_of(&dag),
-            submitted_ms: record.submitted_ms,
-            last_run: last_runs.get(name).map(|r| run_summary(r, None)),
-            paused: record.paused,
-        })
+        // The next slot after the schedule's cursor is the one the engine fires next; one
+        // after the clock read here could skip a slot that fell due since the submission.
+        let cursor = match &dag.schedule {
+            Some(s) => self
+                .store()
+                .get_schedule(name)?
+                .filter(|c| c.cron == s.cron && c.timezone == s.timezone.name())
+                .map(|c| c.cursor_ms),
+            None => None,
+        };
+        let after = cursor.unwrap_or_else(|| self.engine.clock().now_ms());
+        Ok(dag_summary(&dag, &record, last_runs.get(name), after))
     }
 
     fn last_runs(&self) -> Result<BTreeMap<String, RunRecord>, ApiError> {
@@ -168,9 +161,8 @@ impl ClientApi {
     }
 
     fn get_run_record(&self, id: &str) -> Result<RunRecord, ApiError> {
-        self.store()
-            .get_run(&RunId::from(id))?
-            .ok_or_else(|| ApiError::Engine(EngineError::RunNotFound { id: id.to_owned() }))
+        let run = self.store().get_run(&RunId::from(id))?;
+        Ok(run.ok_or_else(|| EngineError::RunNotFound { id: id.to_owned() })?)
     }
 }
 
@@ -184,14 +176,14 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         let r = request.into_inner();
         let target = r.file_name.clone();
         let result: Result<Response<pb::SubmitDagResponse>, Status> = async {
-            let dag = Arc::new(parse_dag(&r.source, &r.file_name).map_err(ApiError::from)?);
+            let dag = Arc::new(parse_dag(&r.source, &r.file_name)?);
             let bundle = (!r.bundle_digest.is_empty()).then_some(r.bundle_digest);
             if let Some(digest) = &bundle
-                && !self.bundles.has(digest).map_err(ApiError::from)?
+                && !self.bundles.has(digest)?
             {
-                return Err(ApiError::from(BundleError::Missing {
+                return Err(BundleError::Missing {
                     digest: digest.clone(),
-                })
+                }
                 .into());
             }
             let files = DagFiles {
@@ -228,8 +220,7 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         let last = self.last_runs()?;
         let dags = self
             .store()
-            .list_dags()
-            .map_err(ApiError::from)?
+            .list_dags()?
             .iter()
             .map(|d| self.dag_summary(&d.name, &last))
             .collect::<Result<_, _>>()?;
@@ -244,9 +235,8 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         let summary = self.dag_summary(&name, &self.last_runs()?)?;
         let version = self
             .store()
-            .get_dag_version(&name, &summary.version)
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::Engine(EngineError::DagNotFound { name: name.clone() }))?;
+            .get_dag_version(&name, &summary.version)?
+            .ok_or_else(|| EngineError::DagNotFound { name: name.clone() })?;
         Ok(Response::new(pb::GetDagResponse {
             dag: Some(summary),
             file_name: version.file_name,
@@ -266,15 +256,10 @@ impl pb::vishwa_server::Vishwa for ClientApi {
                 &r.dag,
                 r.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             )
-            .map_err(|reason| {
-                ApiError::Engine(EngineError::InvalidRequest {
-                    field: "trigger",
-                    reason,
-                })
-            })?;
+            .map_err(|reason| EngineError::invalid("trigger", reason))?;
             let params = r.params.into_iter().collect();
             let run = self.engine.trigger_with(r.dag, params, r.no_cache).await?;
-            let stages = self.store().run_stages(&run.id).map_err(ApiError::from)?;
+            let stages = self.store().run_stages(&run.id)?;
             Ok(Response::new(pb::TriggerRunResponse {
                 run: Some(run_summary(&run, Some(&stages))),
             }))
@@ -293,8 +278,7 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             .and_then(run_state_from_pb);
         let mut runs: Vec<RunRecord> = self
             .store()
-            .list_runs()
-            .map_err(ApiError::from)?
+            .list_runs()?
             .into_iter()
             .filter(|run| r.dag.is_empty() || run.dag == r.dag)
             .filter(|run| state.is_none_or(|s| run.state == s))
@@ -322,34 +306,17 @@ impl pb::vishwa_server::Vishwa for ClientApi {
     ) -> Result<Response<pb::Run>, Status> {
         let run = self.get_run_record(&request.into_inner().run_id)?;
         let stages = self.ordered_stages(&run)?;
-        Ok(Response::new(pb::Run {
-            summary: Some(run_summary(&run, Some(&stages))),
-            params: run
-                .params
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_string()))
-                .collect(),
-            stages: stages
-                .iter()
-                .map(|s| {
-                    let mut stage = pb::StageRun::from(s);
-                    self.engine
-                        .waiting()
-                        .explain(&run.id, s, &mut stage.message);
-                    stage
-                })
-                .collect(),
-            retries: run
-                .retries
-                .iter()
-                .map(|r| pb::RunRetry {
-                    at_ms: r.at_ms,
-                    mode: r.mode.describe(),
-                    stages: r.stages.clone(),
-                })
-                .collect(),
-            no_cache: run.no_cache,
-        }))
+        let views = stages
+            .iter()
+            .map(|s| {
+                let mut stage = pb::StageRun::from(s);
+                self.engine
+                    .waiting()
+                    .explain(&run.id, s, &mut stage.message);
+                stage
+            })
+            .collect();
+        Ok(Response::new(run_view(&run, &stages, views)))
     }
 
     async fn list_artifacts(
@@ -420,17 +387,17 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         let run = self.get_run_record(&r.run_id)?;
         let stage = (!r.stage.is_empty()).then_some(r.stage);
         if let Some(stage) = &stage {
-            let known = self.store().run_stages(&run.id).map_err(ApiError::from)?;
+            let known = self.store().run_stages(&run.id)?;
             if !known.iter().any(|s| &s.instance == stage) {
                 let names: Vec<_> = known.iter().map(|s| s.instance.as_str()).collect();
-                return Err(ApiError::Engine(EngineError::InvalidRequest {
-                    field: "stage",
-                    reason: format!(
+                return Err(EngineError::invalid(
+                    "stage",
+                    format!(
                         "run {} has no stage `{stage}`; its stages are: {}",
                         run.id,
                         names.join(", ")
                     ),
-                })
+                )
                 .into());
             }
         }
@@ -480,21 +447,10 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         let r = request.into_inner();
         let target = r.run_id.clone();
         let result: Result<Response<pb::RetryRunResponse>, Status> = async {
-            let mode = match (r.from_stage.is_empty(), r.only) {
-                (true, false) => RetryMode::Failed,
-                (true, true) => {
-                    return Err(ApiError::Engine(EngineError::InvalidRequest {
-                        field: "only",
-                        reason: "--only needs a stage: vishwa retry RUN --from STAGE --only".into(),
-                    })
-                    .into());
-                }
-                (false, false) => RetryMode::From(r.from_stage),
-                (false, true) => RetryMode::Only(r.from_stage),
-            };
+            let mode = RetryMode::try_from(&r)?;
             let id = RunId(r.run_id);
             let (run, stages) = self.engine.retry(id.clone(), mode).await?;
-            let records = self.store().run_stages(&id).map_err(ApiError::from)?;
+            let records = self.store().run_stages(&id)?;
             Ok(Response::new(pb::RetryRunResponse {
                 run: Some(run_summary(&run, Some(&records))),
                 stages,
@@ -508,10 +464,7 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         &self,
         request: Request<pb::HasBundleRequest>,
     ) -> Result<Response<pb::HasBundleResponse>, Status> {
-        let present = self
-            .bundles
-            .has(&request.into_inner().digest)
-            .map_err(ApiError::from)?;
+        let present = self.bundles.has(&request.into_inner().digest)?;
         Ok(Response::new(pb::HasBundleResponse { present }))
     }
 
@@ -520,11 +473,7 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         request: Request<tonic::Streaming<pb::BundleChunk>>,
     ) -> Result<Response<pb::UploadBundleResponse>, Status> {
         let caller = Caller::of(&request);
-        let received = self
-            .bundles
-            .receive(request.into_inner())
-            .await
-            .map_err(ApiError::from);
+        let received = self.bundles.receive(request.into_inner()).await;
         let target = received
             .as_ref()
             .map(|(d, _)| d.clone())
@@ -576,7 +525,7 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         let id = RunId(request.into_inner().run_id);
         let result = async {
             let run = self.engine.cancel(id.clone()).await?;
-            let stages = self.store().run_stages(&id).map_err(ApiError::from)?;
+            let stages = self.store().run_stages(&id)?;
             Ok(Response::new(pb::CancelRunResponse {
                 run: Some(run_summary(&run, Some(&stages))),
             }))
@@ -630,23 +579,12 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         let r = request.into_inner();
         let target = r.dag.clone();
         let result: Result<Response<pb::BackfillResponse>, Status> = async {
-            let slots = self
-                .engine
-                .backfill(BackfillRequest {
-                    dag: r.dag.clone(),
-                    from_ms: r.from_ms,
-                    to_ms: r.to_ms,
-                    dry_run: r.dry_run,
-                })
-                .await?;
+            let slots = self.engine.backfill((&r).into()).await?;
             let version = self
                 .store()
-                .get_dag(&r.dag)
-                .map_err(ApiError::from)?
-                .ok_or_else(|| {
-                    ApiError::Engine(EngineError::DagNotFound {
-                        name: r.dag.clone(),
-                    })
+                .get_dag(&r.dag)?
+                .ok_or_else(|| EngineError::DagNotFound {
+                    name: r.dag.clone(),
                 })?
                 .version;
             let dag = self.dag(&r.dag, &version)?;

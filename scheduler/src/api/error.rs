@@ -41,11 +41,25 @@ impl From<ParamError> for ApiError {
     }
 }
 
-impl From<EngineError> for Status {
-    fn from(e: EngineError) -> Status {
-        ApiError::Engine(e).into()
-    }
+/// Lets a handler answering with a `Status` use `?` on every error the API knows.
+macro_rules! status_from {
+    ($($error:ty),*) => {
+        $(impl From<$error> for Status {
+            fn from(e: $error) -> Status {
+                ApiError::from(e).into()
+            }
+        })*
+    };
 }
+
+status_from!(
+    EngineError,
+    StoreError,
+    DagErrors,
+    ParamError,
+    BundleError,
+    ArtifactError
+);
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {

@@ -10,7 +10,6 @@ use tonic::Status;
 use vishwa_proto::v1 as pb;
 
 use super::convert::{log_line, run_summary};
-use super::error::ApiError;
 use crate::engine::{EngineEvent, Waiting};
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
@@ -155,7 +154,7 @@ impl Follower {
                 {
                     Ok(page) => page,
                     Err(e) => {
-                        let _ = self.tx.send(Err(ApiError::from(e).into())).await;
+                        let _ = self.tx.send(Err(e.into())).await;
                         return Err(Gone);
                     }
                 };

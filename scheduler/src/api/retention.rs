@@ -8,7 +8,6 @@ use tonic::{Request, Response, Status};
 use vishwa_proto::v1 as pb;
 
 use super::client::ClientApi;
-use super::error::ApiError;
 use crate::artifacts::BlobStore;
 use crate::artifacts::retention::{RetentionPolicy, free_blobs};
 use crate::auth::Caller;
@@ -27,10 +26,10 @@ impl ClientApi {
         let target = r.run_ids.join(",");
         let result = async {
             if r.run_ids.is_empty() {
-                return Err(ApiError::Engine(EngineError::InvalidRequest {
-                    field: "run_ids",
-                    reason: "name at least one run: vishwa runs delete RUN...".to_owned(),
-                })
+                return Err(EngineError::invalid(
+                    "run_ids",
+                    "name at least one run: vishwa runs delete RUN...".to_owned(),
+                )
                 .into());
             }
             let ids = r
@@ -67,11 +66,10 @@ impl ClientApi {
         );
         let result = async {
             if !policy.is_active() {
-                return Err(ApiError::Engine(EngineError::InvalidRequest {
-                    field: "older_than_ms",
-                    reason: "say what to prune: --older-than AGE (e.g. 7d) and/or --keep N"
-                        .to_owned(),
-                })
+                return Err(EngineError::invalid(
+                    "older_than_ms",
+                    "say what to prune: --older-than AGE (e.g. 7d) and/or --keep N".to_owned(),
+                )
                 .into());
             }
             let deleted = self.engine().prune_runs(policy).await?;

@@ -16,10 +16,6 @@ use crate::store::AuditEntry;
 /// Audit entries listed when the request gives no limit.
 const DEFAULT_AUDIT_LIMIT: usize = 100;
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 impl ClientApi {
     /// Records a mutating call of `caller` in the audit log (and the tracing log), then
     /// hands its result back. A failing audit write is logged, not turned into a failure of
@@ -44,7 +40,7 @@ impl ClientApi {
             "audit"
         );
         let entry = AuditEntry {
-            at_ms: now_ms(),
+            at_ms: self.engine().clock().now_ms(),
             caller: caller.name.clone(),
             method: method.to_owned(),
             target: target.to_owned(),
@@ -61,64 +57,51 @@ impl ClientApi {
         r: pb::SetSecretRequest,
     ) -> Result<Response<pb::SetSecretResponse>, Status> {
         if !is_secret_name(&r.name) {
-            return Err(ApiError::Engine(EngineError::InvalidRequest {
-                field: "name",
-                reason: format!(
+            return Err(EngineError::invalid(
+                "name",
+                format!(
                     "`{}` is not a secret name; use letters, digits, `_`, `-` and `.`",
                     r.name
                 ),
-            })
+            )
             .into());
         }
         if r.value.len() > MAX_SECRET_BYTES {
-            return Err(ApiError::Engine(EngineError::InvalidRequest {
-                field: "value",
-                reason: format!(
+            return Err(EngineError::invalid(
+                "value",
+                format!(
                     "the value has {} bytes; secrets hold at most {MAX_SECRET_BYTES}",
                     r.value.len()
                 ),
-            })
+            )
             .into());
         }
         let value = std::str::from_utf8(&r.value).map_err(|_| {
-            ApiError::Engine(EngineError::InvalidRequest {
-                field: "value",
-                reason: "the value is not UTF-8 text; stages receive secrets as environment \
+            EngineError::invalid(
+                "value",
+                "the value is not UTF-8 text; stages receive secrets as environment \
                      variables, which hold text (base64-encode binary values)"
                     .into(),
-            })
+            )
         })?;
         // A trailing newline from `echo value | vishwa secret set` is not part of the value.
         let value = value.strip_suffix('\n').unwrap_or(value);
         let value = value.strip_suffix('\r').unwrap_or(value);
         if value.is_empty() {
-            return Err(ApiError::Engine(EngineError::InvalidRequest {
-                field: "value",
-                reason: "the value is empty; pass it on stdin".into(),
-            })
+            return Err(EngineError::invalid(
+                "value",
+                "the value is empty; pass it on stdin".into(),
+            )
             .into());
         }
         let key = self.secrets.as_ref().ok_or_else(|| {
-            ApiError::Engine(EngineError::InvalidRequest {
-                field: "secret",
-                reason: "this scheduler has no secret key".into(),
-            })
+            EngineError::invalid("secret", "this scheduler has no secret key".into())
         })?;
-        let replaced = self
-            .store()
-            .get_secret(&r.name)
-            .map_err(ApiError::from)?
-            .is_some();
-        let record = key.seal(&r.name, value.as_bytes(), now_ms());
-        self.store()
-            .put_secret(&record)
-            .await
-            .map_err(ApiError::from)?;
+        let replaced = self.store().get_secret(&r.name)?.is_some();
+        let record = key.seal(&r.name, value.as_bytes(), self.engine().clock().now_ms());
+        self.store().put_secret(&record).await?;
         Ok(Response::new(pb::SetSecretResponse {
-            secret: Some(pb::SecretInfo {
-                name: record.name,
-                set_ms: record.set_ms,
-            }),
+            secret: Some(pb::SecretInfo::from(&record)),
             replaced,
         }))
     }
@@ -127,11 +110,8 @@ impl ClientApi {
         let secrets = self
             .store()
             .list_secrets()?
-            .into_iter()
-            .map(|s| pb::SecretInfo {
-                name: s.name,
-                set_ms: s.set_ms,
-            })
+            .iter()
+            .map(pb::SecretInfo::from)
             .collect();
         Ok(pb::ListSecretsResponse { secrets })
     }
@@ -140,12 +120,7 @@ impl ClientApi {
         &self,
         name: &str,
     ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
-        if self
-            .store()
-            .delete_secret(name)
-            .await
-            .map_err(ApiError::from)?
-        {
+        if self.store().delete_secret(name).await? {
             Ok(Response::new(pb::DeleteSecretResponse {}))
         } else {
             Err(ApiError::SecretNotFound {
@@ -165,13 +140,7 @@ impl ClientApi {
             .store()
             .list_audit(limit)?
             .into_iter()
-            .map(|e| pb::AuditEntry {
-                at_ms: e.at_ms,
-                caller: e.caller,
-                method: e.method,
-                target: e.target,
-                outcome: e.outcome,
-            })
+            .map(pb::AuditEntry::from)
             .collect();
         Ok(pb::ListAuditResponse { entries })
     }

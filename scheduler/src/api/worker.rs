@@ -10,14 +10,12 @@ use tonic::{Request, Response, Status};
 use vishwa_proto::v1 as pb;
 
 use super::artifacts::{ChunkStream, blobs, fetch_blob};
-use super::convert::{artifact_ref_from_pb, log_stream_from_pb, outcome_from_pb};
-use super::error::ApiError;
+use super::convert::ResultReport;
 use crate::artifacts::BlobStore;
 use crate::bundle::{BundleError, BundleStore};
-use crate::engine::EngineError;
-use crate::engine::{EngineHandle, Produced, WorkerMessage, WorkerRegistration};
+use crate::engine::{EngineHandle, WorkerRegistration};
 use crate::ids::{AttemptId, RunId, WorkerId};
-use crate::run::AttemptOutcome;
+use crate::run::ReportedOutput;
 use crate::store::LogRecord;
 
 /// The worker API.
@@ -42,58 +40,6 @@ impl WorkerApi {
         self.artifacts = Some(blobs);
         self
     }
-
-    /// What a successful attempt reports, checked: every output must be a stored blob, or the
-    /// attempt fails naming it.
-    fn produced(
-        &self,
-        outputs: Vec<pb::ArtifactRef>,
-        metrics: std::collections::HashMap<String, f64>,
-    ) -> Result<Produced, String> {
-        let mut checked = Vec::with_capacity(outputs.len());
-        for output in outputs {
-            let name = output.name.clone();
-            let output = artifact_ref_from_pb(output)
-                .map_err(|e| format!("output `{name}` was reported wrongly: {e}"))?;
-            let stored = match &self.artifacts {
-                Some(blobs) => blobs.has(&output.digest).unwrap_or(false),
-                None => false,
-            };
-            if !stored {
-                return Err(format!(
-                    "output `{name}` was reported, but its upload ({}) is not on the scheduler",
-                    output.digest
-                ));
-            }
-            checked.push(output);
-        }
-        Ok(Produced {
-            outputs: checked,
-            metrics: metrics.into_iter().collect(),
-        })
-    }
-}
-
-fn required<'a>(field: &'static str, value: &'a str) -> Result<&'a str, Status> {
-    if value.is_empty() {
-        return Err(ApiError::Engine(EngineError::InvalidRequest {
-            field,
-            reason: "must not be empty".to_owned(),
-        })
-        .into());
-    }
-    Ok(value)
-}
-
-fn log_record(chunk: pb::LogChunk) -> LogRecord {
-    LogRecord {
-        stage: chunk.stage,
-        attempt: chunk.attempt,
-        seq: chunk.seq,
-        stream: log_stream_from_pb(chunk.stream),
-        time_ms: chunk.time_ms,
-        data: chunk.data.to_vec(),
-    }
 }
 
 #[tonic::async_trait]
@@ -102,29 +48,9 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let r = request.into_inner();
-        required("name", &r.name)?;
-        let registered = self
-            .engine
-            .register(WorkerRegistration {
-                name: r.name,
-                slots: r.slots,
-                labels: r.labels.into_iter().collect(),
-                allow_process: r.allow_process,
-                running: r.running_attempts.into_iter().map(AttemptId).collect(),
-                cpus: r.cpus,
-                memory_bytes: r.memory_bytes,
-                gpus: r.gpus,
-                draining: r.draining,
-                instance: r.instance,
-            })
-            .await?;
-        Ok(Response::new(pb::RegisterResponse {
-            worker_id: registered.worker.0,
-            heartbeat_interval_ms: registered.heartbeat_interval.as_millis() as u64,
-            lease_ms: registered.lease.as_millis() as u64,
-            cancel_attempts: registered.cancel.into_iter().map(|a| a.0).collect(),
-        }))
+        let registration = WorkerRegistration::try_from(request.into_inner())?;
+        let registered = self.engine.register(registration).await?;
+        Ok(Response::new(registered.into()))
     }
 
     async fn heartbeat(
@@ -137,10 +63,7 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
             .engine
             .heartbeat(WorkerId(r.worker_id), running, r.draining)
             .await?;
-        Ok(Response::new(pb::HeartbeatResponse {
-            cancel_attempts: reply.cancel.into_iter().map(|a| a.0).collect(),
-            reregister: reply.reregister,
-        }))
+        Ok(Response::new(reply.into()))
     }
 
     type TasksStream = Pin<Box<dyn Stream<Item = Result<pb::WorkerCommand, Status>> + Send>>;
@@ -152,20 +75,8 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
         let worker = WorkerId(request.into_inner().worker_id);
         let (tx, rx) = mpsc::unbounded_channel();
         self.engine.attach_inbox(worker, tx).await?;
-        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|message| {
-            let command = match message {
-                WorkerMessage::Task(task) => pb::worker_command::Command::Task((&*task).into()),
-                WorkerMessage::Cancel { attempt, reason } => {
-                    pb::worker_command::Command::Cancel(pb::CancelAttempt {
-                        attempt_id: attempt.0,
-                        reason,
-                    })
-                }
-            };
-            Ok(pb::WorkerCommand {
-                command: Some(command),
-            })
-        });
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
+            .map(|message| Ok(pb::WorkerCommand::from(message)));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -186,12 +97,11 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
     ) -> Result<Response<pb::ReportAck>, Status> {
         let mut by_run: Vec<(RunId, Vec<LogRecord>)> = Vec::new();
         for chunk in request.into_inner().chunks {
-            required("run_id", &chunk.run_id)?;
-            required("stage", &chunk.stage)?;
             let run = RunId(chunk.run_id.clone());
+            let record = LogRecord::try_from(chunk)?;
             match by_run.last_mut() {
-                Some((r, records)) if *r == run => records.push(log_record(chunk)),
-                _ => by_run.push((run, vec![log_record(chunk)])),
+                Some((r, records)) if *r == run => records.push(record),
+                _ => by_run.push((run, vec![record])),
             }
         }
         self.engine.append_logs(by_run).await?;
@@ -205,14 +115,14 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
         request: Request<pb::FetchBundleRequest>,
     ) -> Result<Response<Self::FetchBundleStream>, Status> {
         let digest = request.into_inner().digest;
-        if !self.bundles.has(&digest).map_err(ApiError::from)? {
-            return Err(ApiError::from(BundleError::Missing { digest }).into());
+        if !self.bundles.has(&digest)? {
+            return Err(BundleError::Missing { digest }.into());
         }
         let (tx, rx) = mpsc::channel(4);
         let bundles = self.bundles.clone();
         tokio::spawn(async move {
             if let Err(e) = bundles.send(&digest, tx.clone()).await {
-                let _ = tx.send(Err(ApiError::from(e).into())).await;
+                let _ = tx.send(Err(e.into())).await;
             }
         });
         Ok(Response::new(Box::pin(
@@ -224,35 +134,22 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
         &self,
         request: Request<pb::ReportResultRequest>,
     ) -> Result<Response<pb::ReportAck>, Status> {
-        let r = request.into_inner();
-        let outcome = outcome_from_pb(r.outcome).ok_or_else(|| {
-            ApiError::Engine(EngineError::InvalidRequest {
-                field: "outcome",
-                reason: "a result must say how the attempt ended".to_owned(),
-            })
-        })?;
-        let (outcome, produced) = if outcome == (AttemptOutcome::Exited { code: 0 }) {
-            match self.produced(r.outputs, r.metrics) {
-                Ok(produced) => (outcome, produced),
-                Err(message) => (
-                    AttemptOutcome::Error {
-                        message,
-                        transient: false,
-                    },
-                    Produced::default(),
-                ),
+        let ResultReport {
+            worker,
+            attempt,
+            mut report,
+        } = request.into_inner().try_into()?;
+        // The one fact only this side can gather: whether each upload is on the scheduler.
+        // The engine's state machine judges the outputs against the declared ones.
+        for output in &mut report.outputs {
+            if let ReportedOutput::Uploaded { artifact, stored } = output {
+                *stored = self
+                    .artifacts
+                    .as_ref()
+                    .is_some_and(|blobs| blobs.has(&artifact.digest).unwrap_or(false));
             }
-        } else {
-            (outcome, Produced::default())
-        };
-        self.engine
-            .finished_with(
-                WorkerId(r.worker_id),
-                AttemptId(r.attempt_id),
-                outcome,
-                produced,
-            )
-            .await?;
+        }
+        self.engine.finished(worker, attempt, report).await?;
         Ok(Response::new(pb::ReportAck {}))
     }
 
@@ -261,10 +158,7 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
         request: Request<tonic::Streaming<pb::ArtifactChunk>>,
     ) -> Result<Response<pb::ArtifactRef>, Status> {
         let blobs = blobs(&self.artifacts)?;
-        let (header, digest, size) = blobs
-            .receive(request.into_inner())
-            .await
-            .map_err(ApiError::from)?;
+        let (header, digest, size) = blobs.receive(request.into_inner()).await?;
         tracing::debug!(attempt = %header.attempt, name = %header.name, %digest, size, "artifact stored");
         Ok(Response::new(pb::ArtifactRef {
             name: header.name,

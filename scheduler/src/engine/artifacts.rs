@@ -1,77 +1,38 @@
-//! What a successful attempt leaves behind: its outputs and metrics on the stage record,
-//! the artifact index (outputs, and the inputs it consumed for lineage), and, for a
-//! `cache: true` stage, a cache entry under the key looked up before it ran.
+//! What a succeeded instance leaves in the index, as its run's state machine announced it
+//! ([`Action::Succeeded`](crate::run::Action)): its outputs (marked as reused for a cache
+//! hit), the inputs it consumed (lineage, for an instance that ran), and, when the machine
+//! names a key, the cache entry holding its outputs and metrics.
 
 use tracing::warn;
 
-use super::EngineError;
-use super::Produced;
-use super::core::{Engine, transition_error};
+use super::core::Engine;
 use super::task::task_inputs;
-use crate::ids::{AttemptId, Millis, RunId};
-use crate::run::{AttemptOutcome, CacheOutcome};
+use crate::ids::{Millis, RunId};
+use crate::run::CacheOutcome;
 use crate::store::{ArtifactRecord, CacheEntry, ConsumerRecord};
 
 impl Engine {
-    /// Ends an attempt; on success first checks that every declared output was uploaded and
-    /// keeps the outputs and metrics, then indexes them.
-    pub(super) fn finish_attempt_with_outputs(
+    /// Writes the index records of instance `i`'s outputs and inputs, and its cache entry
+    /// under `cache_key`.
+    pub(super) fn index_outputs(
         &mut self,
-        attempt: &AttemptId,
-        outcome: AttemptOutcome,
-        produced: Produced,
+        id: &RunId,
+        i: usize,
+        cache_key: Option<String>,
         now: Millis,
-    ) -> Result<(), EngineError> {
-        let route = self.route(attempt)?;
-        let mut outcome = outcome;
-        if outcome == (AttemptOutcome::Exited { code: 0 }) {
-            let run = self
-                .runs
-                .get_mut(&route.run)
-                .ok_or_else(|| EngineError::RunNotFound {
-                    id: route.run.0.clone(),
-                })?;
-            let stage = &run.plan.dag.stages[run.plan.nodes[route.instance].stage];
-            let missing = stage
-                .outputs
-                .iter()
-                .find(|name| !produced.outputs.iter().any(|o| &o.name == *name));
-            match missing {
-                Some(name) => {
-                    outcome = AttemptOutcome::Error {
-                        message: format!(
-                            "declared output `{name}` was not uploaded by the worker; it \
-                             must be written to /vishwa/out/{name}"
-                        ),
-                        transient: false,
-                    };
-                }
-                None => {
-                    let outputs = produced
-                        .outputs
-                        .into_iter()
-                        .filter(|o| stage.outputs.contains(&o.name))
-                        .collect();
-                    run.record_outputs(route.instance, attempt, outputs, produced.metrics)
-                        .map_err(transition_error)?;
-                }
-            }
-        }
-        let succeeded = outcome == (AttemptOutcome::Exited { code: 0 });
-        self.finish_attempt(attempt, outcome, now)?;
-        if succeeded {
-            self.index_outputs(&route.run, route.instance, now);
-        }
-        Ok(())
-    }
-
-    /// Writes the index records of instance `i`'s outputs and inputs, and its cache entry.
-    fn index_outputs(&mut self, id: &RunId, i: usize, now: Millis) {
+    ) {
         let Some(run) = self.runs.get(id) else {
             warn!(run = %id, "run gone before its outputs were indexed");
             return;
         };
         let record = &run.stages[i];
+        let cached_from = match &record.cache {
+            Some(note) => match &note.outcome {
+                CacheOutcome::Hit { run, .. } => Some(run.clone()),
+                CacheOutcome::Miss { .. } => None,
+            },
+            None => None,
+        };
         for output in &record.outputs {
             self.batch.put_artifact(ArtifactRecord {
                 run: id.clone(),
@@ -80,8 +41,12 @@ impl Engine {
                 digest: output.digest.clone(),
                 size: output.size,
                 created_ms: now,
-                cached_from: None,
+                cached_from: cached_from.clone(),
             });
+        }
+        if cached_from.is_some() {
+            // A hit consumed nothing: the run it reused did.
+            return;
         }
         for input in task_inputs(run, i) {
             self.batch.put_consumer(ConsumerRecord {
@@ -90,12 +55,9 @@ impl Engine {
                 stage: record.instance.clone(),
             });
         }
-        let cacheable = run.plan.dag.stages[run.plan.nodes[i].stage].cache;
-        if let Some(note) = record.cache.as_ref().filter(|_| cacheable)
-            && matches!(note.outcome, CacheOutcome::Miss { .. })
-        {
+        if let Some(key) = cache_key {
             self.batch.put_cache(CacheEntry {
-                key: note.key.clone(),
+                key,
                 run: id.clone(),
                 stage: record.instance.clone(),
                 outputs: record.outputs.clone(),

@@ -16,7 +16,7 @@ use super::{DagFiles, TaskAssignment};
 use crate::dag::{EnvValue, param_text, template_references};
 use crate::ids::{AttemptId, Millis, RunId};
 use crate::run::{CacheNote, CacheOutcome, Event, Run, StageState};
-use crate::store::{ArtifactRecord, CacheComponents, LastLookup};
+use crate::store::{CacheComponents, LastLookup};
 
 /// Bumped when what goes into a key changes, so old entries stop matching.
 const KEY_VERSION: &str = "vishwa-cache-v1";
@@ -111,22 +111,11 @@ impl Engine {
             let hit = Event::CacheHit {
                 instance: i,
                 note,
-                outputs: entry.outputs.clone(),
-                metrics: entry.metrics.clone(),
+                outputs: entry.outputs,
+                metrics: entry.metrics,
             };
-            if self.apply(id, hit, now).is_ok() {
-                for output in &entry.outputs {
-                    self.batch.put_artifact(ArtifactRecord {
-                        run: id.clone(),
-                        stage: instance.clone(),
-                        name: output.name.clone(),
-                        digest: output.digest.clone(),
-                        size: output.size,
-                        created_ms: now,
-                        cached_from: Some(entry.run.clone()),
-                    });
-                }
-            }
+            // Refused only if the instance is no longer queued; then it needs nothing more.
+            let _ = self.apply(id, hit, now);
             return;
         }
         let reason = if no_cache {
@@ -136,17 +125,14 @@ impl Engine {
         } else {
             why_missed(last.as_ref(), &components)
         };
-        if let Some(run) = self.runs.get_mut(id) {
-            run.note_cache(
-                i,
-                CacheNote {
-                    key,
-                    outcome: CacheOutcome::Miss { reason },
-                },
-            );
-            self.touched.insert(id.clone());
+        let miss = Event::CacheMiss {
+            instance: i,
+            key,
+            reason,
+        };
+        if self.apply(id, miss, now).is_ok() {
+            self.push_ready(id, i);
         }
-        self.push_ready(id, i);
     }
 }
 

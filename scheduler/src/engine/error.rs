@@ -1,5 +1,5 @@
 //! What can go wrong inside the engine, in the engine's own words. The gRPC layer wraps it
-//! (`EngineError::Engine`) and turns each kind into a status code in one place.
+//! (`ApiError::Engine`) and turns each kind into a status code in one place.
 
 use thiserror::Error;
 
@@ -46,4 +46,11 @@ pub enum EngineError {
     ShuttingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl EngineError {
+    /// A request the engine refuses: `field` is wrong, `reason` says how and how to fix it.
+    pub fn invalid(field: &'static str, reason: String) -> EngineError {
+        EngineError::InvalidRequest { field, reason }
+    }
 }

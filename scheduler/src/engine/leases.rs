@@ -10,8 +10,8 @@ use super::core::Engine;
 use super::state::AttemptRoute;
 use super::workers::{Offer, WorkerEntry};
 use super::{HeartbeatReply, Registered, WorkerRegistration, WorkerView};
-use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
-use crate::run::{AttemptOutcome, Event};
+use crate::ids::{AttemptId, Millis, RunId, WorkerId};
+use crate::run::{AttemptOutcome, AttemptReport, Event};
 
 impl Engine {
     pub(super) fn register(
@@ -130,13 +130,13 @@ impl Engine {
     }
 
     pub(super) fn lose_attempt(&mut self, attempt: &AttemptId, reason: String, now: Millis) {
-        if let Err(e) = self.finish_attempt(attempt, AttemptOutcome::Lost { reason }, now) {
+        if let Err(e) = self.finish_attempt(attempt, AttemptOutcome::Lost { reason }.into(), now) {
             debug!(%attempt, error = %e, "lost attempt was already settled");
         }
     }
 
     pub(super) fn lose_undelivered(&mut self) {
-        let now = now_ms();
+        let now = self.now();
         for attempt in std::mem::take(&mut self.undelivered) {
             self.lose_attempt(&attempt, "its worker disconnected".to_owned(), now);
         }
@@ -151,10 +151,12 @@ impl Engine {
             })
     }
 
+    /// Applies how an attempt ended to its run (the one place a stage finishes) and frees
+    /// its worker slot.
     pub(super) fn finish_attempt(
         &mut self,
         attempt: &AttemptId,
-        outcome: AttemptOutcome,
+        report: AttemptReport,
         now: Millis,
     ) -> Result<(), EngineError> {
         let route = self.route(attempt)?;
@@ -163,7 +165,7 @@ impl Engine {
             Event::Finished {
                 instance: route.instance,
                 attempt: attempt.clone(),
-                outcome,
+                report,
             },
             now,
         )?;

@@ -14,9 +14,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::dag::{Command as DagCommand, Dag, ExecutorKind, Mount, Resources};
 use crate::ids::{AttemptId, RunId, WorkerId};
-use crate::run::{ArtifactRef, AttemptOutcome, RetryMode, RunRecord, StageRecord};
+use crate::run::{AttemptReport, RetryMode, RunRecord, StageRecord};
 use crate::secrets::SecretBox;
 use crate::store::{LogRecord, Store, WriteBatch};
 
@@ -58,6 +59,8 @@ pub struct EngineConfig {
     pub secrets: Option<Arc<SecretBox>>,
     /// Output kept per attempt, sent with each task (0: the worker's default).
     pub max_log_bytes: u64,
+    /// Where the engine reads the time: leases, timeouts, retry backoff, schedules.
+    pub clock: Clock,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +72,7 @@ impl Default for EngineConfig {
             schedules: true,
             secrets: None,
             max_log_bytes: 0,
+            clock: Clock::system(),
         }
     }
 }
@@ -148,13 +152,6 @@ pub struct TaskInput {
     pub name: String,
     pub digest: String,
     pub size: u64,
-}
-
-/// What a successful attempt produced: its uploaded outputs and its metrics.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Produced {
-    pub outputs: Vec<ArtifactRef>,
-    pub metrics: BTreeMap<String, f64>,
 }
 
 /// What the engine sends down a worker's inbox.
@@ -270,8 +267,7 @@ pub(crate) enum Command {
     Finished {
         worker: WorkerId,
         attempt: AttemptId,
-        outcome: AttemptOutcome,
-        produced: Produced,
+        report: AttemptReport,
         reply: Reply<()>,
     },
     Metrics {
@@ -303,6 +299,7 @@ pub struct EngineHandle {
     events: broadcast::Sender<Arc<EngineEvent>>,
     store: Arc<dyn Store>,
     waiting: Waiting,
+    clock: Clock,
 }
 
 /// How many events a slow watcher may fall behind before it must re-read the store.
@@ -319,6 +316,7 @@ impl EngineHandle {
     ) -> Result<EngineHandle, EngineError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let clock = config.clock.clone();
         let mut engine = core::Engine::new(store.clone(), config, events.clone());
         engine.recover().await?;
         let waiting = engine.waiting.clone();
@@ -328,6 +326,7 @@ impl EngineHandle {
             events,
             store,
             waiting,
+            clock,
         })
     }
 
@@ -339,6 +338,11 @@ impl EngineHandle {
     /// The store the engine writes to; reads may go straight to it.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The clock the engine reads.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Why queued stages wait for a worker (in memory, not stored).
@@ -511,31 +515,19 @@ impl EngineHandle {
         .await
     }
 
-    /// Records how an attempt ended; refused for an attempt that is no longer current.
+    /// Records how an attempt ended (with what it produced, on success); refused for an
+    /// attempt that is no longer current.
     pub async fn finished(
         &self,
         worker: WorkerId,
         attempt: AttemptId,
-        outcome: AttemptOutcome,
+        report: impl Into<AttemptReport>,
     ) -> Result<(), EngineError> {
-        self.finished_with(worker, attempt, outcome, Produced::default())
-            .await
-    }
-
-    /// Records how an attempt ended with what it produced (outputs and metrics, on success);
-    /// refused for an attempt that is no longer current.
-    pub async fn finished_with(
-        &self,
-        worker: WorkerId,
-        attempt: AttemptId,
-        outcome: AttemptOutcome,
-        produced: Produced,
-    ) -> Result<(), EngineError> {
+        let report = report.into();
         self.call(|reply| Command::Finished {
             worker,
             attempt,
-            outcome,
-            produced,
+            report,
             reply,
         })
         .await

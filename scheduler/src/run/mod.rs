@@ -7,8 +7,8 @@ mod state;
 mod when;
 
 pub use machine::{
-    Action, DEADLINE_GRACE_MS, Event, INFRA_BACKOFF_MS, INFRA_RETRY_LIMIT, Run, TransitionError,
-    exponential_backoff,
+    Action, AttemptReport, DEADLINE_GRACE_MS, Event, INFRA_BACKOFF_MS, INFRA_RETRY_LIMIT,
+    ReportedOutput, Run, TransitionError, exponential_backoff,
 };
 pub use plan::{PlanNode, RunPlan};
 pub use state::{

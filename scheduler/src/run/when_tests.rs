@@ -6,8 +6,8 @@ use std::sync::Arc;
 use crate::dag::parse_dag;
 use crate::ids::{AttemptId, Millis, RunId, WorkerId};
 use crate::run::{
-    Action, AttemptOutcome, Event, RetryMode, Run, RunPlan, RunRecord, RunState, StageState,
-    TriggerKind,
+    Action, AttemptOutcome, AttemptReport, Event, RetryMode, Run, RunPlan, RunRecord, RunState,
+    StageState, TriggerKind,
 };
 
 const T0: Millis = 5_000_000;
@@ -66,7 +66,7 @@ impl Harness {
         self.state(name).name()
     }
 
-    /// Runs `name` to exit `code`, reporting `metrics` (as the artifact upload would).
+    /// Runs `name` to exit `code`, reporting `metrics` (kept only on success).
     fn run_stage(&mut self, name: &str, code: i64, metrics: &[(&str, f64)]) -> Vec<Action> {
         self.attempts += 1;
         let attempt = AttemptId(format!("att-{}", self.attempts));
@@ -82,14 +82,17 @@ impl Harness {
                 T0,
             )
             .expect("dispatch");
-        self.run.stages[instance].metrics =
-            metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+        let report = AttemptReport {
+            outcome: AttemptOutcome::Exited { code },
+            outputs: Vec::new(),
+            metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        };
         self.run
             .apply(
                 Event::Finished {
                     instance,
                     attempt,
-                    outcome: AttemptOutcome::Exited { code },
+                    report,
                 },
                 T0 + 10,
             )

@@ -15,7 +15,7 @@ use super::logs::forward_events;
 use super::retry::{Delivery, with_patience};
 use super::shared::Shared;
 use super::transfer::{Produced, bring_in, send_out};
-use crate::api::convert::{ExecutorChoice, outcome, task_spec};
+use crate::api::convert::{ExecutorChoice, result_request, task_spec};
 use crate::artifacts::{AttemptDirPool, AttemptDirs, CONTAINER_IN, CONTAINER_OUT};
 use crate::bundle::BundleCache;
 use crate::connect::WorkerClient as Client;
@@ -154,13 +154,13 @@ impl Attempt {
         result: &Result<ExitReport, ExecutorError>,
         produced: Produced,
     ) {
-        let request = pb::ReportResultRequest {
-            worker_id: self.worker_id.clone(),
-            attempt_id: spec.attempt_id.clone(),
-            outcome: Some(outcome(result)),
-            outputs: produced.outputs,
-            metrics: produced.metrics.into_iter().collect(),
-        };
+        let request = result_request(
+            &self.worker_id,
+            spec,
+            result,
+            produced.outputs,
+            produced.metrics,
+        );
         let client = &mut self.client;
         let delivered = with_patience(&spec.attempt_id, "reporting the result", || {
             let mut client = client.clone();

@@ -14,9 +14,10 @@ use vishwa_proto::v1 as pb;
 
 use super::config::{Executors, WorkerConfig, WorkerError, owner_label};
 use super::heartbeat::{heartbeat, ticker};
-use super::retry::{FIRST_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF};
+use super::retry::{Backoff, FIRST_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF};
 use super::shared::{Shared, stop_after_grace};
 use super::tasks::Tasks;
+use crate::api::convert::register_request;
 use crate::artifacts::AttemptDirPool;
 use crate::bundle::BundleCache;
 use crate::connect::WorkerClient as Client;
@@ -70,11 +71,10 @@ pub async fn run_worker(
         shared.clone(),
         config.grace,
     ));
-    let mut backoff = FIRST_RECONNECT_BACKOFF;
     // A restarted scheduler gives a worker's attempts one lease to be claimed again, so the
     // worker must retry at least as often as it heartbeats; until it knows the interval, the
     // general cap applies.
-    let mut backoff_cap = MAX_RECONNECT_BACKOFF;
+    let mut backoff = Backoff::new(FIRST_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF);
     loop {
         let session = Session {
             config: &config,
@@ -95,8 +95,7 @@ pub async fn run_worker(
             SessionEnd::Broke { status, heartbeat } => {
                 if let Some(interval) = heartbeat {
                     // It was registered: a new outage starts with a short wait again.
-                    backoff = FIRST_RECONNECT_BACKOFF;
-                    backoff_cap = interval.clamp(FIRST_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF);
+                    backoff.restart(interval.clamp(FIRST_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF));
                 }
                 if shutdown.is_cancelled() && shared.running().is_empty() {
                     break;
@@ -126,9 +125,8 @@ pub async fn run_worker(
                 warn!(scheduler = %config.scheduler, error = %status.message(), "lost the scheduler; reconnecting");
                 tokio::select! {
                     _ = hard_stop.cancelled(), if shared.running().is_empty() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_wait()) => {}
                 }
-                backoff = (backoff * 2).min(backoff_cap);
             }
         }
     }
@@ -249,18 +247,12 @@ impl Session<'_> {
     /// no longer considers current.
     async fn register(&self, client: &mut Client) -> Result<pb::RegisterResponse, Status> {
         let registered = client
-            .register(pb::RegisterRequest {
-                name: self.config.name.clone(),
-                slots: self.config.slots,
-                labels: self.config.labels.clone().into_iter().collect(),
-                allow_process: self.config.allow_process,
-                running_attempts: self.shared.running_ids(),
-                cpus: self.config.capacity.cpus,
-                memory_bytes: self.config.capacity.memory_bytes,
-                gpus: self.config.capacity.gpus.clone(),
-                draining: self.shared.draining(),
-                instance: self.shared.instance.clone(),
-            })
+            .register(register_request(
+                self.config,
+                self.shared.running_ids(),
+                self.shared.draining(),
+                self.shared.instance.clone(),
+            ))
             .await?
             .into_inner();
         if !self.shared.cleaned.swap(true, Ordering::SeqCst) {

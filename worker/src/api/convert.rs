@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use vishwa_proto::v1 as pb;
 
+use crate::agent::WorkerConfig;
 use crate::executor::{CommandSpec, ExecutorError, ExitReport, MountSpec, OutputStream, TaskSpec};
 
 /// Which executor a task asks for.
@@ -62,8 +63,47 @@ pub fn log_stream(s: OutputStream) -> pb::LogStream {
     }
 }
 
+/// This worker introducing itself: what it offers, what it still runs (`running`), whether
+/// it drains, and which process it is (`instance`).
+pub fn register_request(
+    config: &WorkerConfig,
+    running: Vec<String>,
+    draining: bool,
+    instance: String,
+) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        name: config.name.clone(),
+        slots: config.slots,
+        labels: config.labels.clone().into_iter().collect(),
+        allow_process: config.allow_process,
+        running_attempts: running,
+        cpus: config.capacity.cpus,
+        memory_bytes: config.capacity.memory_bytes,
+        gpus: config.capacity.gpus.clone(),
+        draining,
+        instance,
+    }
+}
+
+/// How an attempt ended, with its uploaded outputs and metrics (after exit 0).
+pub fn result_request(
+    worker_id: &str,
+    spec: &TaskSpec,
+    result: &Result<ExitReport, ExecutorError>,
+    outputs: Vec<pb::ArtifactRef>,
+    metrics: std::collections::BTreeMap<String, f64>,
+) -> pb::ReportResultRequest {
+    pb::ReportResultRequest {
+        worker_id: worker_id.to_owned(),
+        attempt_id: spec.attempt_id.clone(),
+        outcome: Some(outcome(result)),
+        outputs,
+        metrics: metrics.into_iter().collect(),
+    }
+}
+
 /// How an attempt ended, as reported to the scheduler.
-pub fn outcome(result: &Result<ExitReport, ExecutorError>) -> pb::report_result_request::Outcome {
+fn outcome(result: &Result<ExitReport, ExecutorError>) -> pb::report_result_request::Outcome {
     use pb::report_result_request::Outcome;
     match result {
         Ok(ExitReport::Exited { code }) => Outcome::ExitCode(*code),

@@ -1,17 +1,12 @@
-//! The life of attempts and of the run: start, dispatch, reports from workers, retries after
-//! failures and backoff, deadlines, cancellation and the end of the run.
+//! The life of attempts and of the run: start, dispatch, the start report, deadlines,
+//! cancellation and the end of the run. How an attempt ends is `finish`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::Run;
-use super::events::{
-    Action, DEADLINE_GRACE_MS, INFRA_BACKOFF_MS, INFRA_RETRY_LIMIT, TransitionError,
-    exponential_backoff,
-};
+use super::events::{Action, DEADLINE_GRACE_MS, TransitionError};
 use crate::ids::{AttemptId, Millis, WorkerId};
-use crate::run::state::{
-    ArtifactRef, AttemptOutcome, AttemptRecord, CacheNote, RunState, StageState,
-};
+use crate::run::state::{AttemptOutcome, AttemptRecord, RunState, StageState};
 
 impl Run {
     pub(super) fn start(
@@ -102,77 +97,6 @@ impl Run {
         Ok(())
     }
 
-    pub(super) fn finished(
-        &mut self,
-        i: usize,
-        attempt: &AttemptId,
-        outcome: AttemptOutcome,
-        now: Millis,
-        actions: &mut Vec<Action>,
-    ) -> Result<(), TransitionError> {
-        self.current_attempt(i, attempt)?;
-        self.close_attempt(i, outcome.clone(), now);
-        self.release_slot(i, actions);
-        let retries = self.plan.dag.stages[self.plan.nodes[i].stage].retries;
-        let lost = matches!(outcome, AttemptOutcome::Lost { .. });
-        let rec = &mut self.stages[i];
-        match outcome {
-            AttemptOutcome::Exited { code: 0 } => {
-                rec.state = StageState::Succeeded { finished_ms: now };
-                self.settle(i, now, actions);
-            }
-            AttemptOutcome::Exited { .. } | AttemptOutcome::TimedOut => {
-                rec.failures += 1;
-                if rec.failures <= retries.limit {
-                    let wait = exponential_backoff(
-                        retries.backoff.as_millis() as Millis,
-                        retries.max_backoff.as_millis() as Millis,
-                        rec.failures,
-                    );
-                    self.requeue(i, now, now + wait, actions);
-                } else {
-                    let error = match outcome {
-                        AttemptOutcome::TimedOut => "timed out".to_owned(),
-                        AttemptOutcome::Exited { code } => format!("exited with code {code}"),
-                        _ => unreachable!("matched above"),
-                    };
-                    self.fail(i, error, now, actions);
-                }
-            }
-            AttemptOutcome::Lost { reason }
-            | AttemptOutcome::Error {
-                message: reason,
-                transient: true,
-            } => {
-                rec.infra_failures += 1;
-                if rec.infra_failures <= INFRA_RETRY_LIMIT {
-                    // A lost attempt runs again at once (its worker is gone, another can take
-                    // it); a transient error waits, as the same cause may still be there.
-                    let wait = if lost {
-                        0
-                    } else {
-                        exponential_backoff(INFRA_BACKOFF_MS, 60_000, rec.infra_failures)
-                    };
-                    self.requeue(i, now, now + wait, actions);
-                } else {
-                    let error = format!("{reason} (gave up after {INFRA_RETRY_LIMIT} retries)");
-                    self.fail(i, error, now, actions);
-                }
-            }
-            AttemptOutcome::Error {
-                message,
-                transient: false,
-            } => self.fail(i, message, now, actions),
-            AttemptOutcome::Cancelled => {
-                // The worker stopped it on its own (it is shutting down): not the stage's fault.
-                rec.infra_failures += 1;
-                self.requeue(i, now, now, actions);
-            }
-            AttemptOutcome::Running => {}
-        }
-        Ok(())
-    }
-
     pub(super) fn tick(&mut self, now: Millis, actions: &mut Vec<Action>) {
         if self.record.state != RunState::Running {
             return;
@@ -210,7 +134,8 @@ impl Run {
                         worker,
                     });
                     // Applying to the current attempt cannot fail.
-                    let _ = self.finished(i, &attempt, AttemptOutcome::TimedOut, now, actions);
+                    let timed_out = AttemptOutcome::TimedOut.into();
+                    let _ = self.finished(i, &attempt, timed_out, now, actions);
                 }
                 _ => {}
             }
@@ -347,30 +272,5 @@ impl Run {
             error,
         };
         self.settle(i, now, actions);
-    }
-
-    /// Records what the cache said about instance `i` (a miss and why); not a transition.
-    pub fn note_cache(&mut self, i: usize, note: CacheNote) {
-        if let Some(rec) = self.stages.get_mut(i) {
-            rec.cache = Some(note);
-            self.dirty.insert(i);
-        }
-    }
-
-    /// Keeps the outputs and metrics a successful attempt reported, before its
-    /// [`Event::Finished`] is applied; refused for an attempt that is not current.
-    pub fn record_outputs(
-        &mut self,
-        i: usize,
-        attempt: &AttemptId,
-        outputs: Vec<ArtifactRef>,
-        metrics: BTreeMap<String, f64>,
-    ) -> Result<(), TransitionError> {
-        self.current_attempt(i, attempt)?;
-        let rec = &mut self.stages[i];
-        rec.outputs = outputs;
-        rec.metrics = metrics;
-        self.dirty.insert(i);
-        Ok(())
     }
 }

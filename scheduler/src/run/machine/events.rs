@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::ids::{AttemptId, Millis, WorkerId};
@@ -36,11 +37,13 @@ pub enum Event {
         attempt: AttemptId,
         handle: String,
     },
-    /// An attempt ended.
+    /// An attempt ended: the one fact about a finished stage. Applying it checks the
+    /// reported outputs against the declared ones, keeps outputs and metrics on success,
+    /// notes the cache entry to store, and settles the instance and what waits on it.
     Finished {
         instance: usize,
         attempt: AttemptId,
-        outcome: AttemptOutcome,
+        report: AttemptReport,
     },
     /// The cache holds this queued instance's result: it succeeds without running, with the
     /// outputs and metrics of the run that made them.
@@ -49,6 +52,13 @@ pub enum Event {
         note: CacheNote,
         outputs: Vec<ArtifactRef>,
         metrics: BTreeMap<String, f64>,
+    },
+    /// The cache holds no result for this queued instance under `key`: it goes to a worker,
+    /// and `reason` says why it missed.
+    CacheMiss {
+        instance: usize,
+        key: String,
+        reason: String,
     },
     /// Time passed: backoffs expire, deadlines strike.
     Tick,
@@ -67,8 +77,44 @@ pub enum Action {
         attempt: AttemptId,
         worker: WorkerId,
     },
+    /// The instance succeeded (ran, or hit the cache): index the outputs on its record and,
+    /// with `cache_key`, store them with its metrics as the cache entry under that key.
+    Succeeded {
+        instance: usize,
+        cache_key: Option<String>,
+    },
     /// The run reached its final state.
     RunFinished { state: RunState },
+}
+
+/// How an attempt ended, as its worker reported it, with the facts the scheduler gathered
+/// about its outputs (whether each upload is in the blob store) before the event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptReport {
+    pub outcome: AttemptOutcome,
+    /// Outputs the worker uploaded (after exit 0; ignored otherwise).
+    pub outputs: Vec<ReportedOutput>,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl From<AttemptOutcome> for AttemptReport {
+    /// An ending with nothing produced (lost, timed out, failed, or a test's success).
+    fn from(outcome: AttemptOutcome) -> AttemptReport {
+        AttemptReport {
+            outcome,
+            outputs: Vec::new(),
+            metrics: BTreeMap::new(),
+        }
+    }
+}
+
+/// One output a worker reported for an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReportedOutput {
+    /// Reported in a form the scheduler cannot keep (a bad name or digest).
+    Unreadable { name: String, error: String },
+    /// An uploaded output; `stored` says whether its blob is on the scheduler.
+    Uploaded { artifact: ArtifactRef, stored: bool },
 }
 
 /// Why an event could not be applied.

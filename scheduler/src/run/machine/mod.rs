@@ -6,6 +6,7 @@ mod attempts;
 mod evaluate;
 mod events;
 mod fan_out;
+mod finish;
 mod retry;
 mod trigger;
 
@@ -13,13 +14,13 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 pub use events::{
-    Action, DEADLINE_GRACE_MS, Event, INFRA_BACKOFF_MS, INFRA_RETRY_LIMIT, TransitionError,
-    exponential_backoff,
+    Action, AttemptReport, DEADLINE_GRACE_MS, Event, INFRA_BACKOFF_MS, INFRA_RETRY_LIMIT,
+    ReportedOutput, TransitionError, exponential_backoff,
 };
 use trigger::{UpstreamCounts, count_upstream, is_failure};
 
 use super::plan::RunPlan;
-use super::state::{RunRecord, RunState, StageRecord, StageState};
+use super::state::{CacheNote, CacheOutcome, RunRecord, RunState, StageRecord, StageState};
 use crate::ids::Millis;
 
 /// A run in memory: its records plus what is derived from them.
@@ -161,17 +162,7 @@ impl Run {
                 gpus,
             } => self.dispatched(instance, attempt, worker, gpus, now)?,
             Event::Refused { instance, reason } => {
-                self.ensure_not_final()?;
-                let stage = self
-                    .stages
-                    .get(instance)
-                    .ok_or(TransitionError::UnknownInstance(instance))?;
-                if !matches!(stage.state, StageState::Queued { .. }) {
-                    return Err(TransitionError::NotQueued {
-                        instance: stage.instance.clone(),
-                        state: stage.state.name(),
-                    });
-                }
+                self.ensure_queued(instance)?;
                 self.release_slot(instance, &mut actions);
                 self.fail(instance, reason, now, &mut actions);
             }
@@ -183,32 +174,32 @@ impl Run {
             Event::Finished {
                 instance,
                 attempt,
-                outcome,
-            } => self.finished(instance, &attempt, outcome, now, &mut actions)?,
+                report,
+            } => self.finished(instance, &attempt, report, now, &mut actions)?,
             Event::CacheHit {
                 instance,
                 note,
                 outputs,
                 metrics,
             } => {
-                self.ensure_not_final()?;
-                let stage = self
-                    .stages
-                    .get(instance)
-                    .ok_or(TransitionError::UnknownInstance(instance))?;
-                if !matches!(stage.state, StageState::Queued { .. }) {
-                    return Err(TransitionError::NotQueued {
-                        instance: stage.instance.clone(),
-                        state: stage.state.name(),
-                    });
-                }
+                self.ensure_queued(instance)?;
                 self.release_slot(instance, &mut actions);
                 let rec = &mut self.stages[instance];
-                rec.outputs = outputs;
-                rec.metrics = metrics;
                 rec.cache = Some(note);
-                rec.state = StageState::Succeeded { finished_ms: now };
-                self.settle(instance, now, &mut actions);
+                self.succeed(instance, outputs, metrics, now, &mut actions);
+            }
+            Event::CacheMiss {
+                instance,
+                key,
+                reason,
+            } => {
+                // Not a transition: the instance stays queued and goes to a worker.
+                self.ensure_queued(instance)?;
+                self.stages[instance].cache = Some(CacheNote {
+                    key,
+                    outcome: CacheOutcome::Miss { reason },
+                });
+                self.dirty.insert(instance);
             }
             Event::Tick => self.tick(now, &mut actions),
             Event::Cancel { reason } => {
@@ -243,6 +234,22 @@ impl Run {
     /// Whether instance `i` changed since the last [`Run::take_dirty`].
     pub fn is_dirty(&self, i: usize) -> bool {
         self.dirty.contains(&i)
+    }
+
+    /// Refuses an event for instance `i` unless the run goes on and `i` is queued.
+    fn ensure_queued(&self, i: usize) -> Result<(), TransitionError> {
+        self.ensure_not_final()?;
+        let stage = self
+            .stages
+            .get(i)
+            .ok_or(TransitionError::UnknownInstance(i))?;
+        if !matches!(stage.state, StageState::Queued { .. }) {
+            return Err(TransitionError::NotQueued {
+                instance: stage.instance.clone(),
+                state: stage.state.name(),
+            });
+        }
+        Ok(())
     }
 
     /// Whether instance `i` is queued and holds a dispatch slot.

@@ -116,7 +116,7 @@ impl Harness {
                 Event::Finished {
                     instance,
                     attempt: attempt.clone(),
-                    outcome,
+                    report: outcome.into(),
                 },
                 now,
             )
@@ -382,7 +382,7 @@ stages:
         Event::Finished {
             instance: 0,
             attempt: a,
-            outcome: AttemptOutcome::Exited { code: 0 },
+            report: AttemptOutcome::Exited { code: 0 }.into(),
         },
         deadline + 1,
     );
@@ -420,7 +420,7 @@ fn cancel_mid_run_kills_running_attempts_and_cancels_the_rest() {
         Event::Finished {
             instance: h.idx("b"),
             attempt: b,
-            outcome: AttemptOutcome::Cancelled,
+            report: AttemptOutcome::Cancelled.into(),
         },
         T0 + 300,
     );
@@ -487,7 +487,7 @@ fn reports_from_a_superseded_attempt_are_refused() {
         Event::Finished {
             instance: 0,
             attempt: a1.clone(),
-            outcome: AttemptOutcome::Exited { code: 0 },
+            report: AttemptOutcome::Exited { code: 0 }.into(),
         },
         T0 + 5_000,
     );
@@ -647,7 +647,7 @@ fn a_restored_run_carries_on_where_it_stopped() {
             Event::Finished {
                 instance: restored.plan.instance("train[b]").unwrap(),
                 attempt: running,
-                outcome: AttemptOutcome::Exited { code: 0 },
+                report: AttemptOutcome::Exited { code: 0 }.into(),
             },
             T0 + 2,
         )
@@ -887,31 +887,4 @@ fn a_cache_hit_succeeds_a_queued_instance_without_an_attempt_and_readies_what_fo
     assert!(matches!(refused, Err(TransitionError::NotQueued { .. })));
 }
 
-#[test]
-fn outputs_are_kept_only_for_the_current_attempt_and_cleared_by_a_retry() {
-    let mut h = Harness::new(DIAMOND);
-    h.start();
-    let a = h.idx("a");
-    let attempt = h.dispatch("a", T0);
-    let stale = h.run.record_outputs(
-        a,
-        &AttemptId::from("old"),
-        vec![model_ref()],
-        BTreeMap::new(),
-    );
-    assert!(matches!(stale, Err(TransitionError::StaleAttempt { .. })));
-    h.run
-        .record_outputs(a, &attempt, vec![model_ref()], BTreeMap::new())
-        .expect("current attempt");
-    h.finish("a", &attempt, AttemptOutcome::Exited { code: 0 }, T0 + 1);
-    for name in ["b", "c", "d"] {
-        h.run_stage(name, 0, T0 + 2);
-    }
-    assert_eq!(h.run.record.state, RunState::Succeeded);
-    assert_eq!(h.run.stages[a].outputs, vec![model_ref()]);
-    let selected = h.run.retry_selection(&RetryMode::From("a".into())).unwrap();
-    h.run
-        .retry(&selected, RetryMode::From("a".into()), T0 + 3)
-        .unwrap();
-    assert!(h.run.stages[a].outputs.is_empty());
-}
+mod finish;

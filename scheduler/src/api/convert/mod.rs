@@ -1,15 +1,25 @@
-//! Conversions between the scheduler's types and the generated protocol types. Generated
-//! types go no further than this module and the handlers.
+//! Conversions between the scheduler's types and the generated protocol types, as
+//! `From`/`TryFrom` impls (and a few functions where a value needs more than one source).
+//! Generated types go no further than this module and the handlers. Runs, stages, artifacts
+//! and logs are here; `worker` holds what the worker service exchanges, `admin` schedules,
+//! retries, secrets and the audit log.
+
+mod admin;
+mod worker;
 
 use vishwa_proto::v1 as pb;
 
-use crate::dag::{Command, ExecutorKind};
-use crate::engine::{TaskAssignment, WorkerView};
+pub(crate) use admin::backfill_response;
+pub(crate) use worker::ResultReport;
+
+use super::schedule::next_fire_ms_of;
+use crate::dag::Dag;
+use crate::ids::Millis;
 use crate::run::{
-    ArtifactRef, AttemptOutcome, AttemptRecord, CacheNote, CacheOutcome, RunRecord, RunState,
-    StageRecord, StageState,
+    ArtifactRef, AttemptOutcome, AttemptRecord, CacheNote, CacheOutcome, RetryRecord, RunRecord,
+    RunState, StageRecord, StageState,
 };
-use crate::store::{ArtifactRecord, ConsumerRecord, LogRecord, LogStreamKind};
+use crate::store::{ArtifactRecord, ConsumerRecord, DagRecord, LogRecord, LogStreamKind};
 
 impl From<RunState> for pb::RunState {
     fn from(s: RunState) -> Self {
@@ -77,6 +87,61 @@ pub(crate) fn run_summary(run: &RunRecord, stages: Option<&[StageRecord]>) -> pb
         }
     }
     summary
+}
+
+/// A registered DAG as listed: its current version parsed, its last run if any.
+pub(crate) fn dag_summary(
+    dag: &Dag,
+    record: &DagRecord,
+    last_run: Option<&RunRecord>,
+    next_fire_after: Millis,
+) -> pb::DagSummary {
+    let (schedule, timezone) = dag
+        .schedule
+        .as_ref()
+        .map(|s| (s.cron.clone(), s.timezone.name().to_owned()))
+        .unwrap_or_default();
+    pb::DagSummary {
+        name: record.name.clone(),
+        description: dag.description.clone().unwrap_or_default(),
+        version: record.version.clone(),
+        stages: dag.stages.len() as u32,
+        schedule,
+        timezone,
+        next_fire_ms: next_fire_ms_of(dag, next_fire_after),
+        submitted_ms: record.submitted_ms,
+        last_run: last_run.map(|r| run_summary(r, None)),
+        paused: record.paused,
+    }
+}
+
+/// A run with its params, retries and (already converted) stages.
+pub(crate) fn run_view(
+    run: &RunRecord,
+    stages: &[StageRecord],
+    views: Vec<pb::StageRun>,
+) -> pb::Run {
+    pb::Run {
+        summary: Some(run_summary(run, Some(stages))),
+        params: run
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+        stages: views,
+        retries: run.retries.iter().map(pb::RunRetry::from).collect(),
+        no_cache: run.no_cache,
+    }
+}
+
+impl From<&RetryRecord> for pb::RunRetry {
+    fn from(r: &RetryRecord) -> Self {
+        pb::RunRetry {
+            at_ms: r.at_ms,
+            mode: r.mode.describe(),
+            stages: r.stages.clone(),
+        }
+    }
 }
 
 fn attempt(a: &AttemptRecord) -> pb::Attempt {
@@ -199,19 +264,6 @@ pub(crate) fn artifact_use(c: &ConsumerRecord) -> pb::ArtifactUse {
     }
 }
 
-/// A reported output as the scheduler keeps it; refuses a bad name or digest.
-pub(crate) fn artifact_ref_from_pb(a: pb::ArtifactRef) -> Result<ArtifactRef, String> {
-    crate::artifacts::check_digest(&a.digest).map_err(|e| e.to_string())?;
-    if a.name.is_empty() || a.name.contains('/') || a.name == "." || a.name == ".." {
-        return Err(format!("`{}` is not an output file name", a.name));
-    }
-    Ok(ArtifactRef {
-        name: a.name,
-        digest: a.digest,
-        size: a.size,
-    })
-}
-
 impl From<LogStreamKind> for pb::LogStream {
     fn from(s: LogStreamKind) -> Self {
         match s {
@@ -223,7 +275,7 @@ impl From<LogStreamKind> for pb::LogStream {
 }
 
 /// The log stream a protocol value names (unknown values count as stdout).
-pub(crate) fn log_stream_from_pb(s: i32) -> LogStreamKind {
+fn log_stream_from_pb(s: i32) -> LogStreamKind {
     match pb::LogStream::try_from(s) {
         Ok(pb::LogStream::Stderr) => LogStreamKind::Stderr,
         Ok(pb::LogStream::System) => LogStreamKind::System,
@@ -242,104 +294,4 @@ pub(crate) fn log_line(run: &str, l: &LogRecord) -> pb::LogLine {
         seq: l.seq,
         time_ms: l.time_ms,
     }
-}
-
-impl From<&TaskAssignment> for pb::Task {
-    fn from(t: &TaskAssignment) -> Self {
-        let command = t.command.as_ref().map(|c| match c {
-            Command::Exec(args) => pb::task::Command::Exec(pb::Argv { args: args.clone() }),
-            Command::Shell(s) => pb::task::Command::Shell(s.clone()),
-        });
-        pb::Task {
-            attempt_id: t.attempt.0.clone(),
-            run_id: t.run.0.clone(),
-            dag: t.dag.clone(),
-            stage: t.stage.clone(),
-            attempt: t.attempt_number,
-            executor: match t.executor {
-                ExecutorKind::Docker => pb::ExecutorKind::Docker,
-                ExecutorKind::Process => pb::ExecutorKind::Process,
-            } as i32,
-            image: t.image.clone().unwrap_or_default(),
-            command,
-            env: t.env.clone().into_iter().collect(),
-            local_dir: t.local_dir.clone().unwrap_or_default(),
-            bundle_digest: t.bundle.clone().unwrap_or_default(),
-            gpus: t.gpus.clone(),
-            secret_env: t.secret_env.clone(),
-            timeout_ms: t.timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
-            mounts: t
-                .mounts
-                .iter()
-                .map(|m| pb::Mount {
-                    host: m.host.clone(),
-                    container: m.container.clone(),
-                    read_only: m.read_only,
-                })
-                .collect(),
-            resources: Some(pb::Resources {
-                cpus: t.resources.cpus.unwrap_or(0.0),
-                memory_bytes: t.resources.memory_bytes.unwrap_or(0),
-                gpus: t.resources.gpus.unwrap_or(0),
-            }),
-            inputs: t
-                .inputs
-                .iter()
-                .map(|i| pb::ArtifactInput {
-                    stage: i.stage.clone(),
-                    name: i.name.clone(),
-                    digest: i.digest.clone(),
-                    size: i.size,
-                })
-                .collect(),
-            outputs: t.outputs.clone(),
-            max_log_bytes: t.max_log_bytes,
-        }
-    }
-}
-
-impl From<&WorkerView> for pb::WorkerInfo {
-    fn from(w: &WorkerView) -> Self {
-        pb::WorkerInfo {
-            name: w.name.clone(),
-            labels: w.labels.clone().into_iter().collect(),
-            slots: w.slots,
-            cpus: w.cpus,
-            memory_bytes: w.memory_bytes,
-            gpus: w.gpus.clone(),
-            used_slots: w.running.len() as u32,
-            used_cpus: w.used_cpus,
-            used_memory_bytes: w.used_memory_bytes,
-            used_gpus: w.used_gpus.clone(),
-            running: w
-                .running
-                .iter()
-                .map(|(run, stage, attempt)| pb::RunningStage {
-                    run_id: run.0.clone(),
-                    stage: stage.clone(),
-                    attempt: *attempt,
-                })
-                .collect(),
-            last_seen_ms: w.last_seen_ms,
-            draining: w.draining,
-            drained: w.drained,
-            connected: w.connected,
-        }
-    }
-}
-
-/// How an attempt ended, from a worker's report.
-pub(crate) fn outcome_from_pb(
-    outcome: Option<pb::report_result_request::Outcome>,
-) -> Option<AttemptOutcome> {
-    use pb::report_result_request::Outcome;
-    Some(match outcome? {
-        Outcome::ExitCode(code) => AttemptOutcome::Exited { code },
-        Outcome::TimedOut(_) => AttemptOutcome::TimedOut,
-        Outcome::Cancelled(_) => AttemptOutcome::Cancelled,
-        Outcome::Error(e) => AttemptOutcome::Error {
-            message: e.message,
-            transient: e.transient,
-        },
-    })
 }
