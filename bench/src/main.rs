@@ -71,6 +71,10 @@ struct Cli {
         value_parser = clap::builder::PossibleValuesParser::new(scheduler::SHAPE_IDS)
     )]
     shape: Option<String>,
+    /// The scheduler benchmark also on PostgreSQL: `local` (a server started here with
+    /// Debian's initdb) or postgres://USER@HOST:PORT/DB (an empty database).
+    #[arg(long, global = true, value_name = "local|URL")]
+    postgres: Option<scheduler::PostgresTarget>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
@@ -143,6 +147,7 @@ fn main() -> Result<()> {
                 .iter()
                 .copied()
                 .find(|id| cli.shape.as_deref() == Some(*id)),
+            postgres: cli.postgres.clone(),
         };
         sections.push(scheduler::run(options, &date)?);
     }

@@ -96,6 +96,8 @@ pub(crate) enum Verb {
     Scheduler(commands::serve::SchedulerArgs),
     /// Run a worker that takes stages from a scheduler.
     Worker(commands::serve::WorkerArgs),
+    /// Copy a scheduler's state into another store (stop the scheduler first).
+    Migrate(commands::migrate::MigrateArgs),
     /// Check DAG files; errors name file:line:col.
     Validate {
         /// DAG files or folders holding dag.yaml.

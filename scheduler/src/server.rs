@@ -26,7 +26,7 @@ use crate::engine::EngineError;
 use crate::engine::{EngineConfig, EngineHandle};
 use crate::http::{DEFAULT_HTTP_ADDR, HttpServer, HttpState, parse_http_addr};
 use crate::secrets::{DEFAULT_KEY_FILE, SecretBox, SecretError};
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{Store, StoreError, StoreLocation};
 use crate::tls::{TlsError, server_rustls, server_tls};
 
 /// Largest message either side accepts (a DAG source, a log batch).
@@ -45,8 +45,10 @@ pub struct SchedulerConfig {
     /// Address of the HTTP port (health probes, metrics, the console); `off` for none.
     #[serde(deserialize_with = "http_addr")]
     pub http: Option<SocketAddr>,
-    /// Directory of the sled store.
+    /// Directory of the sled store (in `store/`), bundles, artifacts and the secret key.
     pub data_dir: PathBuf,
+    /// Where the state is kept [default: the sled store in the data dir].
+    pub store: Option<StoreLocation>,
     /// How often workers heartbeat.
     #[serde(with = "humantime_serde_compat")]
     pub heartbeat_interval: Duration,
@@ -93,6 +95,7 @@ impl Default for SchedulerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             http: Some(DEFAULT_HTTP_ADDR),
             data_dir: PathBuf::from("vishwa-data"),
+            store: None,
             heartbeat_interval: engine.heartbeat_interval,
             lease: engine.lease,
             schedules: engine.schedules,
@@ -173,7 +176,8 @@ pub struct Listeners {
 }
 
 impl Scheduler {
-    /// Opens the store in `config.data_dir` and starts serving on `listener`.
+    /// Opens the store (`config.store`, or the sled store in `config.data_dir`) and starts
+    /// serving on `listener`.
     pub async fn start(
         config: &SchedulerConfig,
         listener: TcpListener,
@@ -259,7 +263,15 @@ impl Scheduler {
                 std::fs::create_dir_all(&config.data_dir).map_err(|e| {
                     StoreError::Backend(format!("creating {}: {e}", config.data_dir.display()))
                 })?;
-                Arc::new(SledStore::open(&store_dir(&config.data_dir))?)
+                let location = config
+                    .store
+                    .clone()
+                    .unwrap_or_else(|| StoreLocation::Sled(store_dir(&config.data_dir)));
+                info!(store = %location, "opening store");
+                // Opening blocks (files, or connecting to PostgreSQL): off the async threads.
+                tokio::task::spawn_blocking(move || location.open())
+                    .await
+                    .map_err(|e| StoreError::Backend(format!("opening the store: {e}")))??
             }
         };
         let key_path = config

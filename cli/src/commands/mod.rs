@@ -9,6 +9,7 @@ use crate::{Global, Verb};
 
 pub(crate) mod artifacts;
 pub(crate) mod client_verbs;
+pub(crate) mod migrate;
 pub(crate) mod run;
 pub(crate) mod runs_delete;
 pub(crate) mod schedule_verbs;
@@ -34,6 +35,10 @@ pub(crate) async fn dispatch(verb: Verb, global: Global) -> Result<u8> {
         Verb::Worker(args) => {
             init_tracing_as("info", args.log.log_format);
             serve::worker(args).await
+        }
+        Verb::Migrate(args) => {
+            init_tracing("warn");
+            migrate::migrate(args).await
         }
         other => {
             init_tracing("warn");

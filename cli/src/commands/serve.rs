@@ -37,7 +37,16 @@ pub(crate) struct SchedulerArgs {
     /// Directory of the store [default: vishwa-data].
     #[arg(long, env = "VISHWA_DATA")]
     data: Option<PathBuf>,
-    /// YAML config file (fields: listen, http, data_dir, heartbeat_interval, lease, schedules, tokens, tls_cert, tls_key, secret_key_file).
+    /// Where the state is kept: sled:DIR or postgres://USER[:PASSWORD]@HOST:PORT/DB
+    /// [default: the sled store in the data dir].
+    #[arg(
+        long,
+        env = "VISHWA_STORE",
+        value_name = "STORE",
+        hide_env_values = true
+    )]
+    store: Option<vishwa_scheduler::store::StoreLocation>,
+    /// YAML config file (fields: listen, http, data_dir, store, heartbeat_interval, lease, schedules, tokens, tls_cert, tls_key, secret_key_file).
     #[arg(long)]
     config: Option<PathBuf>,
     /// How often workers heartbeat [default: 5s].
@@ -309,7 +318,7 @@ fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config {}", path.display()))?;
             serde_saphyr::from_str::<SchedulerConfig>(&text).map_err(|e| {
-                Invalid(format!("{}: error: {e}\n  help: the config file takes listen, http, data_dir, heartbeat_interval, lease, schedules, max_bundle_bytes, max_parallel_stages, tokens, tls_cert, tls_key and secret_key_file", path.display()))
+                Invalid(format!("{}: error: {e}\n  help: the config file takes listen, http, data_dir, store, heartbeat_interval, lease, schedules, max_bundle_bytes, max_parallel_stages, tokens, tls_cert, tls_key and secret_key_file", path.display()))
             })?
         }
         None => SchedulerConfig::default(),
@@ -322,6 +331,9 @@ fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
     }
     if let Some(data) = &args.data {
         config.data_dir = data.clone();
+    }
+    if let Some(store) = &args.store {
+        config.store = Some(store.clone());
     }
     if let Some(heartbeat) = args.heartbeat {
         config.heartbeat_interval = heartbeat;
@@ -390,7 +402,7 @@ pub(crate) async fn scheduler(args: SchedulerArgs) -> Result<u8> {
     let listener = bind(config.listen).await?;
     let shutdown = shutdown_on_signals();
     tokio::spawn(exit_if_stopping_hangs(shutdown.clone()));
-    info!(data = %config.data_dir.display(), "opening store");
+    info!(data = %config.data_dir.display(), "starting");
     let scheduler = Scheduler::start(&config, listener, shutdown).await?;
     let scheme = if config.tls_cert.is_some() {
         "https"
