@@ -75,7 +75,9 @@ impl From<ApiError> for Status {
                 EngineError::DagNotFound { .. }
                 | EngineError::RunNotFound { .. }
                 | EngineError::WorkerNotRegistered { .. } => Status::not_found(message),
-                EngineError::RunFinished { .. } | EngineError::StaleAttempt { .. } => {
+                EngineError::RunFinished { .. }
+                | EngineError::StaleAttempt { .. }
+                | EngineError::NotWaitingApproval { .. } => {
                     Status::failed_precondition(message)
                 }
                 EngineError::ShuttingDown | EngineError::Store(StoreError::WriteFailed { .. }) => {
