@@ -147,6 +147,7 @@ pub(crate) fn stage_state(s: i32) -> &'static str {
         pb::StageState::UpstreamFailed => "upstream_failed",
         pb::StageState::Skipped => "skipped",
         pb::StageState::Cancelled => "cancelled",
+        pb::StageState::WaitingApproval => "waiting_approval",
     }
 }
 

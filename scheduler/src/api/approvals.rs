@@ -63,8 +63,7 @@ impl ClientApi {
             let instances = self
                 .engine()
                 .decide(RunId(r.run_id.clone()), r.stage.clone(), verdict)
-                .await
-                ?;
+                .await?;
             Ok(Response::new(pb::ApproveStageResponse { instances }))
         }
         .await;

@@ -77,9 +77,7 @@ impl From<ApiError> for Status {
                 | EngineError::WorkerNotRegistered { .. } => Status::not_found(message),
                 EngineError::RunFinished { .. }
                 | EngineError::StaleAttempt { .. }
-                | EngineError::NotWaitingApproval { .. } => {
-                    Status::failed_precondition(message)
-                }
+                | EngineError::NotWaitingApproval { .. } => Status::failed_precondition(message),
                 EngineError::ShuttingDown | EngineError::Store(StoreError::WriteFailed { .. }) => {
                     Status::unavailable(message)
                 }
