@@ -37,9 +37,12 @@ pub(crate) struct Engine {
     /// When this engine started (monotonic, on its clock): a stage no worker fits fails only
     /// once workers had a lease to reconnect.
     pub(super) started: tokio::time::Instant,
-    /// Until then (one lease after recovery) no deadline that passed while the scheduler
-    /// was down strikes: the workers come back first and report how their attempts ended.
+    /// Until then (one lease after recovery) no deadline of a run that had attempts running
+    /// when the scheduler went down strikes: the workers come back first and report how their
+    /// attempts ended.
     pub(super) reconcile_until: Millis,
+    /// The runs recovered with attempts running; only their deadlines wait for reconciling.
+    pub(super) reconciling: HashSet<RunId>,
     pub(super) timers: BinaryHeap<Reverse<(Millis, RunId)>>,
     /// The wake-up time last pushed per run, so an unchanged one is not pushed again.
     pub(super) scheduled: HashMap<RunId, Millis>,
@@ -81,6 +84,7 @@ impl Engine {
             ready: ReadyQueue::default(),
             started,
             reconcile_until: 0,
+            reconciling: HashSet::new(),
             timers: BinaryHeap::new(),
             scheduled: HashMap::new(),
             attempts: HashMap::new(),
@@ -424,7 +428,11 @@ impl Engine {
                 continue;
             };
             let due = run.next_wakeup().is_some_and(|t| t <= now);
-            if due && now < self.reconcile_until && deadline_passed(run, now) {
+            if due
+                && now < self.reconcile_until
+                && self.reconciling.contains(&id)
+                && deadline_passed(run, now)
+            {
                 // The deadline may have passed while the scheduler was down, and the attempt
                 // may have ended then: its worker re-reports within a lease. Judge after.
                 let at = self.reconcile_until;

@@ -57,6 +57,7 @@ impl Engine {
                     attempt, worker, ..
                 } = &stage.state
                 {
+                    self.reconciling.insert(id.clone());
                     self.attempts.insert(
                         attempt.clone(),
                         AttemptRoute {

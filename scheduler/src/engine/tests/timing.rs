@@ -82,8 +82,7 @@ name: timed
 stages:
   - {name: work, image: busybox, command: [sleep, '600'], timeout: 5s}
 ";
-    // Deadlines strike only after the engine's first lease (workers re-report first), so
-    // the lease is short and the worker heartbeats.
+    // A short lease the worker keeps by heartbeats: the timeout, not the lease, ends it.
     let f = engine_with(config_with_lease(SHORT_LEASE), TIMED).await;
     let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
     let _beat = KeepAlive(keep_alive(&f.engine, "w1"));
@@ -110,6 +109,36 @@ stages:
         Ok(WorkerMessage::Cancel { attempt, .. }) => assert_eq!(attempt, task.attempt),
         other => panic!("expected the attempt to be stopped, got {other:?}"),
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_engine_does_not_hold_back_a_timeout_that_falls_inside_its_first_lease() {
+    const TIMED: &str = "
+name: timed
+stages:
+  - {name: work, image: busybox, command: [sleep, '600'], timeout: 5s}
+";
+    // Nothing was running before this engine started, so nothing waits for workers to
+    // re-report: the deadline strikes on time although the first lease lasts a day.
+    let f = engine_with(config_with_lease(LONG_LEASE), TIMED).await;
+    let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
+    let run = f
+        .engine
+        .trigger("timed".into(), Default::default())
+        .await
+        .unwrap();
+    next_task(&mut w1).await;
+    let deadline = f.clock.now_ms() + 5_000 + DEADLINE_GRACE_MS;
+    pass_until(&f.engine, deadline - 1).await;
+    assert_eq!(
+        first_outcome(&f.store, &run.id, 0),
+        Some(AttemptOutcome::Running)
+    );
+    pass_until(&f.engine, deadline).await;
+    assert_eq!(
+        first_outcome(&f.store, &run.id, 0),
+        Some(AttemptOutcome::TimedOut)
+    );
 }
 
 #[tokio::test(start_paused = true)]
