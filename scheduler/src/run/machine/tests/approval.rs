@@ -152,3 +152,18 @@ fn a_restored_run_keeps_waiting_and_its_deadline() {
     restored.apply(Event::Tick, T0 + 10 + HOUR).unwrap();
     assert_eq!(restored.stages[i].state.name(), "failed");
 }
+
+#[test]
+fn a_retried_gated_stage_asks_for_approval_again() {
+    let mut h = Harness::new(GATED);
+    h.start();
+    h.run_stage("train", 0, T0);
+    reject(&mut h, "deploy", T0 + 20);
+    h.run_stage("report", 0, T0 + 30);
+    assert_eq!(h.run.record.state, RunState::Failed);
+    let selected = h.run.retry_selection(&RetryMode::Failed).unwrap();
+    let actions = h.run.retry(&selected, RetryMode::Failed, T0 + 40).unwrap();
+    assert!(h.ready_names(&actions).is_empty(), "{actions:?}");
+    assert_eq!(h.state("deploy"), "waiting_approval");
+    assert!(h.run.stages[h.idx("deploy")].approval.is_none());
+}
