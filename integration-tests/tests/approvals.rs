@@ -202,3 +202,72 @@ async fn a_restart_while_waiting_keeps_the_stage_waiting() {
     );
     cluster.stop().await.unwrap();
 }
+
+/// With tokens: a viewer may not approve; an operator's decision is audited with the caller,
+/// the run and stage, and the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_cannot_approve_and_decisions_are_audited() {
+    use vishwa_integration_tests::auth::write_tokens_file;
+    use vishwa_integration_tests::inproc::InProcessScheduler;
+    use vishwa_scheduler::SchedulerConfig;
+    use vishwa_worker::connect::BearerToken;
+
+    let data = tempfile::tempdir().unwrap();
+    let tokens = data.path().join("tokens.yaml");
+    write_tokens_file(
+        &tokens,
+        &[
+            ("root", "admin", "admin-token-000000000"),
+            ("ops", "operator", "operator-token-0000000"),
+            ("reader", "viewer", "viewer-token-00000000"),
+        ],
+    );
+    let scheduler = InProcessScheduler::start(SchedulerConfig {
+        data_dir: data.path().join("data"),
+        tokens: Some(tokens),
+        ..SchedulerConfig::default()
+    })
+    .await
+    .unwrap();
+    let channel = tonic::transport::Channel::from_shared(scheduler.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let client = |token: &str| {
+        pb::vishwa_client::VishwaClient::with_interceptor(
+            channel.clone(),
+            BearerToken::new(Some(token)).unwrap(),
+        )
+    };
+    let request = |approve: bool| pb::ApproveStageRequest {
+        run_id: "nightly-1".into(),
+        stage: "deploy".into(),
+        approve,
+        reason: if approve { "" } else { "bad metrics" }.into(),
+    };
+    let err = client("viewer-token-00000000")
+        .approve_stage(request(true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = client("operator-token-0000000")
+        .approve_stage(request(false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "the operator passes: {err:?}");
+    let audit = client("admin-token-000000000")
+        .list_audit(pb::ListAuditRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let entry = audit
+        .iter()
+        .find(|e| e.method == "RejectStage")
+        .unwrap_or_else(|| panic!("no RejectStage in {audit:?}"));
+    assert_eq!(entry.caller, "ops");
+    assert_eq!(entry.target, "nightly-1/deploy reason: bad metrics");
+    assert!(entry.outcome.starts_with("NotFound"), "{}", entry.outcome);
+    scheduler.stop().await.unwrap();
+}
