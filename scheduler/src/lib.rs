@@ -11,6 +11,7 @@ pub mod dag;
 pub mod engine;
 pub mod http;
 pub mod ids;
+pub mod metrics;
 pub mod run;
 pub mod secrets;
 pub mod server;

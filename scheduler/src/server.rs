@@ -64,7 +64,8 @@ pub struct SchedulerConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    /// Key that encrypts secrets at rest [default: `secret.key` in the data dir, created 0600].
+    /// Key that encrypts secrets at rest [default: `secret.key` in the data dir, created 0600
+    /// when the first secret is set].
     pub secret_key_file: Option<PathBuf>,
     /// Largest stage output accepted, in bytes.
     pub max_artifact_bytes: u64,
@@ -137,6 +138,8 @@ pub enum ServeError {
          list of `{{name, role, token}}`, see docs/security.md)"
     )]
     OpenOnNetwork { addr: SocketAddr },
+    #[error("gRPC server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
     #[error("--tls-cert and --tls-key go together; pass both (or neither)")]
     HalfTls,
     #[error(
@@ -343,11 +346,15 @@ impl Scheduler {
         if let Some(tls) = tls {
             builder = builder.tls_config(tls)?;
         }
+        let health = crate::api::standard::health(engine.store().clone(), shutdown.clone()).await;
         let server = tokio::spawn(
             builder
                 .layer(AuthLayer::new(auth))
                 .add_service(client)
                 .add_service(worker)
+                .add_service(health)
+                .add_service(crate::api::standard::reflection_v1()?)
+                .add_service(crate::api::standard::reflection_v1alpha()?)
                 .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
         );
         if let Some(addr) = addr {

@@ -25,6 +25,8 @@ use crate::load::{Invalid, load_dag};
 
 #[derive(Debug, Args)]
 pub(crate) struct SchedulerArgs {
+    #[command(flatten)]
+    pub(crate) log: super::LogArgs,
     /// Address to listen on [default: 127.0.0.1:7070].
     #[arg(long, env = "VISHWA_LISTEN")]
     listen: Option<SocketAddr>,
@@ -124,6 +126,8 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
+    #[command(flatten)]
+    pub(crate) log: super::LogArgs,
     /// The scheduler's URL.
     #[arg(
         long,
@@ -168,6 +172,10 @@ pub(crate) struct WorkerArgs {
     /// CA certificate (PEM) to trust for an https:// scheduler [default: the system's roots].
     #[arg(long, env = "VISHWA_TLS_CA", value_name = "PEM")]
     tls_ca: Option<PathBuf>,
+    /// Serve this worker's Prometheus metrics on `http://ADDR/metrics` (no token asked:
+    /// bind where only your Prometheus reaches) [default: not served].
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 fn parse_memory_flag(text: &str) -> Result<u64, String> {
@@ -196,6 +204,8 @@ fn capacity(cpus: Option<f64>, memory: Option<u64>, gpus: Option<Vec<String>>) -
 
 #[derive(Debug, Args)]
 pub(crate) struct DevArgs {
+    #[command(flatten)]
+    pub(crate) log: super::LogArgs,
     /// Folder of DAGs (YAML files, or folders holding dag.yaml); reloaded when they change.
     #[arg(long, default_value = "dags")]
     dags: PathBuf,
@@ -387,18 +397,34 @@ pub(crate) async fn scheduler(args: SchedulerArgs) -> Result<u8> {
     } else {
         "http"
     };
+    let format = args.log.log_format;
     if let Some(url) = scheduler.http_url() {
-        eprintln!("vishwa scheduler: HTTP on {url} (/healthz, /readyz, /metrics)");
+        note(
+            format,
+            &format!("vishwa scheduler: HTTP on {url} (/healthz, /readyz, /metrics)"),
+        );
     }
     if config.tokens.is_none() {
-        eprintln!(
-            "vishwa scheduler on {scheme}://{}: no tokens file, so it is open to local users only \
-             (loopback); pass --tokens FILE to serve other machines",
-            config.listen
+        note(
+            format,
+            &format!(
+                "vishwa scheduler on {scheme}://{}: no tokens file, so it is open to local users \
+                 only (loopback); pass --tokens FILE to serve other machines",
+                config.listen
+            ),
         );
     }
     scheduler.wait().await?;
     Ok(exit::OK)
+}
+
+/// A note for the operator on stderr: a plain line, or with `--log-format json` a log event
+/// (so every line of the log stays one JSON object).
+pub(crate) fn note(format: super::LogFormat, text: &str) {
+    match format {
+        super::LogFormat::Text => eprintln!("{text}"),
+        super::LogFormat::Json => info!("{text}"),
+    }
 }
 
 /// The executors of a worker on this host.
@@ -468,6 +494,24 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8> {
     };
     let executors = local_executors(config.allow_process, true).await;
     let shutdown = shutdown_on_signals();
+    if let Some(addr) = args.metrics {
+        let listener = TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot serve metrics on {addr}; pass --metrics ADDR with a free port")
+        })?;
+        note(
+            args.log.log_format,
+            &format!(
+                "vishwa worker: metrics on http://{}/metrics",
+                listener.local_addr()?
+            ),
+        );
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = vishwa_worker::metrics::serve(listener, stop).await {
+                warn!(error = %e, "serving worker metrics failed");
+            }
+        });
+    }
     run_worker(config, executors, shutdown).await?;
     Ok(exit::OK)
 }

@@ -258,7 +258,12 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             )
             .map_err(|reason| EngineError::invalid("trigger", reason))?;
             let params = r.params.into_iter().collect();
+            let asked = std::time::Instant::now();
             let run = self.engine.trigger_with(r.dag, params, r.no_cache).await?;
+            self.engine
+                .telemetry()
+                .trigger_latency
+                .observe(asked.elapsed().as_secs_f64());
             let stages = self.store().run_stages(&run.id)?;
             Ok(Response::new(pb::TriggerRunResponse {
                 run: Some(run_summary(&run, Some(&stages))),

@@ -11,6 +11,7 @@ pub mod limits;
 mod retention;
 mod schedule;
 mod security;
+pub mod standard;
 mod worker;
 
 pub use client::ClientApi;

@@ -98,7 +98,9 @@ impl ClientApi {
             EngineError::invalid("secret", "this scheduler has no secret key".into())
         })?;
         let replaced = self.store().get_secret(&r.name)?.is_some();
-        let record = key.seal(&r.name, value.as_bytes(), self.engine().clock().now_ms());
+        let record = key
+            .seal(&r.name, value.as_bytes(), self.engine().clock().now_ms())
+            .map_err(ApiError::from)?;
         self.store().put_secret(&record).await?;
         Ok(Response::new(pb::SetSecretResponse {
             secret: Some(pb::SecretInfo::from(&record)),

@@ -13,6 +13,7 @@
 
 pub mod auth;
 mod health;
+mod metrics;
 pub mod serve;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 pub use auth::{guarded, http_refusal};
 pub use serve::HttpServer;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Role};
 use crate::engine::EngineHandle;
 use crate::store::Store;
 
@@ -57,7 +58,13 @@ pub fn router(state: HttpState) -> Router {
     let probes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
-    let app = Router::new().merge(probes);
+    // Scrapes: a viewer token (or better) when the scheduler has tokens.
+    let ops = guarded(
+        Router::new().route("/metrics", get(metrics::metrics)),
+        &state.auth,
+        Role::Viewer,
+    );
+    let app = Router::new().merge(probes).merge(ops);
     // ---- The console mounts here ----
     // Merge its router (which adds its own guarded routes, cookie login and CSRF) with
     // `let app = app.merge(crate::console::router(&state));`
