@@ -156,6 +156,21 @@ pub(crate) enum Verb {
     },
     /// Cancel a run: running stages are stopped, the rest will not start.
     Cancel { run: String },
+    /// Approve a stage waiting for approval (`approval:` in the DAG): it runs. Operator role.
+    Approve {
+        run: String,
+        /// The stage (every waiting instance of it) or one instance, `stage[item]`.
+        stage: String,
+    },
+    /// Reject a stage waiting for approval: it fails with the reason, and what needs it
+    /// follows its trigger rule. Operator role.
+    Reject {
+        run: String,
+        stage: String,
+        /// Why; kept on the stage and in the audit log.
+        #[arg(long)]
+        reason: String,
+    },
     /// Workers: labels, capacity, what they use and run, last heartbeat.
     Workers {
         #[command(subcommand)]

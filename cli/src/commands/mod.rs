@@ -7,6 +7,7 @@ use anyhow::Result;
 use crate::load::Invalid;
 use crate::{Global, Verb};
 
+pub(crate) mod approvals;
 pub(crate) mod artifacts;
 pub(crate) mod client_verbs;
 pub(crate) mod migrate;
@@ -55,6 +56,9 @@ pub(crate) async fn dispatch(verb: Verb, global: Global) -> Result<u8> {
                     action: Some(action),
                     ..
                 } => runs_delete::dispatch(action, &global).await,
+                verb @ (Verb::Approve { .. } | Verb::Reject { .. }) => {
+                    approvals::dispatch(verb, &global).await
+                }
                 Verb::Artifacts(args) => artifacts::artifacts(args, &global).await,
                 Verb::Compare { runs } => artifacts::compare(&runs, &global).await,
                 other => client_verbs::dispatch(other, &global).await,

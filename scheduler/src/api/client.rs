@@ -648,6 +648,13 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         self.delete_runs_call(request).await
     }
 
+    async fn approve_stage(
+        &self,
+        request: Request<pb::ApproveStageRequest>,
+    ) -> Result<Response<pb::ApproveStageResponse>, Status> {
+        self.approve_stage_call(request).await
+    }
+
     async fn prune_runs(
         &self,
         request: Request<pb::PruneRunsRequest>,

@@ -1,6 +1,7 @@
 //! The gRPC services: thin handlers that convert, call the engine or read the store, and map
 //! errors to statuses in one place.
 
+mod approvals;
 mod artifacts;
 mod client;
 mod convert;

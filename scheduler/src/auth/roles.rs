@@ -65,6 +65,7 @@ pub const METHOD_ROLES: &[(&str, Role)] = &[
     ("/vishwa.v1.Vishwa/TriggerRun", Role::Operator),
     ("/vishwa.v1.Vishwa/CancelRun", Role::Operator),
     ("/vishwa.v1.Vishwa/RetryRun", Role::Operator),
+    ("/vishwa.v1.Vishwa/ApproveStage", Role::Operator),
     ("/vishwa.v1.Vishwa/DrainWorker", Role::Operator),
     ("/vishwa.v1.Vishwa/PauseDag", Role::Operator),
     ("/vishwa.v1.Vishwa/ResumeDag", Role::Operator),

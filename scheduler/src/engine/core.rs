@@ -260,6 +260,15 @@ impl Engine {
                 let result = self.heartbeat(&worker, running, draining, now);
                 let _ = reply.send(Ok(result));
             }
+            Command::Decide {
+                run,
+                stage,
+                verdict,
+                reply,
+            } => {
+                let result = self.decide(&run, &stage, verdict, now);
+                self.reply(reply, result);
+            }
             Command::Retry { run, mode, reply } => {
                 let result = self.retry(&run, mode, now);
                 self.reply(reply, result);

@@ -22,6 +22,7 @@ use crate::run::{AttemptReport, RetryMode, RunRecord, StageRecord};
 use crate::secrets::SecretBox;
 use crate::store::{LogRecord, Store, WriteBatch};
 
+mod approvals;
 mod artifacts;
 mod cache;
 mod core;
@@ -39,6 +40,7 @@ mod task;
 mod waiting;
 mod workers;
 
+pub use approvals::Verdict;
 pub use error::EngineError;
 pub use metrics::DispatchMetrics;
 pub use observe::Snapshot;
@@ -256,6 +258,12 @@ pub(crate) enum Command {
         running: Vec<AttemptId>,
         draining: bool,
         reply: Reply<HeartbeatReply>,
+    },
+    Decide {
+        run: RunId,
+        stage: String,
+        verdict: Verdict,
+        reply: Reply<Vec<String>>,
     },
     Retry {
         run: RunId,
@@ -513,6 +521,23 @@ impl EngineHandle {
             worker,
             running,
             draining,
+            reply,
+        })
+        .await
+    }
+
+    /// Approves or rejects the instances of `stage` (a stage or one instance) waiting on
+    /// their `approval:` gate; returns the instances decided.
+    pub async fn decide(
+        &self,
+        run: RunId,
+        stage: String,
+        verdict: Verdict,
+    ) -> Result<Vec<String>, EngineError> {
+        self.call(|reply| Command::Decide {
+            run,
+            stage,
+            verdict,
             reply,
         })
         .await

@@ -46,7 +46,8 @@ impl Observer {
             .copied()
             .unwrap_or(Seen::Waiting);
         let now = match &record.state {
-            StageState::Pending => Seen::Waiting,
+            // A stage waiting for approval holds no slot: not queued for a worker yet.
+            StageState::Pending | StageState::WaitingApproval { .. } => Seen::Waiting,
             StageState::Queued { since_ms, .. } => Seen::Queued {
                 since_ms: *since_ms,
             },
