@@ -6,6 +6,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/ensure-busybox.sh
+sh scripts/ensure-s3s.sh
 sh dags/images/build-busybox.sh
 sh dags/images/build-python-ml.sh
 CI="${CI:-true}" cargo test --workspace --locked

@@ -23,3 +23,4 @@ pub mod net;
 pub mod poll;
 pub mod process;
 pub mod procs;
+pub mod s3;

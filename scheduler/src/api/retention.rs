@@ -42,7 +42,8 @@ impl ClientApi {
                 &**self.store(),
                 self.blob_store(),
                 deleted,
-            )))
+            )
+            .await))
         }
         .await;
         self.audited(&caller, "DeleteRuns", &target, result).await
@@ -77,7 +78,8 @@ impl ClientApi {
                 &**self.store(),
                 self.blob_store(),
                 deleted,
-            )))
+            )
+            .await))
         }
         .await;
         self.audited(&caller, "PruneRuns", &target, result).await
@@ -85,7 +87,7 @@ impl ClientApi {
 }
 
 /// What a deletion did, after the blobs only the deleted runs used are gone.
-pub(crate) fn deleted_response(
+pub(crate) async fn deleted_response(
     store: &dyn Store,
     blobs: Option<&BlobStore>,
     deleted: Vec<DeletedRun>,
@@ -93,7 +95,7 @@ pub(crate) fn deleted_response(
     let (blobs_deleted, bytes) = match blobs {
         Some(blobs) => {
             let digests = deleted.iter().flat_map(|d| d.digests.iter());
-            match free_blobs(store, blobs, digests) {
+            match free_blobs(store, blobs, digests).await {
                 Ok((count, bytes)) => (count as u64, bytes),
                 Err(e) => {
                     // The runs are gone; the blobs are collected by the periodic pass.
