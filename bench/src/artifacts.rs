@@ -105,7 +105,13 @@ async fn measure(vishwa: &Path, output: &Path, rep: usize) -> Result<Timings> {
                 size: stored.size,
             };
             let start = Instant::now();
-            fetch_inputs(&worker_api, ("bench-worker", "bench-attempt"), &consumer, &[input]).await?;
+            fetch_inputs(
+                &worker_api,
+                ("bench-worker", "bench-attempt"),
+                &consumer,
+                &[input],
+            )
+            .await?;
             t.download = start.elapsed().as_secs_f64();
             let fetched = consumer.input.join("produce/big.bin");
             ensure!(

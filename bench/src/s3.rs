@@ -43,8 +43,9 @@ async fn measure(output: &Path, rep: usize) -> Result<Timings> {
     let scheduler = InProcessScheduler::start(SchedulerConfig {
         data_dir: dir.path().join("data"),
         http: None,
-        artifacts: ArtifactsAt::S3(S3Location::parse("s3://vishwa-bench/artifacts")
-            .map_err(anyhow::Error::msg)?),
+        artifacts: ArtifactsAt::S3(
+            S3Location::parse("s3://vishwa-bench/artifacts").map_err(anyhow::Error::msg)?,
+        ),
         s3: Some(s3.settings()),
         ..SchedulerConfig::default()
     })

@@ -36,7 +36,9 @@ async fn start() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let scheduler = InProcessScheduler::start(SchedulerConfig {
         data_dir: dir.path().join("data"),
-        artifacts: ArtifactsAt::S3(S3Location::parse(&format!("s3://{}/{PREFIX}", s3.bucket)).unwrap()),
+        artifacts: ArtifactsAt::S3(
+            S3Location::parse(&format!("s3://{}/{PREFIX}", s3.bucket)).unwrap(),
+        ),
         s3: Some(s3.settings()),
         ..SchedulerConfig::default()
     })

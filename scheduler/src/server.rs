@@ -17,11 +17,11 @@ use vishwa_proto::v1 as pb;
 
 use crate::api::{ApiError, ClientApi, WorkerApi};
 use crate::artifacts::retention::{BLOB_GRACE, RetentionPolicy, collect_garbage, free_blobs};
-use crate::blobs::s3::S3Settings;
 use crate::artifacts::{
     ArtifactError, ArtifactsAt, BlobStore, ByteCounters, DEFAULT_MAX_ARTIFACT_BYTES,
 };
 use crate::auth::{AuthLayer, Authenticator, Tokens, TokensError};
+use crate::blobs::s3::S3Settings;
 use crate::bundle::{BundleError, BundleStore, DEFAULT_MAX_BUNDLE_BYTES};
 use crate::engine::EngineError;
 use crate::engine::{EngineConfig, EngineHandle};
@@ -469,7 +469,7 @@ async fn apply_retention(
         if runs.is_active() {
             match engine.prune_runs(runs).await {
                 Ok(deleted) if !deleted.is_empty() => {
-                    let digests = deleted.iter().flat_map(|d| d.digests.iter());
+                    let digests = deleted.iter().flat_map(|d| d.digests.clone()).collect();
                     let freed = free_blobs(&*store, &blobs, digests).await;
                     if let Err(e) = &freed {
                         warn!(error = %e, "deleting the outputs of deleted runs failed");

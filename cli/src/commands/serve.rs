@@ -63,7 +63,11 @@ pub(crate) struct SchedulerArgs {
     /// Where stage outputs are kept: file:DIR, or s3://BUCKET/PREFIX with AWS_ACCESS_KEY_ID,
     /// AWS_SECRET_ACCESS_KEY, AWS_REGION and AWS_ENDPOINT_URL (workers then upload and
     /// download through presigned URLs) [default: artifacts/ in the data dir].
-    #[arg(long, env = "VISHWA_ARTIFACTS", value_name = "file:DIR|s3://BUCKET/PREFIX")]
+    #[arg(
+        long,
+        env = "VISHWA_ARTIFACTS",
+        value_name = "file:DIR|s3://BUCKET/PREFIX"
+    )]
     artifacts: Option<vishwa_scheduler::artifacts::ArtifactsAt>,
     /// Largest stage output accepted, in bytes [default: 8 GiB].
     #[arg(long)]

@@ -38,12 +38,9 @@ impl ClientApi {
                 .map(|id| RunId::from(id.as_str()))
                 .collect();
             let deleted = self.engine().delete_runs(ids).await?;
-            Ok(Response::new(deleted_response(
-                &**self.store(),
-                self.blob_store(),
-                deleted,
-            )
-            .await))
+            Ok(Response::new(
+                deleted_response(&**self.store(), self.blob_store(), deleted).await,
+            ))
         }
         .await;
         self.audited(&caller, "DeleteRuns", &target, result).await
@@ -74,12 +71,9 @@ impl ClientApi {
                 .into());
             }
             let deleted = self.engine().prune_runs(policy).await?;
-            Ok(Response::new(deleted_response(
-                &**self.store(),
-                self.blob_store(),
-                deleted,
-            )
-            .await))
+            Ok(Response::new(
+                deleted_response(&**self.store(), self.blob_store(), deleted).await,
+            ))
         }
         .await;
         self.audited(&caller, "PruneRuns", &target, result).await
@@ -94,7 +88,7 @@ pub(crate) async fn deleted_response(
 ) -> pb::DeleteRunsResponse {
     let (blobs_deleted, bytes) = match blobs {
         Some(blobs) => {
-            let digests = deleted.iter().flat_map(|d| d.digests.iter());
+            let digests = deleted.iter().flat_map(|d| d.digests.clone()).collect();
             match free_blobs(store, blobs, digests).await {
                 Ok((count, bytes)) => (count as u64, bytes),
                 Err(e) => {

@@ -396,7 +396,6 @@ impl BlobStore {
             Backend::S3(s3) => {
                 let (size, mut stream) = s3.get(digest).await.map_err(about)?;
                 let mut first = Some(size);
-                let mut chunk = chunk;
                 while let Some(data) = stream.next().await {
                     let data = data.map_err(about)?;
                     if tx.send(chunk(first.take(), data)).await.is_err() {

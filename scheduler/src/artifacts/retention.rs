@@ -124,24 +124,24 @@ pub async fn collect_garbage(
 
 /// Deletes the blobs among `digests` (the outputs of deleted runs) that no indexed output
 /// refers to any more. Returns how many blobs and bytes went.
-pub async fn free_blobs<'a>(
+pub async fn free_blobs(
     store: &dyn Store,
     blobs: &BlobStore,
-    digests: impl IntoIterator<Item = &'a String>,
+    digests: Vec<String>,
 ) -> Result<(usize, u64), RetentionError> {
     let (mut count, mut bytes) = (0, 0);
     for digest in digests {
         let still_used = store
-            .artifacts_by_digest(digest)?
+            .artifacts_by_digest(&digest)?
             .iter()
-            .any(|a| &a.digest == digest);
+            .any(|a| a.digest == digest);
         if still_used {
             continue;
         }
-        let Some(size) = blobs.size(digest).await? else {
+        let Some(size) = blobs.size(&digest).await? else {
             continue;
         };
-        blobs.remove(digest).await?;
+        blobs.remove(&digest).await?;
         count += 1;
         bytes += size;
     }
@@ -286,7 +286,10 @@ mod tests {
         assert_eq!(collected.blobs, 2, "the old model and the stray blob go");
         assert!(!blobs.has(&old).await.unwrap());
         assert!(!blobs.has(&stray).await.unwrap());
-        assert!(blobs.has(&shared).await.unwrap(), "still used by the new run");
+        assert!(
+            blobs.has(&shared).await.unwrap(),
+            "still used by the new run"
+        );
         assert!(blobs.has(&fresh).await.unwrap());
         assert!(
             store

@@ -42,7 +42,10 @@ pub struct CompletedUpload {
 
 impl BlobStore {
     /// Where `request`'s bytes go.
-    pub async fn plan_transfer(&self, request: &TransferRequest) -> Result<Transfer, ArtifactError> {
+    pub async fn plan_transfer(
+        &self,
+        request: &TransferRequest,
+    ) -> Result<Transfer, ArtifactError> {
         check_digest(&request.digest)?;
         let Some(s3) = self.s3_backend() else {
             return Ok(Transfer::ThroughScheduler);

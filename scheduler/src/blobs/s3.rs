@@ -60,7 +60,9 @@ impl S3Location {
         }
         let prefix = prefix.trim_matches('/');
         if prefix.split('/').any(|p| p == "." || p == "..") {
-            return Err(format!("the key prefix `{prefix}` may not contain `.` or `..`"));
+            return Err(format!(
+                "the key prefix `{prefix}` may not contain `.` or `..`"
+            ));
         }
         Ok(S3Location {
             bucket: bucket.to_owned(),
@@ -115,8 +117,7 @@ impl S3Blobs {
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&location.bucket)
             .with_region(&settings.region);
-        if let (Some(key), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key)
-        {
+        if let (Some(key), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
             builder = builder
                 .with_access_key_id(key)
                 .with_secret_access_key(secret);
@@ -210,8 +211,13 @@ impl S3Blobs {
     pub async fn get(
         &self,
         digest: &str,
-    ) -> Result<(u64, futures::stream::BoxStream<'static, Result<bytes::Bytes, BlobError>>), BlobError>
-    {
+    ) -> Result<
+        (
+            u64,
+            futures::stream::BoxStream<'static, Result<bytes::Bytes, BlobError>>,
+        ),
+        BlobError,
+    > {
         check_digest(digest)?;
         let got = match self.store.get(&self.key(digest)).await {
             Ok(got) => got,
@@ -309,10 +315,18 @@ mod tests {
     #[test]
     fn locations_parse_bucket_and_prefix_and_refuse_bad_ones() {
         let l = S3Location::parse("s3://ml-artifacts/vishwa/prod/").unwrap();
-        assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("ml-artifacts", "vishwa/prod"));
+        assert_eq!(
+            (l.bucket.as_str(), l.prefix.as_str()),
+            ("ml-artifacts", "vishwa/prod")
+        );
         let l = S3Location::parse("s3://bucket").unwrap();
         assert_eq!(l.prefix, "");
-        for bad in ["file:/x", "s3://", "s3://Bad_Bucket/x", "s3://ok-bucket/a/../b"] {
+        for bad in [
+            "file:/x",
+            "s3://",
+            "s3://Bad_Bucket/x",
+            "s3://ok-bucket/a/../b",
+        ] {
             assert!(S3Location::parse(bad).is_err(), "{bad}");
         }
     }
