@@ -7,6 +7,7 @@ use crate::artifacts::ArtifactError;
 use crate::bundle::BundleError;
 use crate::dag::{DagErrors, ParamError};
 use crate::engine::EngineError;
+use crate::secrets::SecretError;
 use crate::store::StoreError;
 
 /// Why a request to the scheduler failed.
@@ -17,6 +18,9 @@ pub enum ApiError {
     Engine(#[from] EngineError),
     #[error("no secret `{name}`; `vishwa secret list` lists the secrets")]
     SecretNotFound { name: String },
+    /// The secret key file could not be created or read (the first `secret set`).
+    #[error(transparent)]
+    SecretKey(#[from] SecretError),
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error(transparent)]
@@ -85,6 +89,7 @@ impl From<ApiError> for Status {
                 EngineError::Store(_) => Status::internal(message),
             },
             ApiError::SecretNotFound { .. } => Status::not_found(message),
+            ApiError::SecretKey(_) => Status::failed_precondition(message),
             ApiError::Bundle(BundleError::Io(_)) => Status::internal(message),
             ApiError::Bundle(BundleError::Missing { .. }) => Status::not_found(message),
             ApiError::Bundle(_) => Status::invalid_argument(message),

@@ -15,6 +15,7 @@ pub(crate) use worker::ResultReport;
 
 use super::schedule::next_fire_ms_of;
 use crate::dag::Dag;
+use crate::ids::Millis;
 use crate::run::{
     ArtifactRef, AttemptOutcome, AttemptRecord, CacheNote, CacheOutcome, RetryRecord, RunRecord,
     RunState, StageRecord, StageState,
@@ -94,6 +95,7 @@ pub(crate) fn dag_summary(
     dag: &Dag,
     record: &DagRecord,
     last_run: Option<&RunRecord>,
+    next_fire_after: Millis,
 ) -> pb::DagSummary {
     let (schedule, timezone) = dag
         .schedule
@@ -107,7 +109,7 @@ pub(crate) fn dag_summary(
         stages: dag.stages.len() as u32,
         schedule,
         timezone,
-        next_fire_ms: next_fire_ms_of(dag),
+        next_fire_ms: next_fire_ms_of(dag, next_fire_after),
         submitted_ms: record.submitted_ms,
         last_run: last_run.map(|r| run_summary(r, None)),
         paused: record.paused,
