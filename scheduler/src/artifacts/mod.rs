@@ -450,6 +450,28 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn artifact_locations_are_file_or_s3_and_anything_else_says_what_to_write() {
+        assert_eq!(
+            "file:/srv/artifacts".parse::<ArtifactsAt>().unwrap(),
+            ArtifactsAt::File("/srv/artifacts".into())
+        );
+        let ArtifactsAt::S3(at) = "s3://ml-bucket/vishwa".parse::<ArtifactsAt>().unwrap() else {
+            panic!("an s3:// location")
+        };
+        assert_eq!(
+            (at.bucket.as_str(), at.prefix.as_str()),
+            ("ml-bucket", "vishwa")
+        );
+        for bad in ["/srv/artifacts", "file:", "s3://UPPER/x", "gs://bucket"] {
+            let err = bad.parse::<ArtifactsAt>().unwrap_err();
+            assert!(
+                err.contains("file:DIR") && err.contains("s3://BUCKET/PREFIX"),
+                "{err}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn an_upload_is_kept_under_its_digest_sharded_by_prefix() {
         let dir = tempfile::tempdir().unwrap();
