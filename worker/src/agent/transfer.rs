@@ -57,6 +57,8 @@ pub(super) async fn send_out(
 ) -> Result<Produced, ExecutorError> {
     let metrics = read_metrics(dirs)?;
     let outputs = upload_outputs(client, worker_id, &task.attempt_id, dirs, &task.outputs).await?;
+    let uploaded: u64 = outputs.iter().map(|o| o.size).sum();
+    crate::metrics::metrics().upload_bytes.inc_by(uploaded);
     for o in &outputs {
         let short: String = o.digest.chars().take(12).collect();
         system_line(
