@@ -1,4 +1,4 @@
-//! Benchmark 12, S3 artifacts: a 1 GiB stage output handed from one worker to another
+//! Benchmark 13, S3 artifacts: a 1 GiB stage output handed from one worker to another
 //! through an S3 bucket (`--artifacts s3://`, s3s-fs on loopback): the producer PUTs it
 //! (multipart, presigned part URLs) and the consumer GETs it (presigned, re-hashed), the
 //! scheduler only signing; against a plain copy of the same file over a loopback TCP socket in
@@ -165,7 +165,7 @@ fn render(all: &[Timings], load: Option<f64>, date: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "## 12. S3 artifacts: a 1 GiB output to another worker through the bucket\n\n{ABOUT}\n\n\
+        "## 13. S3 artifacts: a 1 GiB output to another worker through the bucket\n\n{ABOUT}\n\n\
          Measured {date} (load average {} at the start): {} repetitions, each on a fresh \
          scheduler and bucket, the S3 path and the TCP copy interleaved; medians.\n\n\
          | step | median | throughput | TCP copy ÷ step (≥ 0.5× wanted) |\n|---|---:|---:|---:|",
