@@ -113,6 +113,7 @@ enum Benchmark {
 }
 
 fn main() -> Result<()> {
+    vishwa_scheduler::tls::install_crypto_provider();
     let cli = Cli::parse();
     // Quiet unless asked: RUST_LOG=debug shows what the scheduler and workers do.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -272,6 +272,7 @@ pub(crate) mod exit {
 }
 
 fn main() -> ExitCode {
+    vishwa_scheduler::tls::install_crypto_provider();
     let args = commands::artifacts::artifacts_get_output_flag(std::env::args_os().collect());
     let cli = Cli::parse_from(args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -224,6 +224,7 @@ impl Scheduler {
         listeners: Listeners,
         shutdown: CancellationToken,
     ) -> Result<Scheduler, ServeError> {
+        crate::tls::install_crypto_provider();
         let Listeners {
             grpc: listener,
             http: http_listener,

@@ -32,6 +32,15 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// Makes ring the process's TLS crypto provider. rustls picks one by itself only when a single
+/// provider is compiled in; the S3 client (reqwest, through object_store) brings aws-lc-rs
+/// besides ring, and then every TLS config built without an explicit provider (tonic's) would
+/// panic. Every process entry point (the `vishwa` binary, the bench, an embedded scheduler)
+/// calls this first; calling it again does nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The server side of TLS from a PEM certificate chain and a PEM private key (gRPC).
 pub fn server_tls(cert: &Path, key: &Path) -> Result<ServerTlsConfig, TlsError> {
     let (cert_pem, key_pem) = read_identity(cert, key)?;
