@@ -91,6 +91,8 @@ pub const METHOD_ROLES: &[(&str, Role)] = &[
     ("/vishwa.v1.WorkerApi/FetchBundle", Role::Worker),
     ("/vishwa.v1.WorkerApi/UploadArtifact", Role::Worker),
     ("/vishwa.v1.WorkerApi/FetchArtifact", Role::Worker),
+    ("/vishwa.v1.WorkerApi/ArtifactTransfer", Role::Worker),
+    ("/vishwa.v1.WorkerApi/CompleteArtifactUpload", Role::Worker),
 ];
 
 /// The standard services beside Vishwa's (`api::standard`), by path prefix, with the least
