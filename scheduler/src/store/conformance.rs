@@ -24,6 +24,7 @@ fn run_record(id: &str, dag: &str) -> RunRecord {
         cancel_requested: false,
         retries: Vec::new(),
         no_cache: false,
+        assets: Vec::new(),
     }
 }
 

@@ -55,7 +55,15 @@ pub(super) async fn send_out(
     events: &mpsc::Sender<ExecEvent>,
 ) -> Result<Produced, ExecutorError> {
     let metrics = read_metrics(dirs)?;
-    let outputs = upload_outputs(client, worker_id, &task.attempt_id, dirs, &task.outputs).await?;
+    let outputs = upload_outputs(
+        client,
+        worker_id,
+        &task.attempt_id,
+        dirs,
+        &task.outputs,
+        &task.optional_outputs,
+    )
+    .await?;
     for o in &outputs {
         let short: String = o.digest.chars().take(12).collect();
         system_line(
