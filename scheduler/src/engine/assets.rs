@@ -378,3 +378,7 @@ mod tests {
         assert_eq!(cycle_through(&g, "ingest"), None);
     }
 }
+
+#[cfg(test)]
+#[path = "assets_tests.rs"]
+mod engine_tests;
