@@ -8,6 +8,7 @@ use crate::load::Invalid;
 use crate::{Global, Verb};
 
 pub(crate) mod artifacts;
+pub(crate) mod assets;
 pub(crate) mod client_verbs;
 pub(crate) mod run;
 pub(crate) mod runs_delete;
@@ -51,6 +52,7 @@ pub(crate) async fn dispatch(verb: Verb, global: Global) -> Result<u8> {
                     ..
                 } => runs_delete::dispatch(action, &global).await,
                 Verb::Artifacts(args) => artifacts::artifacts(args, &global).await,
+                Verb::Assets(args) => assets::assets(args, &global).await,
                 Verb::Compare { runs } => artifacts::compare(&runs, &global).await,
                 other => client_verbs::dispatch(other, &global).await,
             }

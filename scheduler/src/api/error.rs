@@ -17,6 +17,8 @@ pub enum ApiError {
     Engine(#[from] EngineError),
     #[error("no secret `{name}`; `vishwa secret list` lists the secrets")]
     SecretNotFound { name: String },
+    #[error("no asset `{name}`; `vishwa assets` lists the assets")]
+    AssetNotFound { name: String },
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error(transparent)]
@@ -84,7 +86,9 @@ impl From<ApiError> for Status {
                 EngineError::WorkerNameTaken { .. } => Status::already_exists(message),
                 EngineError::Store(_) => Status::internal(message),
             },
-            ApiError::SecretNotFound { .. } => Status::not_found(message),
+            ApiError::SecretNotFound { .. } | ApiError::AssetNotFound { .. } => {
+                Status::not_found(message)
+            }
             ApiError::Bundle(BundleError::Io(_)) => Status::internal(message),
             ApiError::Bundle(BundleError::Missing { .. }) => Status::not_found(message),
             ApiError::Bundle(_) => Status::invalid_argument(message),

@@ -2,6 +2,7 @@
 //! errors to statuses in one place.
 
 mod artifacts;
+mod assets;
 mod client;
 mod convert;
 mod error;
