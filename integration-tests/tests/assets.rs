@@ -115,14 +115,11 @@ async fn a_consumer_runs_once_per_new_version_reading_it() {
     cluster.submit(&consumer(&cluster.image)).await.unwrap();
 
     run_to_success(&mut cluster, "collect", &[("content", "first bytes")]).await;
-    let runs = wait_for_ended_runs(&mut cluster, "train", 1).await;
+    wait_for_ended_runs(&mut cluster, "train", 1).await;
     // The same bytes again publish no version and start nothing.
     run_to_success(&mut cluster, "collect", &[("content", "first bytes")]).await;
     run_to_success(&mut cluster, "collect", &[("content", "second bytes")]).await;
-    let runs = {
-        let _ = runs;
-        wait_for_ended_runs(&mut cluster, "train", 2).await
-    };
+    let runs = wait_for_ended_runs(&mut cluster, "train", 2).await;
     // Nothing more comes.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(runs_of(&mut cluster, "train").await.len(), 2);
@@ -140,7 +137,7 @@ async fn a_consumer_runs_once_per_new_version_reading_it() {
     for (version, run) in asset.versions.iter().zip(&runs) {
         assert_eq!(version.stage, "emit");
         assert_eq!(version.file, "data.csv");
-        assert_eq!(version.consumer_runs, [run.run_id.clone()]);
+        assert_eq!(version.consumer_runs, std::slice::from_ref(&run.run_id));
     }
     let missing = cluster
         .client

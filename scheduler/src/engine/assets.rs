@@ -5,6 +5,7 @@
 //! as the stage's success: a version starts at most one run of each consumer, and a restart
 //! loses none.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -284,9 +285,9 @@ impl Engine {
             });
         let mut changed = false;
         for name in names {
-            if !cursor.seen.contains_key(&name) {
-                let latest = self.asset(&name)?.latest();
-                cursor.seen.insert(name, latest);
+            if let Entry::Vacant(entry) = cursor.seen.entry(name) {
+                let latest = self.asset(entry.key())?.latest();
+                entry.insert(latest);
                 changed = true;
             }
         }
