@@ -7,6 +7,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+/// The allocator of the `vishwa` binary (mimalloc), so the in-process scheduler and workers
+/// measured here allocate as they do there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod artifacts;
 mod biglog;
 mod bundle;

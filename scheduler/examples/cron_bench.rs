@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use vishwa_scheduler::clock::Clock;
 use vishwa_scheduler::dag::parse_dag;
 use vishwa_scheduler::engine::{
     DagFiles, EngineConfig, EngineEvent, EngineHandle, WorkerMessage, WorkerRegistration,
 };
-use vishwa_scheduler::ids::now_ms;
 use vishwa_scheduler::run::{AttemptOutcome, RunState, TriggerKind};
 use vishwa_scheduler::store::{SledStore, Store};
 
@@ -375,4 +375,9 @@ async fn main() -> BenchResult<()> {
         eprintln!("wrote the Cron section of {path}");
     }
     Ok(())
+}
+
+/// Wall time now on the scheduler's clock (the system's).
+fn now_ms() -> i64 {
+    Clock::system().now_ms()
 }

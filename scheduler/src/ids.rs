@@ -1,4 +1,4 @@
-//! Identifiers of runs, attempts and workers, and the clock type the state machine uses.
+//! Identifiers of runs, attempts and workers, and the unit of time the state machine uses.
 
 use std::fmt;
 
@@ -6,13 +6,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch, UTC. The state machine takes time as an argument in
-/// this unit so tests can drive it with any clock.
+/// this unit so tests can drive it with any clock; the engine reads it from its
+/// [`crate::clock::Clock`].
 pub type Millis = i64;
-
-/// Returns the current wall-clock time in [`Millis`].
-pub fn now_ms() -> Millis {
-    chrono::Utc::now().timestamp_millis()
-}
 
 macro_rules! string_id {
     ($(#[$meta:meta])* $name:ident) => {

@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod blobs;
 pub mod bundle;
+pub mod clock;
 pub mod cron;
 pub mod dag;
 pub mod engine;

@@ -20,6 +20,7 @@ use crate::artifacts::retention::{BLOB_GRACE, RetentionPolicy, collect_garbage, 
 use crate::artifacts::{ArtifactError, BlobStore, DEFAULT_MAX_ARTIFACT_BYTES};
 use crate::auth::{AuthLayer, Authenticator, Tokens, TokensError};
 use crate::bundle::{BundleError, BundleStore, DEFAULT_MAX_BUNDLE_BYTES};
+use crate::clock::Clock;
 use crate::engine::EngineError;
 use crate::engine::{EngineConfig, EngineHandle};
 use crate::http::{DEFAULT_HTTP_ADDR, HttpServer, HttpState, parse_http_addr};
@@ -63,7 +64,8 @@ pub struct SchedulerConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    /// Key that encrypts secrets at rest [default: `secret.key` in the data dir, created 0600].
+    /// Key that encrypts secrets at rest [default: `secret.key` in the data dir, created 0600
+    /// when the first secret is set].
     pub secret_key_file: Option<PathBuf>,
     /// Largest stage output accepted, in bytes.
     pub max_artifact_bytes: u64,
@@ -274,6 +276,7 @@ impl Scheduler {
             max_running: config.max_parallel_stages,
             secrets: Some(secrets.clone()),
             max_log_bytes: config.max_log_bytes,
+            clock: Clock::system(),
         };
         let fatal = Arc::new(std::sync::Mutex::new(None));
         tokio::spawn(stop_when_the_store_fails(
@@ -442,6 +445,7 @@ async fn apply_retention(
     shutdown: CancellationToken,
 ) {
     let store = engine.store().clone();
+    let clock = engine.clock().clone();
     loop {
         if runs.is_active() {
             match engine.prune_runs(runs).await {
@@ -463,13 +467,13 @@ async fn apply_retention(
                 Err(e) => warn!(error = %e, "run retention failed"),
             }
         }
-        let now = crate::ids::now_ms();
+        let now = clock.now_ms();
         if let Err(e) = collect_garbage(&*store, &blobs, policy, now, BLOB_GRACE).await {
             tracing::warn!(error = %e, "artifact retention failed");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RETENTION_INTERVAL) => {}
+            _ = clock.sleep(RETENTION_INTERVAL) => {}
         }
     }
 }

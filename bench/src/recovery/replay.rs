@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
+use vishwa_scheduler::clock::Clock;
 use vishwa_scheduler::dag::{Dag, parse_dag};
-use vishwa_scheduler::ids::now_ms;
 use vishwa_scheduler::run::{Run, RunPlan, StageRecord};
 use vishwa_scheduler::store::{SledStore, Store};
 
@@ -139,4 +139,9 @@ fn dir_size(dir: &Path) -> Result<u64> {
 /// The sum of a replay's steps.
 pub(super) fn total(replay: &Replay) -> Duration {
     Duration::from_secs_f64(replay.steps.iter().sum())
+}
+
+/// Wall time now on the scheduler's clock (the system's).
+fn now_ms() -> i64 {
+    Clock::system().now_ms()
 }

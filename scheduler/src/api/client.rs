@@ -117,7 +117,18 @@ impl ClientApi {
                 name: name.to_owned(),
             })?;
         let dag = self.dag(name, &record.version)?;
-        Ok(dag_summary(&dag, &record, last_runs.get(name)))
+        // The next slot after the schedule's cursor is the one the engine fires next; one
+        // after the clock read here could skip a slot that fell due since the submission.
+        let cursor = match &dag.schedule {
+            Some(s) => self
+                .store()
+                .get_schedule(name)?
+                .filter(|c| c.cron == s.cron && c.timezone == s.timezone.name())
+                .map(|c| c.cursor_ms),
+            None => None,
+        };
+        let after = cursor.unwrap_or_else(|| self.engine.clock().now_ms());
+        Ok(dag_summary(&dag, &record, last_runs.get(name), after))
     }
 
     fn last_runs(&self) -> Result<BTreeMap<String, RunRecord>, ApiError> {

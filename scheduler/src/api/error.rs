@@ -7,6 +7,7 @@ use crate::artifacts::ArtifactError;
 use crate::bundle::BundleError;
 use crate::dag::{DagErrors, ParamError};
 use crate::engine::EngineError;
+use crate::secrets::SecretError;
 use crate::store::StoreError;
 
 /// Why a request to the scheduler failed.
@@ -19,6 +20,9 @@ pub enum ApiError {
     SecretNotFound { name: String },
     #[error("no asset `{name}`; `vishwa assets` lists the assets")]
     AssetNotFound { name: String },
+    /// The secret key file could not be created or read (the first `secret set`).
+    #[error(transparent)]
+    SecretKey(#[from] SecretError),
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error(transparent)]
@@ -89,6 +93,7 @@ impl From<ApiError> for Status {
             ApiError::SecretNotFound { .. } | ApiError::AssetNotFound { .. } => {
                 Status::not_found(message)
             }
+            ApiError::SecretKey(_) => Status::failed_precondition(message),
             ApiError::Bundle(BundleError::Io(_)) => Status::internal(message),
             ApiError::Bundle(BundleError::Missing { .. }) => Status::not_found(message),
             ApiError::Bundle(_) => Status::invalid_argument(message),

@@ -16,10 +16,6 @@ use crate::store::AuditEntry;
 /// Audit entries listed when the request gives no limit.
 const DEFAULT_AUDIT_LIMIT: usize = 100;
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 impl ClientApi {
     /// Records a mutating call of `caller` in the audit log (and the tracing log), then
     /// hands its result back. A failing audit write is logged, not turned into a failure of
@@ -44,7 +40,7 @@ impl ClientApi {
             "audit"
         );
         let entry = AuditEntry {
-            at_ms: now_ms(),
+            at_ms: self.engine().clock().now_ms(),
             caller: caller.name.clone(),
             method: method.to_owned(),
             target: target.to_owned(),
@@ -102,7 +98,9 @@ impl ClientApi {
             EngineError::invalid("secret", "this scheduler has no secret key".into())
         })?;
         let replaced = self.store().get_secret(&r.name)?.is_some();
-        let record = key.seal(&r.name, value.as_bytes(), now_ms());
+        let record = key
+            .seal(&r.name, value.as_bytes(), self.engine().clock().now_ms())
+            .map_err(ApiError::from)?;
         self.store().put_secret(&record).await?;
         Ok(Response::new(pb::SetSecretResponse {
             secret: Some(pb::SecretInfo::from(&record)),

@@ -100,6 +100,7 @@ pub async fn collect_garbage(
     if !batch.is_empty() {
         store.commit(batch).await?;
     }
+    // Blob ages are file times: compared with the system clock that set them.
     let cutoff = SystemTime::now()
         .checked_sub(grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);

@@ -3,7 +3,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -17,14 +17,12 @@ use super::waiting::Waiting;
 use super::workers::Workers;
 use super::{Command, DagFiles, EngineConfig, EngineEvent, WorkerMessage};
 use crate::dag::Dag;
-use crate::ids::{AttemptId, Millis, RunId, now_ms};
+use crate::ids::{AttemptId, Millis, RunId};
 use crate::run::{Action, AttemptOutcome, Event, Run, StageState, TransitionError};
 use crate::store::{Store, WriteBatch};
 
 /// Commands taken per turn at most, so a flood cannot starve timers.
 const MAX_COMMANDS_PER_TURN: usize = 4096;
-/// How often leases are checked.
-const LEASE_CHECK: Duration = Duration::from_millis(500);
 
 pub(crate) struct Engine {
     pub(super) store: Arc<dyn Store>,
@@ -37,12 +35,15 @@ pub(crate) struct Engine {
     /// Runs that are queued or running.
     pub(super) runs: HashMap<RunId, Run>,
     pub(super) ready: ReadyQueue,
-    /// When this engine started: a stage no worker fits fails only once workers had a lease
-    /// to reconnect.
-    pub(super) started: Instant,
-    /// Until then (one lease after recovery) no deadline that passed while the scheduler
-    /// was down strikes: the workers come back first and report how their attempts ended.
+    /// When this engine started (monotonic, on its clock): a stage no worker fits fails only
+    /// once workers had a lease to reconnect.
+    pub(super) started: tokio::time::Instant,
+    /// Until then (one lease after recovery) no deadline of a run that had attempts running
+    /// when the scheduler went down strikes: the workers come back first and report how their
+    /// attempts ended.
     pub(super) reconcile_until: Millis,
+    /// The runs recovered with attempts running; only their deadlines wait for reconciling.
+    pub(super) reconciling: HashSet<RunId>,
     pub(super) timers: BinaryHeap<Reverse<(Millis, RunId)>>,
     /// The wake-up time last pushed per run, so an unchanged one is not pushed again.
     pub(super) scheduled: HashMap<RunId, Millis>,
@@ -75,6 +76,7 @@ impl Engine {
         config: EngineConfig,
         events: broadcast::Sender<Arc<EngineEvent>>,
     ) -> Engine {
+        let started = config.clock.instant();
         Engine {
             store,
             config,
@@ -83,8 +85,9 @@ impl Engine {
             files: HashMap::new(),
             runs: HashMap::new(),
             ready: ReadyQueue::default(),
-            started: Instant::now(),
+            started,
             reconcile_until: 0,
+            reconciling: HashSet::new(),
             timers: BinaryHeap::new(),
             scheduled: HashMap::new(),
             attempts: HashMap::new(),
@@ -110,8 +113,6 @@ impl Engine {
         mut rx: mpsc::UnboundedReceiver<Command>,
         shutdown: CancellationToken,
     ) {
-        let mut lease_check = tokio::time::interval(LEASE_CHECK);
-        lease_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = self.next_timer_instant();
             let mut stopping = false;
@@ -144,13 +145,14 @@ impl Engine {
                     }
                 }
                 _ = sleep_until(wake) => {}
-                _ = lease_check.tick() => self.expire_leases(now_ms()),
             }
             if !stopping {
-                self.fire_timers(now_ms());
-                self.fire_schedules(now_ms());
+                let now = self.now();
+                self.expire_leases(now);
+                self.fire_timers(now);
+                self.fire_schedules(now);
                 self.lose_undelivered();
-                self.resolve_cache_checks(now_ms());
+                self.resolve_cache_checks(now);
                 self.dispatch();
                 self.note_waiting();
             }
@@ -168,21 +170,36 @@ impl Engine {
         debug!("engine stopped");
     }
 
+    /// Wall time now, on the engine's clock.
+    pub(super) fn now(&self) -> Millis {
+        self.config.clock.now_ms()
+    }
+
+    /// When the engine must wake with no command: the earliest run timer (retry backoff,
+    /// timeouts), schedule slot or lease expiry, and once when workers have had a lease to
+    /// come back after the start.
     fn next_timer_instant(&self) -> Option<tokio::time::Instant> {
+        let clock = &self.config.clock;
         if !self.undelivered.is_empty() || !self.cache_checks.is_empty() {
-            return Some(tokio::time::Instant::now());
+            return Some(clock.instant());
         }
         let run_timer = self.timers.peek().map(|Reverse((at, _))| *at);
-        let at = match (run_timer, self.next_schedule_deadline()) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
-        };
-        let wait = (at - now_ms()).max(0) as u64;
-        Some(tokio::time::Instant::now() + Duration::from_millis(wait))
+        let wall = [
+            run_timer,
+            self.next_schedule_deadline(),
+            self.workers.next_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| clock.instant_at(at));
+        let settled = self.started + self.config.lease;
+        let settle = (clock.instant() < settled).then_some(settled);
+        wall.into_iter().chain(settle).min()
     }
 
     fn handle(&mut self, command: Command) {
-        let now = now_ms();
+        let now = self.now();
         match command {
             Command::Submit {
                 dag,
@@ -409,7 +426,11 @@ impl Engine {
                 continue;
             };
             let due = run.next_wakeup().is_some_and(|t| t <= now);
-            if due && now < self.reconcile_until && deadline_passed(run, now) {
+            if due
+                && now < self.reconcile_until
+                && self.reconciling.contains(&id)
+                && deadline_passed(run, now)
+            {
                 // The deadline may have passed while the scheduler was down, and the attempt
                 // may have ended then: its worker re-reports within a lease. Judge after.
                 let at = self.reconcile_until;
@@ -427,7 +448,7 @@ impl Engine {
 
     /// Writes everything this turn changed, makes it durable, then acts on it.
     pub(super) async fn end_turn(&mut self) -> Result<(), EngineError> {
-        let now = now_ms();
+        let now = self.now();
         loop {
             for id in std::mem::take(&mut self.touched) {
                 let Some(run) = self.runs.get_mut(&id) else {
@@ -436,7 +457,8 @@ impl Engine {
                 let (run_changed, stages) = run.take_dirty();
                 // Stages first: a watcher stops at the run's final event.
                 for i in stages {
-                    let record = run.stages[i].clone();
+                    // One copy, shared by the published event and the store batch.
+                    let record = Arc::new(run.stages[i].clone());
                     self.published.push(Arc::new(EngineEvent::Stage {
                         run: id.clone(),
                         record: record.clone(),

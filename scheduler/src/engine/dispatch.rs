@@ -13,13 +13,13 @@ use super::core::Engine;
 use super::state::{AttemptRoute, Effect, Ready, StageKey};
 use super::task::{SecretSource, build_task};
 use super::workers::Claim;
-use crate::ids::{AttemptId, Millis, WorkerId, now_ms};
+use crate::ids::{AttemptId, Millis, WorkerId};
 use crate::run::{AttemptOutcome, Event};
 
 impl Engine {
     /// Hands ready instances to workers where they fit, DAG by DAG in turns.
     pub(super) fn dispatch(&mut self) {
-        let now = now_ms();
+        let now = self.now();
         let limit = match self.config.max_running {
             0 => usize::MAX,
             n => n as usize,

@@ -10,7 +10,7 @@ use super::core::Engine;
 use super::state::AttemptRoute;
 use super::workers::{Offer, WorkerEntry};
 use super::{HeartbeatReply, Registered, WorkerRegistration, WorkerView};
-use crate::ids::{AttemptId, Millis, RunId, WorkerId, now_ms};
+use crate::ids::{AttemptId, Millis, RunId, WorkerId};
 use crate::run::{AttemptOutcome, AttemptReport, Event};
 
 impl Engine {
@@ -136,7 +136,7 @@ impl Engine {
     }
 
     pub(super) fn lose_undelivered(&mut self) {
-        let now = now_ms();
+        let now = self.now();
         for attempt in std::mem::take(&mut self.undelivered) {
             self.lose_attempt(&attempt, "its worker disconnected".to_owned(), now);
         }

@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::dag::{Command as DagCommand, Dag, ExecutorKind, Mount, Resources};
 use crate::ids::{AttemptId, RunId, WorkerId};
 use crate::run::{AttemptReport, RetryMode, RunRecord, StageRecord};
@@ -59,6 +60,8 @@ pub struct EngineConfig {
     pub secrets: Option<Arc<SecretBox>>,
     /// Output kept per attempt, sent with each task (0: the worker's default).
     pub max_log_bytes: u64,
+    /// Where the engine reads the time: leases, timeouts, retry backoff, schedules.
+    pub clock: Clock,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +73,7 @@ impl Default for EngineConfig {
             schedules: true,
             secrets: None,
             max_log_bytes: 0,
+            clock: Clock::system(),
         }
     }
 }
@@ -99,7 +103,8 @@ pub struct WorkerView {
 pub enum EngineEvent {
     Stage {
         run: RunId,
-        record: StageRecord,
+        /// The same allocation the store batch wrote.
+        record: Arc<StageRecord>,
     },
     Run(RunRecord),
     /// New log chunks of a stage attempt are in the store (read them from there: events
@@ -298,6 +303,7 @@ pub struct EngineHandle {
     events: broadcast::Sender<Arc<EngineEvent>>,
     store: Arc<dyn Store>,
     waiting: Waiting,
+    clock: Clock,
 }
 
 /// How many events a slow watcher may fall behind before it must re-read the store.
@@ -314,6 +320,7 @@ impl EngineHandle {
     ) -> Result<EngineHandle, EngineError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let clock = config.clock.clone();
         let mut engine = core::Engine::new(store.clone(), config, events.clone());
         engine.recover().await?;
         let waiting = engine.waiting.clone();
@@ -323,6 +330,7 @@ impl EngineHandle {
             events,
             store,
             waiting,
+            clock,
         })
     }
 
@@ -334,6 +342,11 @@ impl EngineHandle {
     /// The store the engine writes to; reads may go straight to it.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The clock the engine reads.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Why queued stages wait for a worker (in memory, not stored).

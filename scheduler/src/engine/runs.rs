@@ -13,7 +13,7 @@ use super::state::AttemptRoute;
 use super::workers::{Claim, WorkerEntry};
 use super::{DagFiles, Submitted};
 use crate::dag::{Dag, parse_dag};
-use crate::ids::{Millis, RunId, now_ms};
+use crate::ids::{Millis, RunId};
 use crate::run::{Event, RetryMode, Run, RunPlan, RunRecord, RunState, StageState, TriggerKind};
 use crate::store::{DagRecord, DagVersion};
 
@@ -21,7 +21,7 @@ impl Engine {
     /// Loads every unfinished run from the store and resumes it. Attempts that were running
     /// stay running; their workers get one lease to come back and claim them.
     pub(crate) async fn recover(&mut self) -> Result<(), EngineError> {
-        let now = now_ms();
+        let now = self.now();
         let lease = self.config.lease.as_millis() as Millis;
         self.reconcile_until = now + lease;
         let mut runs = self.store.list_runs()?;
@@ -57,6 +57,7 @@ impl Engine {
                     attempt, worker, ..
                 } = &stage.state
                 {
+                    self.reconciling.insert(id.clone());
                     self.attempts.insert(
                         attempt.clone(),
                         AttemptRoute {

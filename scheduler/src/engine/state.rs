@@ -51,13 +51,13 @@ pub(super) struct ReadyQueue {
 
 impl ReadyQueue {
     /// The stages of runs that have instances waiting in line.
-    pub(super) fn waiting_stages(&self) -> Vec<StageKey> {
+    /// Lazy, so that a caller taking the first few copies no key of a 10,000-stage line.
+    pub(super) fn waiting_stages(&self) -> impl Iterator<Item = &StageKey> {
         self.lines
             .values()
             .flat_map(|l| l.queues.iter())
             .filter(|(_, q)| !q.is_empty())
-            .map(|(k, _)| k.clone())
-            .collect()
+            .map(|(k, _)| k)
     }
 
     /// Adds an instance of stage `stage` at the end of its queue, or at the front when

@@ -318,7 +318,7 @@ mod tests {
         let key = crate::secrets::SecretBox::load_or_create(&dir.path().join("key")).unwrap();
         let store = MemoryStore::new();
         store
-            .put_secret(&key.seal("registry-token", b"tok-123", 1))
+            .put_secret(&key.seal("registry-token", b"tok-123", 1).unwrap())
             .await
             .unwrap();
         let secrets = SecretSource {

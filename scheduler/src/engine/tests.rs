@@ -1,7 +1,11 @@
-//! Engine tests over the in-memory store: leases, fencing, re-registration.
+//! Engine tests over the in-memory store: leases, fencing, re-registration. Time is tokio's
+//! paused clock, read by the engine through a [`Clock`] that follows it: a test lets time pass
+//! to an exact instant and asserts what happened by then, and no test waits for real time.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -9,8 +13,11 @@ use tokio_util::task::TaskTracker;
 
 use super::*;
 use crate::dag::parse_dag;
+use crate::ids::Millis;
 use crate::run::{AttemptOutcome, StageState};
 use crate::store::MemoryStore;
+
+mod timing;
 
 const ONE_STAGE: &str = "
 name: lease
@@ -21,34 +28,66 @@ stages:
 struct Fixture {
     engine: EngineHandle,
     store: Arc<MemoryStore>,
+    clock: Clock,
     _shutdown: tokio_util::sync::DropGuard,
 }
 
-async fn engine_with_lease(lease: Duration) -> Fixture {
-    let store = Arc::new(MemoryStore::new());
-    let shutdown = CancellationToken::new();
-    let config = EngineConfig {
+/// Where the test clock starts (any instant will do; a fixed one keeps ids and logs stable).
+fn test_start() -> DateTime<Utc> {
+    "2026-06-01T12:00:00Z".parse().expect("valid instant")
+}
+
+/// Engine settings for tests: `lease`, and a clock that follows tokio's (paused) time.
+fn config_with_lease(lease: Duration) -> EngineConfig {
+    EngineConfig {
         heartbeat_interval: lease / 4,
         lease,
+        clock: Clock::starting_at(test_start()),
         ..EngineConfig::default()
-    };
+    }
+}
+
+async fn engine_with_lease(lease: Duration) -> Fixture {
+    engine_with(config_with_lease(lease), ONE_STAGE).await
+}
+
+/// An engine over a memory store with `yaml` submitted.
+async fn engine_with(config: EngineConfig, yaml: &str) -> Fixture {
+    let store = Arc::new(MemoryStore::new());
+    let shutdown = CancellationToken::new();
+    let clock = config.clock.clone();
     let engine = EngineHandle::start(store.clone(), config, &TaskTracker::new(), shutdown.clone())
         .await
         .unwrap();
-    let dag = Arc::new(parse_dag(ONE_STAGE, "lease.yaml").unwrap());
-    engine
-        .submit(
-            dag,
-            "lease.yaml".into(),
-            ONE_STAGE.into(),
-            DagFiles::default(),
-        )
-        .await
-        .unwrap();
+    submit(&engine, yaml).await;
     Fixture {
         engine,
         store,
+        clock,
         _shutdown: shutdown.drop_guard(),
+    }
+}
+
+async fn submit(engine: &EngineHandle, yaml: &str) {
+    let dag = Arc::new(parse_dag(yaml, "test.yaml").unwrap());
+    engine
+        .submit(dag, "test.yaml".into(), yaml.into(), DagFiles::default())
+        .await
+        .unwrap();
+}
+
+/// Lets (paused) time pass until the engine's clock reads `at`: every timer due by then
+/// fires at its own instant. Then waits until the engine has finished the turns that woke.
+async fn pass_until(engine: &EngineHandle, at: Millis) {
+    engine.clock().sleep_until_ms(at).await;
+    settle(engine).await;
+}
+
+/// Waits until the engine has finished every turn started so far: the second of two
+/// round trips is answered only in a later turn than the first.
+async fn settle(engine: &EngineHandle) {
+    for _ in 0..2 {
+        engine.metrics().await.unwrap();
     }
 }
 
@@ -104,20 +143,19 @@ fn keep_alive(engine: &EngineHandle, worker: &str) -> tokio::task::JoinHandle<()
     })
 }
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+fn first_outcome(store: &MemoryStore, run: &RunId, instance: usize) -> Option<AttemptOutcome> {
+    let stages = store.run_stages(run).unwrap();
+    stages[instance].attempts.first().map(|a| a.outcome.clone())
 }
 
-#[tokio::test]
+fn is_lost(outcome: Option<AttemptOutcome>) -> bool {
+    matches!(outcome, Some(AttemptOutcome::Lost { .. }))
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_expired_lease_requeues_the_attempt_on_another_worker() {
     let f = engine_with_lease(Duration::from_millis(400)).await;
+    let registered_at = f.clock.now_ms();
     let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
     let run = f
         .engine
@@ -126,14 +164,15 @@ async fn an_expired_lease_requeues_the_attempt_on_another_worker() {
         .unwrap();
     let first = next_task(&mut w1).await;
     assert_eq!(first.attempt_number, 1);
-    // w1 never heartbeats: its lease runs out and the attempt is lost.
-    let store = f.store.clone();
-    let id = run.id.clone();
-    wait_until("the attempt is lost", || {
-        let stages = store.run_stages(&id).unwrap();
-        matches!(stages[0].attempts[0].outcome, AttemptOutcome::Lost { .. })
-    })
-    .await;
+    // w1 never heartbeats: its lease runs out, exactly one lease after it registered, and
+    // the attempt is lost then, not before.
+    pass_until(&f.engine, registered_at + 399).await;
+    assert_eq!(
+        first_outcome(&f.store, &run.id, 0),
+        Some(AttemptOutcome::Running)
+    );
+    pass_until(&f.engine, registered_at + 400).await;
+    assert!(is_lost(first_outcome(&f.store, &run.id, 0)));
     let (_, mut w2) = connect_worker(&f.engine, "w2", vec![]).await;
     let beat = keep_alive(&f.engine, "w2");
     let second = next_task(&mut w2).await;
@@ -152,7 +191,7 @@ async fn an_expired_lease_requeues_the_attempt_on_another_worker() {
     assert_eq!(stage.infra_failures, 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_lost_attempt_runs_again_before_stages_that_never_started() {
     const THREE: &str = "
 name: backlog
@@ -172,6 +211,7 @@ stages:
         )
         .await
         .unwrap();
+    let registered_at = f.clock.now_ms();
     let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
     let run = f
         .engine
@@ -180,16 +220,8 @@ stages:
         .unwrap();
     let first = next_task(&mut w1).await;
     // w1 never heartbeats: its attempt is lost while two stages wait for a slot.
-    let store = f.store.clone();
-    let id = run.id.clone();
-    wait_until("the attempt is lost", || {
-        store.run_stages(&id).unwrap().iter().any(|s| {
-            s.attempts
-                .first()
-                .is_some_and(|a| matches!(a.outcome, AttemptOutcome::Lost { .. }))
-        })
-    })
-    .await;
+    pass_until(&f.engine, registered_at + 400).await;
+    assert!((0..3).any(|i| is_lost(first_outcome(&f.store, &run.id, i))));
     let (_, mut w2) = connect_worker(&f.engine, "w2", vec![]).await;
     let beat = keep_alive(&f.engine, "w2");
     let second = next_task(&mut w2).await;
@@ -198,7 +230,7 @@ stages:
     assert_eq!(second.attempt_number, 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn runs_triggered_in_the_same_second_never_share_an_id() {
     let f = engine_with_lease(Duration::from_secs(30)).await;
     // Ids hold the second and 16 random bits: a thousand runs in a second or two would
@@ -215,9 +247,10 @@ async fn runs_triggered_in_the_same_second_never_share_an_id() {
     assert_eq!(f.store.list_runs().unwrap().len(), 1000);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_report_from_a_superseded_attempt_is_refused() {
     let f = engine_with_lease(Duration::from_millis(400)).await;
+    let registered_at = f.clock.now_ms();
     let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
     f.engine
         .trigger("lease".into(), Default::default())
@@ -228,6 +261,11 @@ async fn a_report_from_a_superseded_attempt_is_refused() {
     // Keep w2 alive while w1's lease runs out.
     let beat = keep_alive(&f.engine, "w2");
     let second = next_task(&mut w2).await;
+    assert_eq!(
+        f.clock.now_ms(),
+        registered_at + 400,
+        "the attempt goes elsewhere the moment w1's lease runs out"
+    );
     let late = f
         .engine
         .finished(
@@ -264,7 +302,7 @@ async fn a_report_from_a_superseded_attempt_is_refused() {
     assert_eq!(completions, 1, "exactly one recorded completion");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_returning_worker_keeps_its_attempts_and_is_told_to_stop_stale_ones() {
     let f = engine_with_lease(Duration::from_secs(30)).await;
     let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
@@ -293,7 +331,7 @@ async fn a_returning_worker_keeps_its_attempts_and_is_told_to_stop_stale_ones() 
         .expect("the kept attempt still reports");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_worker_that_comes_back_without_its_attempt_loses_it() {
     let f = engine_with_lease(Duration::from_secs(30)).await;
     let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
@@ -315,7 +353,7 @@ async fn a_worker_that_comes_back_without_its_attempt_loses_it() {
     assert_ne!(first.attempt, second.attempt);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_draining_worker_gets_no_new_tasks() {
     let f = engine_with_lease(Duration::from_secs(30)).await;
     let (_, mut w1) = connect_worker(&f.engine, "w1", vec![]).await;
@@ -333,7 +371,7 @@ async fn a_draining_worker_gets_no_new_tasks() {
     next_task(&mut w2).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn dags_take_turns_so_a_big_fan_out_does_not_starve_a_small_dag() {
     let f = engine_with_lease(Duration::from_secs(30)).await;
     let big = "
@@ -390,7 +428,7 @@ stages:
   - {name: retrain, image: busybox, command: [true]}
 ";
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_stage_that_fits_an_idle_worker_is_not_held_back_by_a_long_queue_for_a_busy_one() {
     let f = engine_with_lease(Duration::from_secs(30)).await;
     let items: Vec<String> = (0..400).map(|i| i.to_string()).collect();
@@ -444,18 +482,18 @@ stages:
 
 /// Moves the stored deadline of run `id`'s running attempt into the past, as if the
 /// scheduler had been down past it.
-async fn expire_stored_deadline(store: &MemoryStore, id: &RunId) {
+async fn expire_stored_deadline(store: &MemoryStore, id: &RunId, now: Millis) {
     let mut stage = store.run_stages(id).unwrap().remove(0);
     let StageState::Running { deadline_ms, .. } = &mut stage.state else {
         panic!("not running: {stage:?}");
     };
-    *deadline_ms = Some(crate::ids::now_ms() - 1_000);
+    *deadline_ms = Some(now - 1_000);
     let mut batch = crate::store::WriteBatch::new();
     batch.put_stage(id, stage);
     store.commit(batch).await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn after_a_restart_a_deadline_that_passed_while_down_waits_for_the_workers_report() {
     const TIMED: &str = "
 name: timed
@@ -463,18 +501,16 @@ stages:
   - {name: work, image: busybox, command: [sleep, '60'], timeout: 1s}
 ";
     let store = Arc::new(MemoryStore::new());
-    let lease = Duration::from_millis(600);
-    let config = EngineConfig {
-        heartbeat_interval: lease / 4,
-        lease,
-        ..EngineConfig::default()
-    };
-    let tracker = TaskTracker::new();
-    let start = |shutdown: CancellationToken| {
-        EngineHandle::start(store.clone(), config.clone(), &tracker, shutdown)
+    let config = config_with_lease(Duration::from_millis(600));
+    let clock = config.clock.clone();
+    let start = |shutdown: CancellationToken, tracker: TaskTracker| {
+        let config = config.clone();
+        let store = store.clone();
+        async move { EngineHandle::start(store, config, &tracker, shutdown).await }
     };
     let first = CancellationToken::new();
-    let engine = start(first.clone()).await.unwrap();
+    let first_tracker = TaskTracker::new();
+    let engine = start(first.clone(), first_tracker.clone()).await.unwrap();
     let dag = Arc::new(parse_dag(TIMED, "timed.yaml").unwrap());
     engine
         .submit(dag, "timed.yaml".into(), TIMED.into(), DagFiles::default())
@@ -495,11 +531,15 @@ stages:
     }
     // The scheduler stops; while it is down both deadlines pass and one attempt ends.
     first.cancel();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    first_tracker.close();
+    first_tracker.wait().await;
     for id in &runs {
-        expire_stored_deadline(&store, id).await;
+        expire_stored_deadline(&store, id, clock.now_ms()).await;
     }
-    let engine = start(CancellationToken::new()).await.unwrap();
+    let restarted_at = clock.now_ms();
+    let engine = start(CancellationToken::new(), TaskTracker::new())
+        .await
+        .unwrap();
     let (_, _w1) = connect_worker(&engine, "w1", vec![tasks[0].attempt.clone()]).await;
     let (_, _w2) = connect_worker(&engine, "w2", vec![tasks[1].attempt.clone()]).await;
     let beats = [keep_alive(&engine, "w1"), keep_alive(&engine, "w2")];
@@ -513,11 +553,12 @@ stages:
         .expect("the re-reported result is taken, not refused as timed out");
     let outcome = |id: &RunId| store.run_stages(id).unwrap()[0].attempts[0].outcome.clone();
     assert_eq!(outcome(&runs[0]), AttemptOutcome::Exited { code: 0 });
-    // The attempt nobody reported on is judged once the workers had their lease.
-    wait_until("the unreported attempt times out", || {
-        outcome(&runs[1]) == AttemptOutcome::TimedOut
-    })
-    .await;
+    // The attempt nobody reported on is judged once the workers had their lease: exactly
+    // one lease after the restart, not before.
+    pass_until(&engine, restarted_at + 599).await;
+    assert_eq!(outcome(&runs[1]), AttemptOutcome::Running);
+    pass_until(&engine, restarted_at + 600).await;
+    assert_eq!(outcome(&runs[1]), AttemptOutcome::TimedOut);
     for beat in beats {
         beat.abort();
     }
@@ -538,7 +579,7 @@ fn registration(name: &str, instance: &str) -> WorkerRegistration {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_second_process_under_a_live_workers_name_is_refused_and_changes_nothing() {
     let f = engine_with_lease(Duration::from_secs(30)).await;
     let first = f.engine.register(registration("w1", "a")).await.unwrap();
@@ -596,7 +637,7 @@ fn stage_events(
     n
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_queued_stage_says_why_it_waits_and_is_published_only_when_that_changes() {
     let f = engine_with_lease(Duration::from_secs(30)).await;
     let waiting = f.engine.waiting().clone();
@@ -635,11 +676,11 @@ async fn a_queued_stage_says_why_it_waits_and_is_published_only_when_that_change
         .heartbeat(WorkerId::from("w1"), vec![], true)
         .await
         .unwrap();
-    wait_until("the new reason", || {
-        waiting.reason(&second.id, "work").as_deref()
-            == Some("waiting for a worker: the 1 that fit are draining")
-    })
-    .await;
+    settle(&f.engine).await;
+    assert_eq!(
+        waiting.reason(&second.id, "work").as_deref(),
+        Some("waiting for a worker: the 1 that fit are draining")
+    );
     f.engine.workers().await.unwrap();
     assert!(stage_events(&mut events, &second.id) >= 1);
 }

@@ -82,22 +82,16 @@ impl Engine {
         let mut now: HashMap<(RunId, usize), String> = HashMap::new();
         // The first stages in line only: a 10,000-stage fan-out does not pay for a reason per
         // stage on every turn, and people watch the front of the line.
-        for line in self
-            .ready
-            .waiting_stages()
-            .into_iter()
-            .take(MAX_NOTED_STAGES)
-        {
-            let (run_id, stage) = line;
-            let Some(run) = self.runs.get(&run_id) else {
+        for (run_id, stage) in self.ready.waiting_stages().take(MAX_NOTED_STAGES) {
+            let Some(run) = self.runs.get(run_id) else {
                 continue;
             };
             let reason = if capped {
                 format!("waiting: {limit} stages already run at once (the scheduler's limit)")
             } else {
-                self.workers.why_waiting(&run.plan.dag.stages[stage])
+                self.workers.why_waiting(&run.plan.dag.stages[*stage])
             };
-            now.insert((run_id, stage), reason);
+            now.insert((run_id.clone(), *stage), reason);
         }
         let before = std::mem::take(&mut self.waiting_noted);
         for (key, _) in before.iter().filter(|(k, _)| !now.contains_key(*k)) {
@@ -120,15 +114,20 @@ impl Engine {
             self.waiting.set(&key.0, &name, Some(reason));
             changed.entry(key.0.clone()).or_default().insert(key.1);
         }
-        // One pass over each run's instances, whatever the number of stages that changed.
+        // The instances of the stages that changed only (a turn of a 10,000-stage fan-out
+        // looks at a few stages, not at every instance of the run), in plan order.
         for (run_id, stages) in changed {
             let Some(run) = self.runs.get(&run_id) else {
                 continue;
             };
-            for (i, node) in run.plan.nodes.iter().enumerate() {
+            let mut instances: Vec<usize> = stages
+                .iter()
+                .flat_map(|&s| run.plan.instances_of_stage[s].iter().copied())
+                .collect();
+            instances.sort_unstable();
+            for i in instances {
                 // Instances that changed this turn are published at its end anyway.
-                if stages.contains(&node.stage)
-                    && !run.is_dirty(i)
+                if !run.is_dirty(i)
                     && matches!(
                         run.stages[i].state,
                         StageState::Queued {
@@ -139,7 +138,7 @@ impl Engine {
                 {
                     self.published.push(Arc::new(EngineEvent::Stage {
                         run: run_id.clone(),
-                        record: run.stages[i].clone(),
+                        record: Arc::new(run.stages[i].clone()),
                     }));
                 }
             }

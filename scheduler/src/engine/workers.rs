@@ -317,6 +317,11 @@ impl Workers {
         }
     }
 
+    /// When the first lease runs out, if any worker is registered.
+    pub(crate) fn next_expiry(&self) -> Option<Millis> {
+        self.entries.values().map(|w| w.lease_until).min()
+    }
+
     /// Removes workers whose lease ran out by `now` and returns them with the attempts they
     /// were running.
     pub(crate) fn remove_expired(&mut self, now: Millis) -> Vec<(WorkerId, Vec<AttemptId>)> {

@@ -1,7 +1,7 @@
 //! An in-memory [`Store`] for unit tests: same contract as sled, nothing on disk.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -79,7 +79,9 @@ impl Store for MemoryStore {
                     inner.runs.insert(r.id.clone(), r);
                 }
                 WriteOp::Stage(run, s) => {
-                    inner.stages.insert((run, s.instance.clone()), s);
+                    inner
+                        .stages
+                        .insert((run, s.instance.clone()), Arc::unwrap_or_clone(s));
                 }
                 WriteOp::Schedule(c) => {
                     inner.schedules.insert(c.dag.clone(), c);

@@ -7,6 +7,7 @@
 //! (see [`writer`] for sled's group commit) and an acknowledged write survives a crash.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -137,7 +138,8 @@ pub(crate) enum WriteOp {
     Dag(DagRecord),
     DagVersion(DagVersion),
     Run(RunRecord),
-    Stage(RunId, StageRecord),
+    /// Shared with the event the engine publishes for the same change: not copied again.
+    Stage(RunId, Arc<StageRecord>),
     Schedule(ScheduleRecord),
     Asset(AssetRecord),
     AssetCursor(AssetCursor),
@@ -187,8 +189,8 @@ impl WriteBatch {
     }
 
     /// Stores (or replaces) one stage instance of a run.
-    pub fn put_stage(&mut self, run: &RunId, stage: StageRecord) {
-        self.ops.push(WriteOp::Stage(run.clone(), stage));
+    pub fn put_stage(&mut self, run: &RunId, stage: impl Into<Arc<StageRecord>>) {
+        self.ops.push(WriteOp::Stage(run.clone(), stage.into()));
     }
 
     /// Stores (or replaces) where a DAG's schedule stands.

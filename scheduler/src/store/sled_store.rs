@@ -332,7 +332,7 @@ impl Durable for SledWriter {
                 }
                 WriteOp::Run(r) => state.insert(key("r/", &[r.id.as_str()]), encode(&r)),
                 WriteOp::Stage(run, s) => {
-                    state.insert(key("s/", &[run.as_str(), &s.instance]), encode(&s))
+                    state.insert(key("s/", &[run.as_str(), &s.instance]), encode(&*s))
                 }
                 WriteOp::Schedule(c) => state.insert(key("c/", &[&c.dag]), encode(&c)),
                 WriteOp::Asset(a) => state.insert(key("as/", &[&a.name]), encode(&a)),

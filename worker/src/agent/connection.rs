@@ -14,7 +14,7 @@ use vishwa_proto::v1 as pb;
 
 use super::config::{Executors, WorkerConfig, WorkerError, owner_label};
 use super::heartbeat::{heartbeat, ticker};
-use super::retry::{FIRST_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF};
+use super::retry::{Backoff, FIRST_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF};
 use super::shared::{Shared, stop_after_grace};
 use super::tasks::Tasks;
 use crate::api::convert::register_request;
@@ -71,11 +71,10 @@ pub async fn run_worker(
         shared.clone(),
         config.grace,
     ));
-    let mut backoff = FIRST_RECONNECT_BACKOFF;
     // A restarted scheduler gives a worker's attempts one lease to be claimed again, so the
     // worker must retry at least as often as it heartbeats; until it knows the interval, the
     // general cap applies.
-    let mut backoff_cap = MAX_RECONNECT_BACKOFF;
+    let mut backoff = Backoff::new(FIRST_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF);
     loop {
         let session = Session {
             config: &config,
@@ -96,8 +95,7 @@ pub async fn run_worker(
             SessionEnd::Broke { status, heartbeat } => {
                 if let Some(interval) = heartbeat {
                     // It was registered: a new outage starts with a short wait again.
-                    backoff = FIRST_RECONNECT_BACKOFF;
-                    backoff_cap = interval.clamp(FIRST_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF);
+                    backoff.restart(interval.clamp(FIRST_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF));
                 }
                 if shutdown.is_cancelled() && shared.running().is_empty() {
                     break;
@@ -127,9 +125,8 @@ pub async fn run_worker(
                 warn!(scheduler = %config.scheduler, error = %status.message(), "lost the scheduler; reconnecting");
                 tokio::select! {
                     _ = hard_stop.cancelled(), if shared.running().is_empty() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_wait()) => {}
                 }
-                backoff = (backoff * 2).min(backoff_cap);
             }
         }
     }

@@ -38,3 +38,27 @@ pub(super) async fn heartbeat(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::time::Instant;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_tick_at_the_interval_and_a_late_one_delays_the_next() {
+        let start = Instant::now();
+        let mut ticks = ticker(Duration::from_secs(5));
+        ticks.tick().await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "the first at once");
+        ticks.tick().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        // A heartbeat call that takes 7 s: the next tick is 5 s after the late one, not
+        // a burst to catch up.
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        ticks.tick().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(12));
+        ticks.tick().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(17));
+    }
+}

@@ -11,7 +11,9 @@ use tonic::Code;
 use tracing::{debug, info, warn};
 use vishwa_proto::v1 as pb;
 
-use super::retry::{Delivery, with_patience};
+use super::retry::{
+    Backoff, Delivery, FIRST_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF, with_patience,
+};
 use crate::api::convert::log_stream;
 use crate::connect::WorkerClient as Client;
 use crate::executor::{ExecEvent, OutputChunk, OutputStream};
@@ -131,7 +133,7 @@ async fn report_started(
         handle,
     };
     // A start report is worth a few tries, not the full patience: the result matters more.
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(FIRST_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF);
     for _ in 0..5 {
         match client.clone().report_started(request.clone()).await {
             Ok(_) => return,
@@ -142,8 +144,7 @@ async fn report_started(
             }
             Err(status) => {
                 debug!(%attempt, error = %status.message(), "start report failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
+                tokio::time::sleep(backoff.next_wait()).await;
             }
         }
     }

@@ -17,6 +17,10 @@
 //! - [`transfer`]: an attempt's bundle and inputs in, its metrics and declared outputs out;
 //! - [`shared`] (running attempts, draining), [`retry`] (patience while the scheduler is
 //!   away) and [`config`] (settings and errors) are used by the others.
+//!
+//! The agent's clock is tokio's: heartbeats, reconnect and report backoff, the drain's grace
+//! and stage timeouts use `tokio::time` only (never `std::time::Instant` or `SystemTime`), so
+//! tests drive them with paused time and assert exact instants.
 
 mod attempt;
 mod config;

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -45,6 +46,9 @@ impl Shared {
     }
 }
 
+/// How often a drain looks whether anything still runs.
+const DRAIN_CHECK: Duration = Duration::from_millis(100);
+
 /// Once `shutdown` fires, marks the worker draining; after `grace` (or once nothing runs),
 /// stops whatever still runs.
 pub(super) async fn stop_after_grace(
@@ -61,11 +65,71 @@ pub(super) async fn stop_after_grace(
     }
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline && !shared.running().is_empty() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep_until(deadline.min(Instant::now() + DRAIN_CHECK)).await;
     }
     for (attempt, token) in shared.running().iter() {
         info!(%attempt, "grace period over; stopping attempt");
         token.cancel();
     }
     hard_stop.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker running `attempts`, draining with `grace` from the moment this returns.
+    fn draining(
+        attempts: &[&str],
+        grace: Duration,
+    ) -> (Arc<Shared>, CancellationToken, Vec<CancellationToken>) {
+        let shared = Arc::new(Shared::default());
+        let tokens: Vec<CancellationToken> = attempts
+            .iter()
+            .map(|a| {
+                let token = CancellationToken::new();
+                shared.running().insert((*a).to_owned(), token.clone());
+                token
+            })
+            .collect();
+        let shutdown = CancellationToken::new();
+        let hard_stop = CancellationToken::new();
+        tokio::spawn(stop_after_grace(
+            shutdown.clone(),
+            hard_stop.clone(),
+            shared.clone(),
+            grace,
+        ));
+        shutdown.cancel();
+        (shared, hard_stop, tokens)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_still_running_are_stopped_exactly_when_the_grace_ends() {
+        let start = Instant::now();
+        let grace = Duration::from_millis(30_050);
+        let (shared, hard_stop, tokens) = draining(&["a1"], grace);
+        tokio::time::sleep(grace - Duration::from_millis(1)).await;
+        assert!(shared.draining());
+        assert!(!tokens[0].is_cancelled(), "not before the grace ends");
+        assert!(!hard_stop.is_cancelled());
+        hard_stop.cancelled().await;
+        assert_eq!(start.elapsed(), grace);
+        assert!(tokens[0].is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_ends_soon_after_the_last_attempt_finishes() {
+        let start = Instant::now();
+        let (shared, hard_stop, tokens) = draining(&["a1"], Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(2_050)).await;
+        shared.running().remove("a1");
+        hard_stop.cancelled().await;
+        // Noticed at the next check, one DRAIN_CHECK at most after it finished.
+        assert_eq!(start.elapsed(), Duration::from_millis(2_100));
+        assert!(
+            !tokens[0].is_cancelled(),
+            "a finished attempt is not stopped"
+        );
+    }
 }

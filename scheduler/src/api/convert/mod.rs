@@ -14,6 +14,7 @@ pub(crate) use worker::ResultReport;
 
 use super::schedule::next_fire_ms_of;
 use crate::dag::Dag;
+use crate::ids::Millis;
 use crate::run::{
     ArtifactRef, AttemptOutcome, AttemptRecord, CacheNote, CacheOutcome, RetryRecord, RunRecord,
     RunState, StageRecord, StageState,
@@ -93,6 +94,7 @@ pub(crate) fn dag_summary(
     dag: &Dag,
     record: &DagRecord,
     last_run: Option<&RunRecord>,
+    next_fire_after: Millis,
 ) -> pb::DagSummary {
     let (schedule, timezone) = dag
         .schedule
@@ -106,7 +108,7 @@ pub(crate) fn dag_summary(
         stages: dag.stages.len() as u32,
         schedule,
         timezone,
-        next_fire_ms: next_fire_ms_of(dag),
+        next_fire_ms: next_fire_ms_of(dag, next_fire_after),
         submitted_ms: record.submitted_ms,
         last_run: last_run.map(|r| run_summary(r, None)),
         paused: record.paused,
