@@ -18,6 +18,7 @@ mod bundle;
 mod cache;
 mod child;
 mod command;
+mod console;
 mod cpu;
 mod dags;
 mod docker;
@@ -70,6 +71,10 @@ struct Cli {
         value_parser = clap::builder::PossibleValuesParser::new(scheduler::SHAPE_IDS)
     )]
     shape: Option<String>,
+    /// The scheduler benchmark also on PostgreSQL: `local` (a server started here with
+    /// Debian's initdb) or postgres://USER@HOST:PORT/DB (an empty database).
+    #[arg(long, global = true, value_name = "local|URL")]
+    postgres: Option<scheduler::PostgresTarget>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
@@ -103,6 +108,9 @@ enum Benchmark {
     Triggers,
     /// A stage printing 1 GiB: scheduler and worker peak memory, cap off and at 100 MiB.
     Biglog,
+    /// The web console: render time of a 10,000-instance run page and of `/runs` over 10,000
+    /// runs, 100 open run pages during a 1,000-instance run, Chromium time to usable.
+    Console,
 }
 
 fn main() -> Result<()> {
@@ -117,7 +125,8 @@ fn main() -> Result<()> {
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
     let wants = |b: Benchmark| cli.benchmark == Benchmark::All || cli.benchmark == b;
     let reps = |default: usize| cli.reps.unwrap_or(default).max(1);
-    let vishwa = if wants(Benchmark::Scheduler) && cli.benchmark != Benchmark::All {
+    let in_process_only = matches!(cli.benchmark, Benchmark::Scheduler | Benchmark::Console);
+    let vishwa = if in_process_only {
         None
     } else {
         Some(command::vishwa_binary(
@@ -138,8 +147,13 @@ fn main() -> Result<()> {
                 .iter()
                 .copied()
                 .find(|id| cli.shape.as_deref() == Some(*id)),
+            postgres: cli.postgres.clone(),
         };
         sections.push(scheduler::run(options, &date)?);
+    }
+    if wants(Benchmark::Console) {
+        eprintln!("console");
+        sections.push(console::run(reps(3), &date)?);
     }
     if let Some(vishwa) = &vishwa {
         if wants(Benchmark::Peers) {

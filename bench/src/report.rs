@@ -21,6 +21,7 @@ pub(crate) const SECTION_ORDER: &[&str] = &[
     "artifacts",
     "triggers",
     "biglog",
+    "console",
 ];
 
 /// A rendered section of BENCHMARKS.md.

@@ -283,6 +283,19 @@ impl Client {
             .ok_or_else(|| anyhow!("the scheduler answered without a run"))
     }
 
+    pub(crate) async fn approve_stage(
+        &mut self,
+        r: pb::ApproveStageRequest,
+    ) -> Result<pb::ApproveStageResponse> {
+        let req = self.request(r);
+        let response = self
+            .inner
+            .approve_stage(req)
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(response.into_inner())
+    }
+
     pub(crate) async fn retry(&mut self, r: pb::RetryRunRequest) -> Result<pb::RetryRunResponse> {
         let req = self.request(r);
         self.inner

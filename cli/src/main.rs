@@ -96,6 +96,8 @@ pub(crate) enum Verb {
     Scheduler(commands::serve::SchedulerArgs),
     /// Run a worker that takes stages from a scheduler.
     Worker(commands::serve::WorkerArgs),
+    /// Copy a scheduler's state into another store (stop the scheduler first).
+    Migrate(commands::migrate::MigrateArgs),
     /// Check DAG files; errors name file:line:col.
     Validate {
         /// DAG files or folders holding dag.yaml.
@@ -154,6 +156,21 @@ pub(crate) enum Verb {
     },
     /// Cancel a run: running stages are stopped, the rest will not start.
     Cancel { run: String },
+    /// Approve a stage waiting for approval (`approval:` in the DAG): it runs. Operator role.
+    Approve {
+        run: String,
+        /// The stage (every waiting instance of it) or one instance, `stage[item]`.
+        stage: String,
+    },
+    /// Reject a stage waiting for approval: it fails with the reason, and what needs it
+    /// follows its trigger rule. Operator role.
+    Reject {
+        run: String,
+        stage: String,
+        /// Why; kept on the stage and in the audit log.
+        #[arg(long)]
+        reason: String,
+    },
     /// Workers: labels, capacity, what they use and run, last heartbeat.
     Workers {
         #[command(subcommand)]

@@ -147,6 +147,7 @@ pub(crate) fn stage_state(s: i32) -> &'static str {
         pb::StageState::UpstreamFailed => "upstream_failed",
         pb::StageState::Skipped => "skipped",
         pb::StageState::Cancelled => "cancelled",
+        pb::StageState::WaitingApproval => "waiting_approval",
     }
 }
 
@@ -228,6 +229,7 @@ pub(crate) fn stage_json(s: &pb::StageRun) -> Value {
         "finished": rfc3339(s.finished_ms),
         "message": (!s.message.is_empty()).then_some(&s.message),
         "retry_at": rfc3339(s.not_before_ms),
+        "approval_deadline": rfc3339(s.approval_deadline_ms),
         "attempts": s.attempts.iter().map(|a| json!({
             "id": a.id,
             "number": a.number,

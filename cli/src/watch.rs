@@ -273,7 +273,8 @@ impl View {
         let mut text = table.render();
         for name in &self.order {
             let s = &self.stages[name];
-            if s.state == pb::StageState::Queued as i32 && !s.message.is_empty() {
+            let noted = [pb::StageState::Queued, pb::StageState::WaitingApproval];
+            if noted.iter().any(|n| s.state == *n as i32) && !s.message.is_empty() {
                 text.push_str(&format!("{name}: {}\n", s.message));
             }
         }

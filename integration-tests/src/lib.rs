@@ -6,12 +6,15 @@
 //! - [`inproc`]: a scheduler and workers inside the test process, on a real socket;
 //! - [`cluster`]: a scheduler with one Docker-and-process worker and a client, in process;
 //! - [`procs`]: a scheduler and workers as `vishwa` child processes, killed and restarted;
+//! - [`postgres`]: a real PostgreSQL server (initdb + postgres in a temp dir, free port);
 //! - [`http`]: GET on the scheduler's HTTP port (plain or TLS, with a token);
+//! - [`browser`]: headless Chromium over WebDriver, for the console;
 //! - [`auth`]: bearer tokens; [`docker`], [`images`], [`containers`], [`blocking`]: the
 //!   local engine, the locally built test images, containers found (and removed) by label.
 
 pub mod auth;
 pub mod blocking;
+pub mod browser;
 pub mod cluster;
 pub mod containers;
 pub mod docker;
@@ -21,5 +24,6 @@ pub mod inproc;
 pub mod names;
 pub mod net;
 pub mod poll;
+pub mod postgres;
 pub mod process;
 pub mod procs;

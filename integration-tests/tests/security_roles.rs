@@ -136,6 +136,15 @@ impl Server {
                 })
                 .await
                 .map(drop),
+            "ApproveStage" => c
+                .approve_stage(pb::ApproveStageRequest {
+                    run_id: nothing,
+                    stage: "deploy".into(),
+                    approve: true,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
             "HasBundle" => c
                 .has_bundle(pb::HasBundleRequest { digest: nothing })
                 .await

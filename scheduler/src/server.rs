@@ -21,11 +21,12 @@ use crate::artifacts::{ArtifactError, BlobStore, DEFAULT_MAX_ARTIFACT_BYTES};
 use crate::auth::{AuthLayer, Authenticator, Tokens, TokensError};
 use crate::bundle::{BundleError, BundleStore, DEFAULT_MAX_BUNDLE_BYTES};
 use crate::clock::Clock;
+use crate::console::Console;
 use crate::engine::EngineError;
 use crate::engine::{EngineConfig, EngineHandle};
 use crate::http::{DEFAULT_HTTP_ADDR, HttpServer, HttpState, parse_http_addr};
 use crate::secrets::{DEFAULT_KEY_FILE, SecretBox, SecretError};
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{Store, StoreError, StoreLocation};
 use crate::tls::{TlsError, server_rustls, server_tls};
 
 /// Largest message either side accepts (a DAG source, a log batch).
@@ -44,8 +45,10 @@ pub struct SchedulerConfig {
     /// Address of the HTTP port (health probes, metrics, the console); `off` for none.
     #[serde(deserialize_with = "http_addr")]
     pub http: Option<SocketAddr>,
-    /// Directory of the sled store.
+    /// Directory of the sled store (in `store/`), bundles, artifacts and the secret key.
     pub data_dir: PathBuf,
+    /// Where the state is kept [default: the sled store in the data dir].
+    pub store: Option<StoreLocation>,
     /// How often workers heartbeat.
     #[serde(with = "humantime_serde_compat")]
     pub heartbeat_interval: Duration,
@@ -92,6 +95,7 @@ impl Default for SchedulerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             http: Some(DEFAULT_HTTP_ADDR),
             data_dir: PathBuf::from("vishwa-data"),
+            store: None,
             heartbeat_interval: engine.heartbeat_interval,
             lease: engine.lease,
             schedules: engine.schedules,
@@ -138,6 +142,8 @@ pub enum ServeError {
          list of `{{name, role, token}}`, see docs/security.md)"
     )]
     OpenOnNetwork { addr: SocketAddr },
+    #[error("gRPC server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
     #[error("--tls-cert and --tls-key go together; pass both (or neither)")]
     HalfTls,
     #[error(
@@ -151,6 +157,8 @@ pub enum ServeError {
 pub struct Scheduler {
     /// The engine, for embedding processes and benchmarks.
     pub engine: EngineHandle,
+    /// The web console over this scheduler's API, for the HTTP server to mount.
+    pub console: Console,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -168,7 +176,8 @@ pub struct Listeners {
 }
 
 impl Scheduler {
-    /// Opens the store in `config.data_dir` and starts serving on `listener`.
+    /// Opens the store (`config.store`, or the sled store in `config.data_dir`) and starts
+    /// serving on `listener`.
     pub async fn start(
         config: &SchedulerConfig,
         listener: TcpListener,
@@ -254,7 +263,15 @@ impl Scheduler {
                 std::fs::create_dir_all(&config.data_dir).map_err(|e| {
                     StoreError::Backend(format!("creating {}: {e}", config.data_dir.display()))
                 })?;
-                Arc::new(SledStore::open(&store_dir(&config.data_dir))?)
+                let location = config
+                    .store
+                    .clone()
+                    .unwrap_or_else(|| StoreLocation::Sled(store_dir(&config.data_dir)));
+                info!(store = %location, "opening store");
+                // Opening blocks (files, or connecting to PostgreSQL): off the async threads.
+                tokio::task::spawn_blocking(move || location.open())
+                    .await
+                    .map_err(|e| StoreError::Backend(format!("opening the store: {e}")))??
             }
         };
         let key_path = config
@@ -309,6 +326,12 @@ impl Scheduler {
             (runs_policy, policy),
             shutdown.clone(),
         ));
+        let client_api = Arc::new(
+            ClientApi::new(engine.clone(), bundles.clone(), shutdown.clone())
+                .with_secrets(secrets)
+                .with_artifacts(blobs.clone()),
+        );
+        let console = Console::new(client_api.clone(), auth.clone(), http_tls.is_some());
         let http =
             match http_listener {
                 Some(listener) => {
@@ -316,6 +339,7 @@ impl Scheduler {
                         engine: engine.clone(),
                         auth: auth.clone(),
                         shutdown: shutdown.clone(),
+                        console: Some(console.clone()),
                     };
                     let app = crate::http::router(state);
                     let server = HttpServer::start(listener, http_tls, app, shutdown.clone())
@@ -327,10 +351,7 @@ impl Scheduler {
                 }
                 None => None,
             };
-        let client_api = ClientApi::new(engine.clone(), bundles.clone(), shutdown.clone())
-            .with_secrets(secrets)
-            .with_artifacts(blobs.clone());
-        let client = pb::vishwa_server::VishwaServer::new(client_api)
+        let client = pb::vishwa_server::VishwaServer::from_arc(client_api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let worker = pb::worker_api_server::WorkerApiServer::new(
@@ -344,11 +365,15 @@ impl Scheduler {
         if let Some(tls) = tls {
             builder = builder.tls_config(tls)?;
         }
+        let health = crate::api::standard::health(engine.store().clone(), shutdown.clone()).await;
         let server = tokio::spawn(
             builder
                 .layer(AuthLayer::new(auth))
                 .add_service(client)
                 .add_service(worker)
+                .add_service(health)
+                .add_service(crate::api::standard::reflection_v1()?)
+                .add_service(crate::api::standard::reflection_v1alpha()?)
                 .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
         );
         if let Some(addr) = addr {
@@ -356,6 +381,7 @@ impl Scheduler {
         }
         Ok(Scheduler {
             engine,
+            console,
             server,
             tracker,
             shutdown,

@@ -11,6 +11,7 @@ pub mod executor;
 pub mod logcap;
 mod logship;
 pub mod mask;
+pub mod metrics;
 
 pub use agent::{Executors, WorkerConfig, WorkerError, run_worker};
 pub use capacity::Capacity;

@@ -1,5 +1,5 @@
 //! An in-process cluster: the real scheduler (`Scheduler::start` on a loopback port, sled in a
-//! temporary directory, or the in-memory store as a baseline), real worker agents talking gRPC
+//! temporary directory or a PostgreSQL database, or the in-memory store as a baseline), real worker agents talking gRPC
 //! to it, and a no-op executor, so that what is timed is the scheduler's own work.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ use vishwa_scheduler::SchedulerConfig;
 use vishwa_scheduler::engine::{DispatchMetrics, EngineEvent};
 use vishwa_scheduler::ids::RunId;
 use vishwa_scheduler::run::{RunState, StageState};
-use vishwa_scheduler::store::{MemoryStore, Store};
+use vishwa_scheduler::store::{MemoryStore, Store, StoreLocation};
 use vishwa_worker::Executors;
 use vishwa_worker::executor::{
     EventSink, ExecEvent, Executor, ExecutorError, ExitReport, TaskSpec,
@@ -56,18 +56,22 @@ impl Executor for NoopExecutor {
 }
 
 /// Which store the scheduler writes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum StoreKind {
     /// sled in a temporary directory, every batch synced: the real thing.
     Sled,
+    /// A PostgreSQL database (`Layout::postgres`), every batch committed.
+    Postgres,
     /// The in-memory store: the same engine and gRPC with nothing written to disk.
     Memory,
 }
 
 /// How the cluster is laid out.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Layout {
     pub(crate) store: StoreKind,
+    /// The database's URL when `store` is [`StoreKind::Postgres`].
+    pub(crate) postgres: Option<String>,
     pub(crate) workers: usize,
     pub(crate) slots: u32,
 }
@@ -101,12 +105,17 @@ impl Cluster {
             .prefix("vishwa-bench-")
             .tempdir()
             .context("cannot create a data dir")?;
-        let config = SchedulerConfig {
+        let mut config = SchedulerConfig {
             data_dir: data.path().to_path_buf(),
             ..SchedulerConfig::default()
         };
         let scheduler = match layout.store {
             StoreKind::Sled => InProcessScheduler::start(config).await?,
+            StoreKind::Postgres => {
+                let url = layout.postgres.clone().context("no PostgreSQL URL")?;
+                config.store = Some(StoreLocation::Postgres(url));
+                InProcessScheduler::start(config).await?
+            }
             StoreKind::Memory => {
                 let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
                 InProcessScheduler::start_with_store(config, store).await?

@@ -1,7 +1,9 @@
 //! Benchmark 1, scheduler overhead: 10,000 no-op stages through the real scheduler, gRPC and
 //! sled, in two shapes (a `for_each` fan-out and 100 chains of 100). The same runs on the
-//! in-memory store are the baseline that shows what durability costs.
+//! in-memory store are the baseline that shows what durability costs; with `--postgres`, the
+//! same runs on PostgreSQL too (a local server the benchmark starts, or a given database).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use anyhow::Result;
@@ -28,13 +30,59 @@ const NOOP: StageKind = StageKind {
 };
 
 /// Settings of this benchmark.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Options {
     pub(crate) reps: usize,
     pub(crate) workers: usize,
     pub(crate) slots: u32,
     /// Only this shape (one of [`SHAPE_IDS`]); every shape when None.
     pub(crate) shape: Option<&'static str>,
+    /// Also measure on PostgreSQL.
+    pub(crate) postgres: Option<PostgresTarget>,
+}
+
+/// Where the PostgreSQL runs go.
+#[derive(Debug, Clone)]
+pub(crate) enum PostgresTarget {
+    /// A server this benchmark starts (initdb in a temp dir, default settings: fsync and
+    /// synchronous commit on), a fresh database per run.
+    Local,
+    /// This database, as it is (give an empty one).
+    Url(String),
+}
+
+impl std::str::FromStr for PostgresTarget {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "local" => Ok(PostgresTarget::Local),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(PostgresTarget::Url(url.to_owned()))
+            }
+            other => Err(format!(
+                "`{other}` is neither `local` nor a postgres:// URL; write --postgres local \
+                 (a server started here) or --postgres postgres://USER@HOST:PORT/DB"
+            )),
+        }
+    }
+}
+
+/// Hands out a database URL per measured run.
+enum Databases {
+    None,
+    Local(vishwa_integration_tests::postgres::Postgres),
+    Url(String),
+}
+
+impl Databases {
+    fn url(&self) -> Result<Option<String>> {
+        Ok(match self {
+            Databases::None => None,
+            Databases::Local(server) => Some(server.fresh_database()?),
+            Databases::Url(url) => Some(url.clone()),
+        })
+    }
 }
 
 /// One workload.
@@ -118,23 +166,34 @@ pub(crate) fn run(options: Options, date: &str) -> Result<Section> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let databases = match &options.postgres {
+        None => Databases::None,
+        Some(PostgresTarget::Local) => {
+            Databases::Local(vishwa_integration_tests::postgres::Postgres::start()?)
+        }
+        Some(PostgresTarget::Url(url)) => Databases::Url(url.clone()),
+    };
+    let mut stores = vec![StoreKind::Sled, StoreKind::Memory];
+    if options.postgres.is_some() {
+        stores.insert(1, StoreKind::Postgres);
+    }
     let mut rows = Vec::new();
     for shape in shapes() {
         if options.shape.is_some_and(|only| only != shape.id) {
             continue;
         }
-        let mut sled = Summary::default();
-        let mut memory = Summary::default();
+        let mut summaries: BTreeMap<StoreKind, Summary> = BTreeMap::new();
         for rep in 0..options.reps {
-            // Alternate the order so neither store always runs on a warmer machine.
-            let order = if rep % 2 == 0 {
-                [StoreKind::Sled, StoreKind::Memory]
-            } else {
-                [StoreKind::Memory, StoreKind::Sled]
-            };
+            // Rotate the order so no store always runs on a warmer machine.
+            let mut order = stores.clone();
+            order.rotate_left(rep % stores.len());
             for store in order {
                 let layout = Layout {
                     store,
+                    postgres: match store {
+                        StoreKind::Postgres => databases.url()?,
+                        _ => None,
+                    },
                     workers: options.workers,
                     slots: options.slots,
                 };
@@ -150,15 +209,12 @@ pub(crate) fn run(options: Options, date: &str) -> Result<Section> {
                     figures.metrics.quantile_us(0.99),
                     figures.metrics.commits,
                 );
-                match store {
-                    StoreKind::Sled => sled.add(&figures),
-                    StoreKind::Memory => memory.add(&figures),
-                }
+                summaries.entry(store).or_default().add(&figures);
             }
         }
-        rows.push((shape.label, sled, memory));
+        rows.push((shape.label, summaries));
     }
-    let body = render(&rows, options, date, load);
+    let body = render(&rows, &options, date, load);
     println!("{body}");
     Ok(Section {
         id: "scheduler",
@@ -173,12 +229,14 @@ async fn measure(layout: Layout, yaml: &str) -> Result<RunFigures> {
     figures
 }
 
-/// "**met** for every shape", or which shapes met and which missed.
-fn per_shape(rows: &[(&str, Summary, Summary)], met: fn(&Summary) -> bool) -> String {
+type Rows<'a> = [(&'a str, BTreeMap<StoreKind, Summary>)];
+
+/// "**met** for every shape", or which shapes met and which missed, on `store`.
+fn per_shape(rows: &Rows<'_>, store: StoreKind, met: fn(&Summary) -> bool) -> String {
     let shapes = |want: bool| -> Vec<&str> {
         rows.iter()
-            .filter(|(_, sled, _)| met(sled) == want)
-            .map(|(label, _, _)| *label)
+            .filter(|(_, s)| s.get(&store).is_some_and(|s| met(s) == want))
+            .map(|(label, _)| *label)
             .collect()
     };
     let (hit, miss) = (shapes(true), shapes(false));
@@ -199,12 +257,16 @@ fn ms(us: f64) -> String {
     format!("{:.2} ms", us / 1000.0)
 }
 
-fn render(
-    rows: &[(&str, Summary, Summary)],
-    options: Options,
-    date: &str,
-    load: Option<f64>,
-) -> String {
+/// How a store is named in the table, and whether the targets apply to it.
+fn store_label(store: StoreKind) -> (&'static str, bool) {
+    match store {
+        StoreKind::Sled => ("sled, synced", true),
+        StoreKind::Postgres => ("PostgreSQL, committed", true),
+        StoreKind::Memory => ("memory (baseline)", false),
+    }
+}
+
+fn render(rows: &Rows<'_>, options: &Options, date: &str, load: Option<f64>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -216,21 +278,23 @@ fn render(
         options.workers,
         options.slots
     );
+    if options.postgres.is_some() {
+        out.push_str(POSTGRES_ABOUT);
+        out.push_str("\n\n");
+    }
     out.push_str(
         "| shape | store | stages | wall | stages/s | CPU per stage | ready→dispatch p50 | \
          p99 | slot free→dispatch p50 | p99 | store commits | stages/commit | ≥ 2,000/s | \
          p99 < 10 ms |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n",
     );
-    for (label, sled, memory) in rows {
-        for (store, s, judged) in [
-            ("sled, synced", sled, true),
-            ("memory (baseline)", memory, false),
-        ] {
+    for (label, summaries) in rows {
+        for (store, s) in summaries {
+            let (name, judged) = store_label(*store);
             let judge = |met: bool| if judged { verdict(met) } else { "–" };
             let _ = writeln!(
                 out,
-                "| {label} | {store} | {} | {:.3} s | {:.0} | {:.0} µs | {} | {} | {} | {} | {:.0} \
+                "| {label} | {name} | {} | {:.3} s | {:.0} | {:.0} µs | {} | {} | {} | {} | {:.0} \
                  | {:.1} | {} | {} |",
                 thousands(s.stages),
                 s.wall.median(),
@@ -248,25 +312,70 @@ fn render(
         }
     }
     out.push('\n');
-    for (label, sled, memory) in rows {
-        let _ = writeln!(
+    for (label, summaries) in rows {
+        let (Some(sled), Some(memory)) = (
+            summaries.get(&StoreKind::Sled),
+            summaries.get(&StoreKind::Memory),
+        ) else {
+            continue;
+        };
+        let _ = write!(
             out,
             "- {label}: on sled the run takes {} the in-memory store's wall time and {} its CPU \
-             time.",
+             time",
             ratio(sled.wall.median() / memory.wall.median()),
             ratio(sled.cpu_us_per_stage.median() / memory.cpu_us_per_stage.median()),
         );
+        match summaries.get(&StoreKind::Postgres) {
+            Some(pg) => {
+                let _ = writeln!(
+                    out,
+                    "; on PostgreSQL {} sled's wall time and {} its CPU time.",
+                    ratio(pg.wall.median() / sled.wall.median()),
+                    ratio(pg.cpu_us_per_stage.median() / sled.cpu_us_per_stage.median()),
+                );
+            }
+            None => out.push_str(".\n"),
+        }
     }
     let _ = writeln!(
         out,
         "\nTargets on sled: ≥ {} stages/s {}; ready→dispatch p99 < {} ms {}.",
         thousands(TARGET_STAGES_PER_SEC as usize),
-        per_shape(rows, Summary::meets_rate),
+        per_shape(rows, StoreKind::Sled, Summary::meets_rate),
         TARGET_P99_US / 1000,
-        per_shape(rows, Summary::meets_p99),
+        per_shape(rows, StoreKind::Sled, Summary::meets_p99),
+    );
+    if options.postgres.is_some() {
+        let _ = writeln!(
+            out,
+            "Targets on PostgreSQL: ≥ {} stages/s {}; ready→dispatch p99 < {} ms {}.",
+            thousands(TARGET_STAGES_PER_SEC as usize),
+            per_shape(rows, StoreKind::Postgres, Summary::meets_rate),
+            TARGET_P99_US / 1000,
+            per_shape(rows, StoreKind::Postgres, Summary::meets_p99),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nRerun: `cargo run --release -p vishwa-bench -- scheduler{}` (with `--postgres \
+         local` the benchmark starts its own PostgreSQL server with Debian's initdb; \
+         `--postgres postgres://USER@HOST:PORT/DB` uses that database).",
+        if options.postgres.is_some() {
+            " --postgres local"
+        } else {
+            ""
+        }
     );
     out
 }
+
+const POSTGRES_ABOUT: &str = "On PostgreSQL the scheduler is the same; its store is a \
+database on a server started on this machine by the benchmark (Debian's PostgreSQL 15, \
+`initdb` defaults: `fsync` and `synchronous_commit` on, so a COMMIT returns after the WAL is \
+flushed with `fdatasync`), reached over TCP on 127.0.0.1. The engine's group of batches is one \
+transaction with one multi-row statement per table, acknowledged after COMMIT, exactly as on \
+sled (every state change committed before it is acted on).";
 
 const ABOUT: &str = "What is measured: wall time from the `TriggerRun` call to the \
 run's final event for about 10,000 stages whose executor does nothing (it reports the start, \

@@ -536,6 +536,12 @@ fn print_run(run: &pb::Run, format: Format) {
                 format!("{note}; {said}")
             };
         }
+        if s.approval_deadline_ms > 0 {
+            note = format!(
+                "{note} (rejected at {} unless approved)",
+                output::time(s.approval_deadline_ms)
+            );
+        }
         table.row(vec![
             s.name.clone(),
             output::stage_label(s).to_owned(),

@@ -7,9 +7,11 @@ use anyhow::Result;
 use crate::load::Invalid;
 use crate::{Global, Verb};
 
+pub(crate) mod approvals;
 pub(crate) mod artifacts;
 pub(crate) mod assets;
 pub(crate) mod client_verbs;
+pub(crate) mod migrate;
 pub(crate) mod run;
 pub(crate) mod runs_delete;
 pub(crate) mod schedule_verbs;
@@ -21,20 +23,24 @@ pub(crate) mod validate;
 pub(crate) async fn dispatch(verb: Verb, global: Global) -> Result<u8> {
     match verb {
         Verb::Run(args) => {
-            init_tracing("warn");
+            init_tracing_as("warn", args.log.log_format);
             run::run(args, &global).await
         }
         Verb::Dev(args) => {
-            init_tracing("info");
+            init_tracing_as("info", args.log.log_format);
             serve::dev(args).await
         }
         Verb::Scheduler(args) => {
-            init_tracing("info");
+            init_tracing_as("info", args.log.log_format);
             serve::scheduler(args).await
         }
         Verb::Worker(args) => {
-            init_tracing("info");
+            init_tracing_as("info", args.log.log_format);
             serve::worker(args).await
+        }
+        Verb::Migrate(args) => {
+            init_tracing("warn");
+            migrate::migrate(args).await
         }
         other => {
             init_tracing("warn");
@@ -51,6 +57,9 @@ pub(crate) async fn dispatch(verb: Verb, global: Global) -> Result<u8> {
                     action: Some(action),
                     ..
                 } => runs_delete::dispatch(action, &global).await,
+                verb @ (Verb::Approve { .. } | Verb::Reject { .. }) => {
+                    approvals::dispatch(verb, &global).await
+                }
                 Verb::Artifacts(args) => artifacts::artifacts(args, &global).await,
                 Verb::Assets(args) => assets::assets(args, &global).await,
                 Verb::Compare { runs } => artifacts::compare(&runs, &global).await,
@@ -60,15 +69,48 @@ pub(crate) async fn dispatch(verb: Verb, global: Global) -> Result<u8> {
     }
 }
 
+/// How the long-running verbs write their log (to stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors: `timestamp`, `level`, `message`, the
+    /// event's fields (`run`, `stage`, `worker`, ...) at the top level, and the enclosing
+    /// spans' fields under `spans`.
+    Json,
+}
+
+/// `--log-format` of `scheduler`, `worker`, `dev` and `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LogArgs {
+    /// Log lines for people (`text`) or one JSON object per line (`json`).
+    #[arg(long, value_enum, env = "VISHWA_LOG_FORMAT", default_value = "text")]
+    pub(crate) log_format: LogFormat,
+}
+
 fn init_tracing(default: &str) {
+    init_tracing_as(default, LogFormat::Text);
+}
+
+fn init_tracing_as(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 /// Parses `-p name=value` flags.

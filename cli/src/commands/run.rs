@@ -25,6 +25,8 @@ use crate::{Global, exit};
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) log: super::LogArgs,
     /// A DAG file, or a folder holding dag.yaml and the files its stages use.
     path: PathBuf,
     /// Parameter override, `name=value`; repeatable.
@@ -91,7 +93,10 @@ pub(crate) async fn run(args: RunArgs, global: &Global) -> Result<u8> {
     };
     let scheduler = Scheduler::start_on(&config, None, listeners, shutdown.clone()).await?;
     if let Some(http) = scheduler.http_url() {
-        eprintln!("vishwa run: HTTP (health, metrics) on {http}");
+        super::serve::note(
+            args.log.log_format,
+            &format!("vishwa run: console on {http} (and /healthz, /readyz, /metrics)"),
+        );
     }
     let need_docker = dag
         .stages

@@ -25,6 +25,8 @@ use crate::load::{Invalid, load_dag};
 
 #[derive(Debug, Args)]
 pub(crate) struct SchedulerArgs {
+    #[command(flatten)]
+    pub(crate) log: super::LogArgs,
     /// Address to listen on [default: 127.0.0.1:7070].
     #[arg(long, env = "VISHWA_LISTEN")]
     listen: Option<SocketAddr>,
@@ -35,7 +37,16 @@ pub(crate) struct SchedulerArgs {
     /// Directory of the store [default: vishwa-data].
     #[arg(long, env = "VISHWA_DATA")]
     data: Option<PathBuf>,
-    /// YAML config file (fields: listen, http, data_dir, heartbeat_interval, lease, schedules, tokens, tls_cert, tls_key, secret_key_file).
+    /// Where the state is kept: sled:DIR or postgres://USER[:PASSWORD]@HOST:PORT/DB
+    /// [default: the sled store in the data dir].
+    #[arg(
+        long,
+        env = "VISHWA_STORE",
+        value_name = "STORE",
+        hide_env_values = true
+    )]
+    store: Option<vishwa_scheduler::store::StoreLocation>,
+    /// YAML config file (fields: listen, http, data_dir, store, heartbeat_interval, lease, schedules, tokens, tls_cert, tls_key, secret_key_file).
     #[arg(long)]
     config: Option<PathBuf>,
     /// How often workers heartbeat [default: 5s].
@@ -124,6 +135,8 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
+    #[command(flatten)]
+    pub(crate) log: super::LogArgs,
     /// The scheduler's URL.
     #[arg(
         long,
@@ -168,6 +181,10 @@ pub(crate) struct WorkerArgs {
     /// CA certificate (PEM) to trust for an https:// scheduler [default: the system's roots].
     #[arg(long, env = "VISHWA_TLS_CA", value_name = "PEM")]
     tls_ca: Option<PathBuf>,
+    /// Serve this worker's Prometheus metrics on `http://ADDR/metrics` (no token asked:
+    /// bind where only your Prometheus reaches) [default: not served].
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 fn parse_memory_flag(text: &str) -> Result<u64, String> {
@@ -196,6 +213,8 @@ fn capacity(cpus: Option<f64>, memory: Option<u64>, gpus: Option<Vec<String>>) -
 
 #[derive(Debug, Args)]
 pub(crate) struct DevArgs {
+    #[command(flatten)]
+    pub(crate) log: super::LogArgs,
     /// Folder of DAGs (YAML files, or folders holding dag.yaml); reloaded when they change.
     #[arg(long, default_value = "dags")]
     dags: PathBuf,
@@ -299,7 +318,7 @@ fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config {}", path.display()))?;
             serde_saphyr::from_str::<SchedulerConfig>(&text).map_err(|e| {
-                Invalid(format!("{}: error: {e}\n  help: the config file takes listen, http, data_dir, heartbeat_interval, lease, schedules, max_bundle_bytes, max_parallel_stages, tokens, tls_cert, tls_key and secret_key_file", path.display()))
+                Invalid(format!("{}: error: {e}\n  help: the config file takes listen, http, data_dir, store, heartbeat_interval, lease, schedules, max_bundle_bytes, max_parallel_stages, tokens, tls_cert, tls_key and secret_key_file", path.display()))
             })?
         }
         None => SchedulerConfig::default(),
@@ -312,6 +331,9 @@ fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
     }
     if let Some(data) = &args.data {
         config.data_dir = data.clone();
+    }
+    if let Some(store) = &args.store {
+        config.store = Some(store.clone());
     }
     if let Some(heartbeat) = args.heartbeat {
         config.heartbeat_interval = heartbeat;
@@ -380,25 +402,41 @@ pub(crate) async fn scheduler(args: SchedulerArgs) -> Result<u8> {
     let listener = bind(config.listen).await?;
     let shutdown = shutdown_on_signals();
     tokio::spawn(exit_if_stopping_hangs(shutdown.clone()));
-    info!(data = %config.data_dir.display(), "opening store");
+    info!(data = %config.data_dir.display(), "starting");
     let scheduler = Scheduler::start(&config, listener, shutdown).await?;
     let scheme = if config.tls_cert.is_some() {
         "https"
     } else {
         "http"
     };
+    let format = args.log.log_format;
     if let Some(url) = scheduler.http_url() {
-        eprintln!("vishwa scheduler: HTTP on {url} (/healthz, /readyz, /metrics)");
+        note(
+            format,
+            &format!("vishwa scheduler: HTTP on {url} (the console; /healthz, /readyz, /metrics)"),
+        );
     }
     if config.tokens.is_none() {
-        eprintln!(
-            "vishwa scheduler on {scheme}://{}: no tokens file, so it is open to local users only \
-             (loopback); pass --tokens FILE to serve other machines",
-            config.listen
+        note(
+            format,
+            &format!(
+                "vishwa scheduler on {scheme}://{}: no tokens file, so it is open to local users \
+                 only (loopback); pass --tokens FILE to serve other machines",
+                config.listen
+            ),
         );
     }
     scheduler.wait().await?;
     Ok(exit::OK)
+}
+
+/// A note for the operator on stderr: a plain line, or with `--log-format json` a log event
+/// (so every line of the log stays one JSON object).
+pub(crate) fn note(format: super::LogFormat, text: &str) {
+    match format {
+        super::LogFormat::Text => eprintln!("{text}"),
+        super::LogFormat::Json => info!("{text}"),
+    }
 }
 
 /// The executors of a worker on this host.
@@ -468,6 +506,24 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<u8> {
     };
     let executors = local_executors(config.allow_process, true).await;
     let shutdown = shutdown_on_signals();
+    if let Some(addr) = args.metrics {
+        let listener = TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot serve metrics on {addr}; pass --metrics ADDR with a free port")
+        })?;
+        note(
+            args.log.log_format,
+            &format!(
+                "vishwa worker: metrics on http://{}/metrics",
+                listener.local_addr()?
+            ),
+        );
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = vishwa_worker::metrics::serve(listener, stop).await {
+                warn!(error = %e, "serving worker metrics failed");
+            }
+        });
+    }
     run_worker(config, executors, shutdown).await?;
     Ok(exit::OK)
 }
@@ -526,7 +582,7 @@ pub(crate) async fn dev(args: DevArgs) -> Result<u8> {
         args.dags.display()
     );
     if let Some(http) = scheduler.http_url() {
-        outln!("HTTP (health, metrics) on {http}");
+        outln!("console on {http} (and /healthz, /readyz, /metrics)");
     }
     outln!(
         "data in {}; try `vishwa dags` and `vishwa trigger NAME --watch`",

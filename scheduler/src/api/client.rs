@@ -76,16 +76,21 @@ impl ClientApi {
         self.engine.store()
     }
 
-    pub(super) fn engine(&self) -> &EngineHandle {
+    pub(crate) fn engine(&self) -> &EngineHandle {
         &self.engine
     }
 
-    pub(super) fn blob_store(&self) -> Option<&BlobStore> {
+    /// Fires when the scheduler shuts down; open streams end with it.
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    pub(crate) fn blob_store(&self) -> Option<&BlobStore> {
         self.artifacts.as_deref()
     }
 
     /// A registered DAG version, parsed (and cached: versions never change).
-    fn dag(&self, name: &str, version: &str) -> Result<Arc<Dag>, ApiError> {
+    pub(crate) fn dag(&self, name: &str, version: &str) -> Result<Arc<Dag>, ApiError> {
         let key = (name.to_owned(), version.to_owned());
         if let Some(dag) = self.lock_dags().get(&key) {
             return Ok(dag.clone());
@@ -258,7 +263,12 @@ impl pb::vishwa_server::Vishwa for ClientApi {
             )
             .map_err(|reason| EngineError::invalid("trigger", reason))?;
             let params = r.params.into_iter().collect();
+            let asked = std::time::Instant::now();
             let run = self.engine.trigger_with(r.dag, params, r.no_cache).await?;
+            self.engine
+                .telemetry()
+                .trigger_latency
+                .observe(asked.elapsed().as_secs_f64());
             let stages = self.store().run_stages(&run.id)?;
             Ok(Response::new(pb::TriggerRunResponse {
                 run: Some(run_summary(&run, Some(&stages))),
@@ -647,6 +657,13 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         request: Request<pb::DeleteRunsRequest>,
     ) -> Result<Response<pb::DeleteRunsResponse>, Status> {
         self.delete_runs_call(request).await
+    }
+
+    async fn approve_stage(
+        &self,
+        request: Request<pb::ApproveStageRequest>,
+    ) -> Result<Response<pb::ApproveStageResponse>, Status> {
+        self.approve_stage_call(request).await
     }
 
     async fn prune_runs(

@@ -81,9 +81,9 @@ impl From<ApiError> for Status {
                 EngineError::DagNotFound { .. }
                 | EngineError::RunNotFound { .. }
                 | EngineError::WorkerNotRegistered { .. } => Status::not_found(message),
-                EngineError::RunFinished { .. } | EngineError::StaleAttempt { .. } => {
-                    Status::failed_precondition(message)
-                }
+                EngineError::RunFinished { .. }
+                | EngineError::StaleAttempt { .. }
+                | EngineError::NotWaitingApproval { .. } => Status::failed_precondition(message),
                 EngineError::ShuttingDown | EngineError::Store(StoreError::WriteFailed { .. }) => {
                     Status::unavailable(message)
                 }

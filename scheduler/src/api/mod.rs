@@ -1,6 +1,7 @@
 //! The gRPC services: thin handlers that convert, call the engine or read the store, and map
 //! errors to statuses in one place.
 
+mod approvals;
 mod artifacts;
 mod assets;
 mod client;
@@ -9,8 +10,9 @@ mod error;
 mod follow;
 pub mod limits;
 mod retention;
-mod schedule;
+pub(crate) mod schedule;
 mod security;
+pub mod standard;
 mod worker;
 
 pub use client::ClientApi;

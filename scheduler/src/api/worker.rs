@@ -160,6 +160,7 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
         let blobs = blobs(&self.artifacts)?;
         let (header, digest, size) = blobs.receive(request.into_inner()).await?;
         tracing::debug!(attempt = %header.attempt, name = %header.name, %digest, size, "artifact stored");
+        self.engine.telemetry().artifact_bytes.inc_by(size);
         Ok(Response::new(pb::ArtifactRef {
             name: header.name,
             digest,

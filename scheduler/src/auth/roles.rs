@@ -66,6 +66,7 @@ pub const METHOD_ROLES: &[(&str, Role)] = &[
     ("/vishwa.v1.Vishwa/TriggerRun", Role::Operator),
     ("/vishwa.v1.Vishwa/CancelRun", Role::Operator),
     ("/vishwa.v1.Vishwa/RetryRun", Role::Operator),
+    ("/vishwa.v1.Vishwa/ApproveStage", Role::Operator),
     ("/vishwa.v1.Vishwa/DrainWorker", Role::Operator),
     ("/vishwa.v1.Vishwa/PauseDag", Role::Operator),
     ("/vishwa.v1.Vishwa/ResumeDag", Role::Operator),
@@ -93,11 +94,25 @@ pub const METHOD_ROLES: &[(&str, Role)] = &[
     ("/vishwa.v1.WorkerApi/FetchArtifact", Role::Worker),
 ];
 
+/// The standard services beside Vishwa's (`api::standard`), by path prefix, with the least
+/// role that may call them. Health is not here: it takes no token (see [`is_open`]).
+pub const STANDARD_ROLES: &[(&str, Role)] = &[
+    ("/grpc.reflection.v1.ServerReflection/", Role::Viewer),
+    ("/grpc.reflection.v1alpha.ServerReflection/", Role::Viewer),
+];
+
+/// Whether `path` takes no token at all: the health service, which load balancers and
+/// probes call without a secret (like `/healthz` on the HTTP port).
+pub fn is_open(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+}
+
 /// The least role that may call `path` (`/package.Service/Method`); unknown paths need admin.
 pub fn role_needed(path: &str) -> Role {
     METHOD_ROLES
         .iter()
         .find(|(method, _)| *method == path)
+        .or_else(|| STANDARD_ROLES.iter().find(|(p, _)| path.starts_with(p)))
         .map_or(Role::Admin, |(_, role)| *role)
 }
 
@@ -182,6 +197,16 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn health_is_open_and_reflection_needs_a_viewer() {
+        assert!(is_open("/grpc.health.v1.Health/Check"));
+        assert!(!is_open("/vishwa.v1.Vishwa/GetRun"));
+        assert_eq!(
+            role_needed("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+            Role::Viewer
+        );
     }
 
     #[test]

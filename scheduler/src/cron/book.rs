@@ -49,6 +49,18 @@ impl ScheduleBook {
         Self::default()
     }
 
+    /// (DAG, next fire time) of every entry that is not paused, by name.
+    pub fn next_fires(&self) -> Vec<(String, Millis)> {
+        let mut fires: Vec<(String, Millis)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.paused)
+            .filter_map(|(dag, e)| Some((dag.clone(), e.next_fire()?)))
+            .collect();
+        fires.sort();
+        fires
+    }
+
     /// Adds or replaces the entry of `dag` and queues its next fire time.
     pub fn insert(
         &mut self,

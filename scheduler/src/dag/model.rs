@@ -166,6 +166,8 @@ pub struct Stage {
     pub for_each: Option<ForEach>,
     pub max_parallel: Option<u32>,
     pub mounts: Vec<Mount>,
+    /// A person must approve before the stage runs (`approval:`).
+    pub approval: Option<Approval>,
     /// Where the stage starts in the file.
     pub location: Location,
 }
@@ -231,4 +233,14 @@ impl Dag {
             Trigger::Assets { names, mode, at } => (names.as_slice(), *mode, *at),
         })
     }
+}
+
+/// A stage's `approval:` gate: once its dependencies let it run, the stage waits in
+/// `waiting_approval` (holding no worker slot) until approved or rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// Shown to whoever approves.
+    pub message: String,
+    /// Past it the stage is rejected. None: it waits until someone decides.
+    pub timeout: Option<Duration>,
 }

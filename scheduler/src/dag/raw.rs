@@ -137,6 +137,7 @@ stage_fields_struct!(
         pub(crate) needs: Option<Vec<Spanned<String>>>,
         pub(crate) for_each: Option<Spanned<RawForEach>>,
         pub(crate) max_parallel: Option<Spanned<u32>>,
+        pub(crate) approval: Option<Spanned<RawApproval>>,
     }
 );
 
@@ -148,8 +149,17 @@ stage_fields_struct!(
         pub(crate) needs: Option<Spanned<IgnoredAny>>,
         pub(crate) for_each: Option<Spanned<IgnoredAny>>,
         pub(crate) max_parallel: Option<Spanned<IgnoredAny>>,
+        pub(crate) approval: Option<Spanned<IgnoredAny>>,
     }
 );
+
+/// A stage's `approval:` gate as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApproval {
+    pub(crate) message: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
+}
 
 /// `command:` as a list (exec form) or a string (shell form).
 #[derive(Debug)]

@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cel::Program;
 use petgraph::Direction;
@@ -20,9 +21,9 @@ use crate::dag::condition::{
 use crate::dag::error::{DagError, Scope};
 use crate::dag::fields::Fields;
 use crate::dag::graph::{build_graph, find_cycles, topological_order};
-use crate::dag::model::{AssetMode, Dag, EnvValue, ForEach, Resources, Stage, Trigger};
+use crate::dag::model::{Approval, AssetMode, Dag, EnvValue, ForEach, Resources, Stage, Trigger};
 use crate::dag::raw::{
-    RawDag, RawDefaults, RawForEach, RawNames, RawSchedule, RawStage, RawTrigger,
+    RawApproval, RawDag, RawDefaults, RawForEach, RawNames, RawSchedule, RawStage, RawTrigger,
 };
 use crate::dag::template::{
     TemplateProblem, for_each_param_name, is_template, reference_problems, template_references,
@@ -274,6 +275,7 @@ impl Validator<'_> {
                 "max_parallel",
                 raw.max_parallel.take().map(|s| s.referenced),
             ),
+            ("approval", raw.approval.take().map(|s| s.referenced)),
         ];
         for (field, at) in per_stage {
             if let Some(at) = at {
@@ -393,6 +395,10 @@ impl Validator<'_> {
                 });
             }
         }
+        let approval = raw
+            .approval
+            .take()
+            .map(|a| self.check_approval(&name, a.value, &scope));
         let executor = fields.executor.unwrap_or_default();
         match executor {
             crate::dag::model::ExecutorKind::Docker if fields.image.is_none() => {
@@ -453,10 +459,33 @@ impl Validator<'_> {
             for_each,
             max_parallel: raw.max_parallel.map(|m| m.value),
             mounts: fields.mounts.unwrap_or_default(),
+            approval,
             location: at,
         };
         let when = fields.when.filter(|(text, _)| !text.trim().is_empty());
         (stage, when)
+    }
+
+    /// `approval:`: the message shown to whoever approves (a default names the stage) and
+    /// an optional positive timeout after which the stage is rejected.
+    fn check_approval(&mut self, stage: &StageName, raw: RawApproval, scope: &Scope) -> Approval {
+        let message = raw
+            .message
+            .map(|m| m.value.trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| format!("approve stage `{stage}`?"));
+        let timeout = raw.timeout.and_then(|t| {
+            let d = self.duration("approval.timeout", &t, scope);
+            if d == Some(Duration::ZERO) {
+                self.push(DagError::ZeroTimeout {
+                    scope: scope.clone(),
+                    at: loc(&t.referenced),
+                });
+                return None;
+            }
+            d
+        });
+        Approval { message, timeout }
     }
 
     fn check_for_each(&mut self, stage: &StageName, raw: &Spanned<RawForEach>) -> Option<ForEach> {

@@ -12,12 +12,14 @@ use tracing::{debug, info};
 use super::EngineError;
 use super::assets::AssetBook;
 use super::metrics::DispatchMetrics;
+use super::observe::Observer;
 use super::state::{AttemptRoute, Effect, Ready, ReadyQueue, Schedules};
 use super::waiting::Waiting;
 use super::workers::Workers;
 use super::{Command, DagFiles, EngineConfig, EngineEvent, WorkerMessage};
 use crate::dag::Dag;
 use crate::ids::{AttemptId, Millis, RunId};
+use crate::metrics::Metrics;
 use crate::run::{Action, AttemptOutcome, Event, Run, StageState, TransitionError};
 use crate::store::{Store, WriteBatch};
 
@@ -57,6 +59,9 @@ pub(crate) struct Engine {
     /// Attempts whose task could not be delivered; lost at the start of the next turn.
     pub(super) undelivered: Vec<AttemptId>,
     pub(super) metrics: DispatchMetrics,
+    /// The Prometheus series the engine updates.
+    pub(super) telemetry: Arc<Metrics>,
+    pub(super) observer: Observer,
     pub(super) schedules: Schedules,
     /// Queued instances of `cache: true` stages, to look up before they go to a worker.
     pub(super) cache_checks: Vec<(RunId, usize)>,
@@ -99,6 +104,8 @@ impl Engine {
             finished: Vec::new(),
             undelivered: Vec::new(),
             metrics: DispatchMetrics::default(),
+            telemetry: Metrics::shared(),
+            observer: Observer::default(),
             schedules: Schedules::default(),
             cache_checks: Vec::new(),
             local_dir_digests: HashMap::new(),
@@ -257,6 +264,15 @@ impl Engine {
                 let result = self.heartbeat(&worker, running, draining, now);
                 let _ = reply.send(Ok(result));
             }
+            Command::Decide {
+                run,
+                stage,
+                verdict,
+                reply,
+            } => {
+                let result = self.decide(&run, &stage, verdict, now);
+                self.reply(reply, result);
+            }
             Command::Retry { run, mode, reply } => {
                 let result = self.retry(&run, mode, now);
                 self.reply(reply, result);
@@ -299,6 +315,9 @@ impl Engine {
             }
             Command::Metrics { reply } => {
                 let _ = reply.send(self.metrics.clone());
+            }
+            Command::Snapshot { reply } => {
+                let _ = reply.send(self.snapshot());
             }
             Command::Workers { reply } => {
                 let _ = reply.send(self.worker_views());
@@ -459,6 +478,8 @@ impl Engine {
                 for i in stages {
                     // One copy, shared by the published event and the store batch.
                     let record = Arc::new(run.stages[i].clone());
+                    self.observer
+                        .stage(&self.telemetry, &id, &run.record.dag, i, &record);
                     self.published.push(Arc::new(EngineEvent::Stage {
                         run: id.clone(),
                         record: record.clone(),
@@ -466,6 +487,7 @@ impl Engine {
                     self.batch.put_stage(&id, record);
                 }
                 if run_changed {
+                    self.observer.run(&self.telemetry, &run.record);
                     self.batch.put_run(run.record.clone());
                     self.published
                         .push(Arc::new(EngineEvent::Run(run.record.clone())));
@@ -484,13 +506,20 @@ impl Engine {
                 self.scheduled.remove(&id);
                 self.local_dir_digests.remove(&id);
                 if let Some(run) = self.runs.remove(&id) {
+                    self.observer.forget(&id, run.stages.len());
                     self.admit_queued_runs(&run.record.dag, now);
                 }
             }
         }
         if !self.batch.is_empty() {
             let batch = std::mem::take(&mut self.batch);
+            let records = batch.len();
+            let started = Instant::now();
             self.store.commit(batch).await?;
+            self.telemetry
+                .store_commit
+                .observe(started.elapsed().as_secs_f64());
+            self.telemetry.store_batch_records.observe(records as f64);
             self.metrics.commits += 1;
         }
         for event in self.published.drain(..) {

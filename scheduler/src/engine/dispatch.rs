@@ -151,6 +151,9 @@ impl Engine {
         // was freed: from then on, the wait is the engine's.
         let eligible = freed.map_or(since, |freed| freed.max(since));
         self.metrics.record(since.elapsed(), eligible.elapsed());
+        self.telemetry
+            .dispatch_latency
+            .observe(since.elapsed().as_secs_f64());
         self.attempts.insert(
             attempt.clone(),
             AttemptRoute {

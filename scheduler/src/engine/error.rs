@@ -42,6 +42,15 @@ pub enum EngineError {
         "the range holds more than {max} slots of `{dag}`'s schedule; backfill it in smaller ranges"
     )]
     BackfillTooLarge { dag: String, max: usize },
+    #[error(
+        "stage `{stage}` of run `{run}` is {state}, not waiting for approval; only a stage \
+         with `approval:` whose dependencies let it run can be approved or rejected"
+    )]
+    NotWaitingApproval {
+        run: String,
+        stage: String,
+        state: &'static str,
+    },
     #[error("the scheduler is shutting down")]
     ShuttingDown,
     #[error(transparent)]

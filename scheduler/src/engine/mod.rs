@@ -17,10 +17,12 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::dag::{Command as DagCommand, Dag, ExecutorKind, Mount, Resources};
 use crate::ids::{AttemptId, RunId, WorkerId};
+use crate::metrics::Metrics;
 use crate::run::{AttemptReport, RetryMode, RunRecord, StageRecord};
 use crate::secrets::SecretBox;
 use crate::store::{LogRecord, Store, WriteBatch};
 
+mod approvals;
 mod artifacts;
 mod assets;
 mod cache;
@@ -29,6 +31,7 @@ mod dispatch;
 mod error;
 mod leases;
 mod metrics;
+mod observe;
 mod retention;
 mod runs;
 mod schedule;
@@ -38,8 +41,10 @@ mod task;
 mod waiting;
 mod workers;
 
+pub use approvals::Verdict;
 pub use error::EngineError;
 pub use metrics::DispatchMetrics;
+pub use observe::Snapshot;
 pub use retention::DeletedRun;
 pub(crate) use schedule_api::ScheduleCommand;
 pub use schedule_api::{BackfillOutcome, BackfillRequest, BackfillSlot, PauseChange};
@@ -257,6 +262,12 @@ pub(crate) enum Command {
         draining: bool,
         reply: Reply<HeartbeatReply>,
     },
+    Decide {
+        run: RunId,
+        stage: String,
+        verdict: Verdict,
+        reply: Reply<Vec<String>>,
+    },
     Retry {
         run: RunId,
         mode: RetryMode,
@@ -276,6 +287,9 @@ pub(crate) enum Command {
     },
     Metrics {
         reply: oneshot::Sender<DispatchMetrics>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Snapshot>,
     },
     Workers {
         reply: oneshot::Sender<Vec<WorkerView>>,
@@ -303,6 +317,7 @@ pub struct EngineHandle {
     events: broadcast::Sender<Arc<EngineEvent>>,
     store: Arc<dyn Store>,
     waiting: Waiting,
+    telemetry: Arc<Metrics>,
     clock: Clock,
 }
 
@@ -324,14 +339,30 @@ impl EngineHandle {
         let mut engine = core::Engine::new(store.clone(), config, events.clone());
         engine.recover().await?;
         let waiting = engine.waiting.clone();
+        let telemetry = engine.telemetry.clone();
         tracker.spawn(engine.run(rx, shutdown));
         Ok(EngineHandle {
             tx,
             events,
             store,
             waiting,
+            telemetry,
             clock,
         })
+    }
+
+    /// The Prometheus series of this engine (and of the API in front of it).
+    pub fn telemetry(&self) -> &Arc<Metrics> {
+        &self.telemetry
+    }
+
+    /// The current state gauges show: slots per worker, running attempts, next cron fires.
+    pub async fn snapshot(&self) -> Result<Snapshot, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Snapshot { reply })
+            .map_err(|_| self.stopped())?;
+        rx.await.map_err(|_| self.stopped())
     }
 
     /// Whether the engine still takes commands (false once it stopped).
@@ -370,6 +401,11 @@ impl EngineHandle {
             batch.put_logs(run, chunks.clone());
         }
         self.store.commit(batch).await?;
+        let bytes: usize = batches
+            .iter()
+            .flat_map(|(_, chunks)| chunks.iter().map(|c| c.data.len()))
+            .sum();
+        self.telemetry.log_bytes.inc_by(bytes as u64);
         for (run, chunks) in batches {
             let mut told: Vec<(&str, u32)> = Vec::new();
             for c in &chunks {
@@ -488,6 +524,23 @@ impl EngineHandle {
             worker,
             running,
             draining,
+            reply,
+        })
+        .await
+    }
+
+    /// Approves or rejects the instances of `stage` (a stage or one instance) waiting on
+    /// their `approval:` gate; returns the instances decided.
+    pub async fn decide(
+        &self,
+        run: RunId,
+        stage: String,
+        verdict: Verdict,
+    ) -> Result<Vec<String>, EngineError> {
+        self.call(|reply| Command::Decide {
+            run,
+            stage,
+            verdict,
             reply,
         })
         .await

@@ -13,6 +13,7 @@
 
 pub mod auth;
 mod health;
+mod metrics;
 pub mod serve;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -26,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 pub use auth::{guarded, http_refusal};
 pub use serve::HttpServer;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Role};
+use crate::console::Console;
 use crate::engine::EngineHandle;
 use crate::store::Store;
 
@@ -42,6 +44,8 @@ pub struct HttpState {
     pub auth: Authenticator,
     /// Fires when the scheduler stops; long-lived responses (event streams) end with it.
     pub shutdown: CancellationToken,
+    /// The web console, mounted at `/` (none: the port serves only the operational routes).
+    pub console: Option<Console>,
 }
 
 impl HttpState {
@@ -57,10 +61,17 @@ pub fn router(state: HttpState) -> Router {
     let probes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
-    let app = Router::new().merge(probes);
-    // ---- The console mounts here ----
-    // Merge its router (which adds its own guarded routes, cookie login and CSRF) with
-    // `let app = app.merge(crate::console::router(&state));`
+    // Scrapes: a viewer token (or better) when the scheduler has tokens.
+    let ops = guarded(
+        Router::new().route("/metrics", get(metrics::metrics)),
+        &state.auth,
+        Role::Viewer,
+    );
+    let mut app = Router::new().merge(probes).merge(ops);
+    // The console checks its callers itself: a bearer header or its login cookie, with CSRF.
+    if let Some(console) = state.console.clone() {
+        app = app.merge(console.router());
+    }
     app.fallback(not_found).with_state(state)
 }
 

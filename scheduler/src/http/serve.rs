@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -19,6 +19,8 @@ use tracing::{debug, info};
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's headers.
+const HEADER_LIMIT: Duration = Duration::from_secs(30);
 /// How long open requests (event streams, downloads) may go on once shutdown began.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -124,7 +126,12 @@ where
         let mut app = app.clone();
         async move { tower_service::Service::call(&mut app, request).await }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // A client that never finishes its request headers does not hold a connection forever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_LIMIT);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {

@@ -31,6 +31,7 @@ async fn state(auth: Authenticator) -> HttpState {
         engine,
         auth,
         shutdown,
+        console: None,
     }
 }
 
@@ -140,4 +141,46 @@ fn the_http_flag_takes_an_address_or_off() {
     );
     let error = parse_http_addr("localhost").unwrap_err();
     assert!(error.contains("HOST:PORT"), "{error}");
+}
+
+#[tokio::test]
+async fn metrics_take_a_viewer_token_and_show_the_next_cron_fire_in_classic_text() {
+    let state = state(tokens()).await;
+    let yaml = "name: hourly\nschedule:\n  cron: \"0 * * * *\"\nstages:\n  - {name: s, image: busybox, command: [true]}\n";
+    let dag = Arc::new(crate::dag::parse_dag(yaml, "hourly.yaml").unwrap());
+    state
+        .engine
+        .submit(
+            dag,
+            "hourly.yaml".into(),
+            yaml.into(),
+            crate::engine::DagFiles::default(),
+        )
+        .await
+        .unwrap();
+    let app = router(state);
+    assert_eq!(
+        get_text(&app, "/metrics", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, text) = get_text(&app, "/metrics", Some("viewer-token-000000")).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let next = text
+        .lines()
+        .find_map(|l| l.strip_prefix("vishwa_cron_next_fire_timestamp_seconds{dag=\"hourly\"} "))
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or_else(|| panic!("no next fire in\n{text}"));
+    let now = crate::clock::Clock::system().now_ms() / 1000;
+    assert!(next > now && next <= now + 3600, "{next} vs {now}");
+    assert_eq!(next % 3600, 0, "on the hour: {next}");
+    // Classic text: counters' metadata carries `_total`, no OpenMetrics-only lines.
+    assert!(
+        text.contains("# TYPE vishwa_log_bytes_total counter"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("# EOF") && !text.contains("# UNIT"),
+        "{text}"
+    );
+    assert!(text.contains("vishwa_up 1\n"), "{text}");
 }

@@ -147,6 +147,13 @@ impl RetryMode {
 pub enum StageState {
     /// Waiting for the stages it needs.
     Pending,
+    /// Its dependencies let it run, but its `approval:` gate waits for a person. Holds no
+    /// worker slot; past `deadline_ms` (the approval's timeout) it is rejected.
+    WaitingApproval {
+        since_ms: Millis,
+        message: String,
+        deadline_ms: Option<Millis>,
+    },
     /// Ready to run; waits for a worker, or for `not_before_ms` after a failed attempt.
     Queued {
         since_ms: Millis,
@@ -197,6 +204,7 @@ impl StageState {
     pub fn name(&self) -> &'static str {
         match self {
             StageState::Pending => "pending",
+            StageState::WaitingApproval { .. } => "waiting_approval",
             StageState::Queued { .. } => "queued",
             StageState::Running { .. } => "running",
             StageState::Succeeded { .. } => "succeeded",
@@ -302,6 +310,19 @@ pub struct StageRecord {
     /// What the cache said, for stages with `cache: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheNote>,
+    /// The decision on the stage's `approval:` gate, once someone (or its timeout) made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalDecision>,
+}
+
+/// Who approved or rejected a stage's `approval:` gate, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalDecision {
+    pub approved: bool,
+    /// The caller's token name, or `timeout` when the approval's timeout rejected it.
+    pub by: String,
+    pub reason: Option<String>,
+    pub at_ms: Millis,
 }
 
 /// One stored output file: its name under `/vishwa/out`, content digest and size.
@@ -343,6 +364,7 @@ impl StageRecord {
             metrics: BTreeMap::new(),
             outputs: Vec::new(),
             cache: None,
+            approval: None,
         }
     }
 }

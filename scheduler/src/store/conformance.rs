@@ -1,4 +1,7 @@
-//! One conformance suite, run against every [`Store`] implementation.
+//! One conformance suite, run against every [`Store`] implementation: memory and sled here,
+//! PostgreSQL from `integration-tests` (it needs a server the harness starts). Another
+//! crate runs it with [`store_conformance!`](crate::store_conformance) and the
+//! `conformance` feature.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -60,7 +63,7 @@ fn log(stage: &str, attempt: u32, seq: u64, data: &[u8]) -> LogRecord {
     }
 }
 
-async fn records_round_trip(store: &dyn Store) {
+pub async fn records_round_trip(store: &dyn Store) {
     let mut b = WriteBatch::new();
     b.put_dag(DagRecord {
         name: "etl".into(),
@@ -94,7 +97,7 @@ async fn records_round_trip(store: &dyn Store) {
     assert_eq!(stages[1], running_stage("train[a]"));
 }
 
-async fn stages_of_runs_with_shared_prefixes_stay_apart(store: &dyn Store) {
+pub async fn stages_of_runs_with_shared_prefixes_stay_apart(store: &dyn Store) {
     let mut b = WriteBatch::new();
     for id in ["a", "ab", "a-b"] {
         b.put_run(run_record(id, "d"));
@@ -118,7 +121,7 @@ async fn stages_of_runs_with_shared_prefixes_stay_apart(store: &dyn Store) {
     assert_eq!(ids, ["a", "a-b", "ab"]);
 }
 
-async fn later_writes_replace_earlier_ones(store: &dyn Store) {
+pub async fn later_writes_replace_earlier_ones(store: &dyn Store) {
     let mut run = run_record("r", "d");
     let mut b = WriteBatch::new();
     b.put_run(run.clone());
@@ -134,7 +137,7 @@ async fn later_writes_replace_earlier_ones(store: &dyn Store) {
     assert_eq!(store.list_runs().unwrap().len(), 1);
 }
 
-async fn logs_keep_raw_bytes_order_and_deduplicate(store: &dyn Store) {
+pub async fn logs_keep_raw_bytes_order_and_deduplicate(store: &dyn Store) {
     let run = RunId::from("r1");
     let other = RunId::from("r10");
     store
@@ -168,7 +171,7 @@ async fn logs_keep_raw_bytes_order_and_deduplicate(store: &dyn Store) {
     assert!(store.read_logs(&run, Some("zz")).unwrap().is_empty());
 }
 
-async fn logs_read_in_pages_from_a_position(store: &dyn Store) {
+pub async fn logs_read_in_pages_from_a_position(store: &dyn Store) {
     let run = RunId::from("r1");
     let chunks: Vec<LogRecord> = (0..10)
         .map(|seq| log("a", 1, seq, &[b'x'; 100]))
@@ -232,7 +235,7 @@ async fn logs_read_in_pages_from_a_position(store: &dyn Store) {
     assert_eq!(store.read_logs(&run, None).unwrap().len(), 13);
 }
 
-async fn schedule_records_commit_with_runs_and_replace_by_dag(store: &impl Store) {
+pub async fn schedule_records_commit_with_runs_and_replace_by_dag(store: &impl Store) {
     let cursor = |dag: &str, ms| ScheduleRecord {
         dag: dag.to_owned(),
         cron: "0 2 * * *".to_owned(),
@@ -260,7 +263,7 @@ async fn schedule_records_commit_with_runs_and_replace_by_dag(store: &impl Store
     assert!(store.list_dags().unwrap().is_empty());
 }
 
-async fn secrets_and_audit_entries_round_trip(store: &dyn Store) {
+pub async fn secrets_and_audit_entries_round_trip(store: &dyn Store) {
     let secret = |name: &str, byte: u8| SecretRecord {
         name: name.to_owned(),
         nonce: vec![byte; 12],
@@ -314,7 +317,7 @@ fn artifact(run: &str, stage: &str, name: &str, digest: &str) -> ArtifactRecord 
     }
 }
 
-async fn artifact_index_lists_by_run_by_digest_and_consumers(store: &dyn Store) {
+pub async fn artifact_index_lists_by_run_by_digest_and_consumers(store: &dyn Store) {
     let d1 = "aa".repeat(32);
     let d2 = "ab".repeat(32);
     let mut b = WriteBatch::new();
@@ -366,7 +369,7 @@ async fn artifact_index_lists_by_run_by_digest_and_consumers(store: &dyn Store) 
     assert!(store.consumers_of(&d1).unwrap().is_empty());
 }
 
-async fn deleting_a_run_takes_everything_recorded_about_it_and_nothing_else(store: &dyn Store) {
+pub async fn deleting_a_run_takes_everything_recorded_about_it_and_nothing_else(store: &dyn Store) {
     let d1 = "aa".repeat(32);
     let cache = |key: &str, run: &str| CacheEntry {
         key: key.to_owned(),
@@ -435,7 +438,7 @@ async fn deleting_a_run_takes_everything_recorded_about_it_and_nothing_else(stor
     assert_eq!(store.list_runs().unwrap().len(), 1);
 }
 
-async fn assets_and_cursors_commit_with_runs_and_replace_by_name(store: &dyn Store) {
+pub async fn assets_and_cursors_commit_with_runs_and_replace_by_name(store: &dyn Store) {
     let version = |n: u64| AssetVersion {
         version: n,
         digest: format!("{n:064x}"),
@@ -490,7 +493,7 @@ async fn assets_and_cursors_commit_with_runs_and_replace_by_name(store: &dyn Sto
     assert_eq!(store.get_asset_cursor("other").unwrap(), None);
 }
 
-async fn cache_entries_and_last_lookups_round_trip(store: &dyn Store) {
+pub async fn cache_entries_and_last_lookups_round_trip(store: &dyn Store) {
     let entry = CacheEntry {
         key: "k1".to_owned(),
         run: RunId::from("r1"),
@@ -533,7 +536,7 @@ async fn cache_entries_and_last_lookups_round_trip(store: &dyn Store) {
 
 /// Many callers writing every kind of record at once (the engine's turns, log chunks,
 /// audit entries, secrets) all get through, and each sees its own write once acknowledged.
-async fn concurrent_writers_of_every_kind_all_finish(store: Arc<dyn Store>) {
+pub async fn concurrent_writers_of_every_kind_all_finish(store: Arc<dyn Store>) {
     let mut tasks = Vec::new();
     for t in 0..50 {
         let store = store.clone();
@@ -579,7 +582,10 @@ async fn concurrent_writers_of_every_kind_all_finish(store: Arc<dyn Store>) {
     assert_eq!(store.list_secrets().unwrap().len(), 50);
 }
 
-macro_rules! conformance {
+/// Declares module `$module` with one test per conformance check, each on a store from
+/// `$make`, an expression giving `(store, guard)`; the guard lives as long as the test.
+#[macro_export]
+macro_rules! store_conformance {
     ($module:ident, $make:expr) => {
         mod $module {
             #[allow(unused_imports)]
@@ -588,88 +594,90 @@ macro_rules! conformance {
             #[tokio::test]
             async fn records_round_trip() {
                 let (store, _guard) = $make;
-                super::records_round_trip(&store).await;
+                $crate::store::conformance::records_round_trip(&store).await;
             }
 
             #[tokio::test]
             async fn stages_of_runs_with_shared_prefixes_stay_apart() {
                 let (store, _guard) = $make;
-                super::stages_of_runs_with_shared_prefixes_stay_apart(&store).await;
+                $crate::store::conformance::stages_of_runs_with_shared_prefixes_stay_apart(&store).await;
             }
 
             #[tokio::test]
             async fn later_writes_replace_earlier_ones() {
                 let (store, _guard) = $make;
-                super::later_writes_replace_earlier_ones(&store).await;
+                $crate::store::conformance::later_writes_replace_earlier_ones(&store).await;
             }
 
             #[tokio::test]
             async fn logs_keep_raw_bytes_order_and_deduplicate() {
                 let (store, _guard) = $make;
-                super::logs_keep_raw_bytes_order_and_deduplicate(&store).await;
+                $crate::store::conformance::logs_keep_raw_bytes_order_and_deduplicate(&store).await;
             }
 
             #[tokio::test]
             async fn logs_read_in_pages_from_a_position() {
                 let (store, _guard) = $make;
-                super::logs_read_in_pages_from_a_position(&store).await;
+                $crate::store::conformance::logs_read_in_pages_from_a_position(&store).await;
             }
 
             #[tokio::test]
             async fn secrets_and_audit_entries_round_trip() {
                 let (store, _guard) = $make;
-                super::secrets_and_audit_entries_round_trip(&store).await;
+                $crate::store::conformance::secrets_and_audit_entries_round_trip(&store).await;
             }
 
             #[tokio::test]
             async fn schedule_records_commit_with_runs_and_replace_by_dag() {
                 let (store, _guard) = $make;
-                super::schedule_records_commit_with_runs_and_replace_by_dag(&store).await;
+                $crate::store::conformance::schedule_records_commit_with_runs_and_replace_by_dag(&store).await;
             }
 
             #[tokio::test]
             async fn artifact_index_lists_by_run_by_digest_and_consumers() {
                 let (store, _guard) = $make;
-                super::artifact_index_lists_by_run_by_digest_and_consumers(&store).await;
+                $crate::store::conformance::artifact_index_lists_by_run_by_digest_and_consumers(&store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn concurrent_writers_of_every_kind_all_finish() {
                 let (store, _guard) = $make;
-                super::concurrent_writers_of_every_kind_all_finish(std::sync::Arc::new(store))
+                $crate::store::conformance::concurrent_writers_of_every_kind_all_finish(std::sync::Arc::new(store))
                     .await;
             }
 
             #[tokio::test]
             async fn deleting_a_run_takes_everything_recorded_about_it_and_nothing_else() {
                 let (store, _guard) = $make;
-                super::deleting_a_run_takes_everything_recorded_about_it_and_nothing_else(&store)
+                $crate::store::conformance::deleting_a_run_takes_everything_recorded_about_it_and_nothing_else(&store)
                     .await;
             }
 
             #[tokio::test]
             async fn assets_and_cursors_commit_with_runs_and_replace_by_name() {
                 let (store, _guard) = $make;
-                super::assets_and_cursors_commit_with_runs_and_replace_by_name(&store).await;
+                $crate::store::conformance::assets_and_cursors_commit_with_runs_and_replace_by_name(&store).await;
             }
 
             #[tokio::test]
             async fn cache_entries_and_last_lookups_round_trip() {
                 let (store, _guard) = $make;
-                super::cache_entries_and_last_lookups_round_trip(&store).await;
+                $crate::store::conformance::cache_entries_and_last_lookups_round_trip(&store).await;
             }
         }
     };
 }
 
-conformance!(memory, (MemoryStore::new(), ()));
-conformance!(sled, {
+#[cfg(test)]
+crate::store_conformance!(memory, (MemoryStore::new(), ()));
+#[cfg(test)]
+crate::store_conformance!(sled, {
     let dir = tempfile::tempdir().unwrap();
     (SledStore::open(dir.path()).unwrap(), dir)
 });
 
 #[tokio::test]
-async fn sled_store_keeps_synced_records_across_reopen() {
+pub async fn sled_store_keeps_synced_records_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = SledStore::open(dir.path()).unwrap();

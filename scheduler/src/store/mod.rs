@@ -1,6 +1,7 @@
 //! Persistent state behind the [`Store`] trait: DAGs and their versions, runs, one record per
 //! stage instance (so a 100k-way fan-out is 100k small keys, not one huge value), and logs.
-//! [`SledStore`] is the real one; [`MemoryStore`] serves unit tests.
+//! [`SledStore`] is the embedded default, [`PostgresStore`] keeps the state in a PostgreSQL
+//! database ([`StoreLocation`] says which); [`MemoryStore`] serves unit tests.
 //!
 //! Every write is a [`WriteBatch`] given to [`Store::commit`], which returns once the batch
 //! is durable: log chunks, secrets and audit entries included, so there is one write path
@@ -18,18 +19,24 @@ use crate::run::{RunRecord, StageRecord};
 
 mod artifacts;
 mod assets;
+mod copy;
+mod location;
 mod memory;
+mod pg;
 mod schedule;
 mod security;
 mod sled_store;
 mod writer;
 
-#[cfg(test)]
-mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 
 pub use artifacts::{ArtifactRecord, CacheComponents, CacheEntry, ConsumerRecord, LastLookup};
 pub use assets::{AssetCursor, AssetRecord, AssetVersion};
+pub use copy::{CopyCounts, copy_store, store_is_empty};
+pub use location::{BadStoreLocation, StoreLocation};
 pub use memory::MemoryStore;
+pub use pg::{PostgresStore, redact_url};
 pub use schedule::ScheduleRecord;
 pub use security::{AuditEntry, SecretRecord};
 pub use sled_store::SledStore;

@@ -40,9 +40,27 @@ pub(super) struct Attempt {
 }
 
 impl Attempt {
-    pub(super) async fn run(mut self, task: pb::Task, cancel: CancellationToken) {
+    pub(super) async fn run(self, task: pb::Task, cancel: CancellationToken) {
+        // Every event of the attempt carries its run, stage and worker (JSON logs).
+        let span = tracing::info_span!(
+            "attempt",
+            run = %task.run_id,
+            stage = %task.stage,
+            worker = %self.worker_id,
+            attempt = %task.attempt_id,
+        );
+        tracing::Instrument::instrument(self.run_in_span(task, cancel), span).await;
+    }
+
+    async fn run_in_span(mut self, task: pb::Task, cancel: CancellationToken) {
         let (choice, mut spec) = task_spec(&task, &self.owner);
-        debug!(attempt = %spec.attempt_id, stage = %spec.stage, "attempt starting");
+        tracing::info!(
+            run = %task.run_id,
+            stage = %task.stage,
+            worker = %self.worker_id,
+            attempt = %spec.attempt_id,
+            "attempt starting"
+        );
         let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
         let forwarder = tokio::spawn(forward_events(
             self.client.clone(),
@@ -75,6 +93,24 @@ impl Attempt {
         // Every output chunk is stored before the result is reported.
         if let Err(e) = forwarder.await {
             warn!(attempt = %spec.attempt_id, error = %e, "log forwarding failed");
+        }
+        tracing::info!(
+            run = %task.run_id,
+            stage = %task.stage,
+            worker = %self.worker_id,
+            attempt = %spec.attempt_id,
+            outcome = match &result {
+                Ok(report) => format!("{report:?}"),
+                Err(e) => format!("error: {e}"),
+            },
+            "attempt ended"
+        );
+        let metrics = crate::metrics::metrics();
+        match &result {
+            Ok(ExitReport::Exited { code }) => metrics.ended("exit", Some(*code)),
+            Ok(ExitReport::TimedOut) => metrics.ended("timed_out", None),
+            Ok(ExitReport::Cancelled) => metrics.ended("cancelled", None),
+            Err(_) => metrics.ended("error", None),
         }
         self.report(&spec, &result, produced).await;
         if let Ok(dirs) = dirs {

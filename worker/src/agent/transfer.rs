@@ -64,6 +64,8 @@ pub(super) async fn send_out(
         &task.optional_outputs,
     )
     .await?;
+    let uploaded: u64 = outputs.iter().map(|o| o.size).sum();
+    crate::metrics::metrics().upload_bytes.inc_by(uploaded);
     for o in &outputs {
         let short: String = o.digest.chars().take(12).collect();
         system_line(

@@ -240,6 +240,7 @@ impl DockerExecutor {
         if let Some(tag) = tag {
             options = options.tag(tag);
         }
+        let pulling = Instant::now();
         let mut progress = self.docker.create_image(Some(options.build()), None, None);
         while let Some(step) = progress.next().await {
             if let Err(error) = step {
@@ -258,6 +259,7 @@ impl DockerExecutor {
                 ),
             });
         }
+        crate::metrics::observe(&crate::metrics::metrics().image_pull, pulling.elapsed());
         send_system_line(events, &format!("pulled image {image}")).await;
         Ok(())
     }
@@ -272,6 +274,7 @@ impl DockerExecutor {
         let name = container_name(task);
         let body = container_body(task)?;
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let creating = Instant::now();
         let created = match self
             .docker
             .create_container(Some(options.clone()), body.clone())
@@ -297,6 +300,10 @@ impl DockerExecutor {
             } => ExecutorError::ContainerRejected { reason: message },
             error => docker_error(&format!("cannot create container {name}"), error),
         })?;
+        crate::metrics::observe(
+            &crate::metrics::metrics().container_create,
+            creating.elapsed(),
+        );
         for warning in created.warnings {
             send_system_line(events, &format!("docker: {warning}")).await;
         }
@@ -363,6 +370,7 @@ impl DockerExecutor {
             .await
             .map_err(|error| docker_error("cannot attach to the container", error))?;
 
+        let starting = Instant::now();
         if let Err(error) = self.docker.start_container(id, None).await {
             return Err(match error {
                 BollardError::DockerResponseServerError {
@@ -375,6 +383,9 @@ impl DockerExecutor {
                 error => docker_error("cannot start the container", error),
             });
         }
+        let metrics = crate::metrics::metrics();
+        crate::metrics::observe(&metrics.container_start, starting.elapsed());
+        metrics.containers_started.inc();
         let deadline = task.timeout.map(|timeout| Instant::now() + timeout);
         let _ = events
             .send(ExecEvent::Started {

@@ -48,6 +48,7 @@ pub(crate) fn run_state_from_pb(s: pb::RunState) -> Option<RunState> {
 fn stage_state(s: &StageState) -> pb::StageState {
     match s {
         StageState::Pending => pb::StageState::Pending,
+        StageState::WaitingApproval { .. } => pb::StageState::WaitingApproval,
         StageState::Queued { .. } => pb::StageState::Queued,
         StageState::Running { .. } => pb::StageState::Running,
         StageState::Succeeded { .. } => pb::StageState::Succeeded,
@@ -181,6 +182,7 @@ impl From<&StageRecord> for pb::StageRun {
             StageState::Failed { error, .. } => (error.clone(), 0),
             StageState::Skipped { reason, .. } => (reason.clone(), 0),
             StageState::UpstreamFailed { .. } => ("an upstream stage failed".to_owned(), 0),
+            StageState::WaitingApproval { message, .. } => (message.clone(), 0),
             StageState::Queued {
                 not_before_ms: Some(t),
                 ..
@@ -205,6 +207,10 @@ impl From<&StageRecord> for pb::StageRun {
             metrics: s.metrics.clone().into_iter().collect(),
             outputs: s.outputs.iter().map(pb::ArtifactRef::from).collect(),
             cache: s.cache.as_ref().map(pb::StageCache::from),
+            approval_deadline_ms: match &s.state {
+                StageState::WaitingApproval { deadline_ms, .. } => deadline_ms.unwrap_or(0),
+                _ => 0,
+            },
         }
     }
 }

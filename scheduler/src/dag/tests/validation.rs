@@ -696,3 +696,64 @@ fn when_may_read_stages_needed_through_others_and_comes_from_defaults() {
     let errors = refused(bad);
     assert_eq!(errors.len(), 1, "{errors}");
 }
+
+#[test]
+fn approval_takes_a_message_and_a_positive_timeout() {
+    let ok = parse_dag(
+        &dag("  - name: a\n    approval: {message: ship?, timeout: 24h}\n  - name: b\n    approval: {}\n"),
+        "t.yaml",
+    )
+    .expect("valid");
+    let a = ok.stages[0].approval.as_ref().unwrap();
+    assert_eq!(a.message, "ship?");
+    assert_eq!(a.timeout, Some(std::time::Duration::from_secs(24 * 3600)));
+    let b = ok.stages[1].approval.as_ref().unwrap();
+    assert_eq!(b.message, "approve stage `b`?");
+    assert_eq!(
+        b.timeout, None,
+        "no timeout: it waits until someone decides"
+    );
+    assert_refused(
+        &dag("  - name: a\n    approval: {timeout: soon}\n"),
+        6,
+        25,
+        |e| {
+            matches!(
+                e,
+                DagError::InvalidDuration {
+                    field: "approval.timeout",
+                    ..
+                } | DagError::DurationWithoutUnit {
+                    field: "approval.timeout",
+                    ..
+                }
+            )
+        },
+    );
+    assert_refused(
+        &dag("  - name: a\n    approval: {timeout: 0s}\n"),
+        6,
+        25,
+        |e| matches!(e, DagError::ZeroTimeout { .. }),
+    );
+    assert_refused(
+        &dag("  - name: a\n    approval: {mesage: x}\n"),
+        6,
+        16,
+        |e| matches!(e, DagError::UnknownField { field, .. } if field == "mesage"),
+    );
+    assert_refused(
+        "name: t\ndefaults:\n  image: img\n  approval: {}\nstages:\n  - name: a\n",
+        4,
+        13,
+        |e| {
+            matches!(
+                e,
+                DagError::NotAllowedInDefaults {
+                    field: "approval",
+                    ..
+                }
+            )
+        },
+    );
+}

@@ -137,6 +137,10 @@ impl Run {
                     let timed_out = AttemptOutcome::TimedOut.into();
                     let _ = self.finished(i, &attempt, timed_out, now, actions);
                 }
+                StageState::WaitingApproval {
+                    deadline_ms: Some(d),
+                    ..
+                } if d <= now => self.approval_timed_out(i, now, actions),
                 _ => {}
             }
         }

@@ -47,6 +47,10 @@ impl Run {
                     finished_ms: now,
                     reason: "for_each list is empty".to_owned(),
                 },
+                Decision::Run if self.needs_approval(i) => {
+                    self.wait_for_approval(i, now);
+                    continue;
+                }
                 Decision::Run => {
                     self.stages[i].state = StageState::Queued {
                         since_ms: now,

@@ -60,7 +60,16 @@ pub enum Event {
         key: String,
         reason: String,
     },
-    /// Time passed: backoffs expire, deadlines strike.
+    /// A person approved an instance waiting on its `approval:` gate: it is queued.
+    Approved { instance: usize, by: String },
+    /// A person rejected an instance waiting on its `approval:` gate: it fails (no retry),
+    /// and what needs it follows its trigger rule.
+    Rejected {
+        instance: usize,
+        by: String,
+        reason: String,
+    },
+    /// Time passed: backoffs expire, deadlines strike, approvals time out.
     Tick,
     /// A person asked to stop the run.
     Cancel { reason: String },
@@ -127,6 +136,11 @@ pub enum TransitionError {
     },
     #[error("stage instance {instance} is {state}, not queued")]
     NotQueued {
+        instance: String,
+        state: &'static str,
+    },
+    #[error("stage instance {instance} is {state}, not waiting for approval")]
+    NotWaitingApproval {
         instance: String,
         state: &'static str,
     },

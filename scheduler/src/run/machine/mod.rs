@@ -2,6 +2,7 @@
 //! returns the actions the driver must take once the new state is stored. Pure: no IO, no
 //! clock; time is an argument.
 
+mod approval;
 mod attempts;
 mod evaluate;
 mod events;
@@ -118,6 +119,12 @@ impl Run {
                         run.timers.insert((*t, i));
                     }
                 }
+                StageState::WaitingApproval {
+                    deadline_ms: Some(t),
+                    ..
+                } => {
+                    run.timers.insert((*t, i));
+                }
                 _ => {}
             }
         }
@@ -201,6 +208,12 @@ impl Run {
                 });
                 self.dirty.insert(instance);
             }
+            Event::Approved { instance, by } => self.approved(instance, by, now, &mut actions)?,
+            Event::Rejected {
+                instance,
+                by,
+                reason,
+            } => self.rejected(instance, by, reason, now, &mut actions)?,
             Event::Tick => self.tick(now, &mut actions),
             Event::Cancel { reason } => {
                 self.ensure_not_final()?;

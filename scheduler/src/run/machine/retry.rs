@@ -71,6 +71,8 @@ impl Run {
             rec.outputs.clear();
             rec.metrics.clear();
             rec.cache = None;
+            // A stage behind an `approval:` gate asks again.
+            rec.approval = None;
         }
         record.retries.push(RetryRecord {
             at_ms: now,

@@ -888,4 +888,5 @@ fn a_cache_hit_succeeds_a_queued_instance_without_an_attempt_and_readies_what_fo
     assert!(matches!(refused, Err(TransitionError::NotQueued { .. })));
 }
 
+mod approval;
 mod finish;
