@@ -10,6 +10,7 @@ sh scripts/ensure-busybox.sh
 sh scripts/ensure-ops-tools.sh
 sh scripts/ensure-chromium.sh
 sh scripts/ensure-postgres.sh
+sh scripts/ensure-s3s.sh
 sh dags/images/build-busybox.sh
 sh dags/images/build-python-ml.sh
 CI="${CI:-true}" cargo test --workspace --locked

@@ -40,7 +40,7 @@ struct Timings {
 }
 
 /// Writes `bytes` of random data (a random 1 MiB block, repeated) to `path`.
-fn write_output(path: &Path, bytes: u64) -> Result<()> {
+pub(crate) fn write_output(path: &Path, bytes: u64) -> Result<()> {
     use std::io::Write as _;
     let mut block = vec![0u8; 1 << 20];
     rand::rng().fill_bytes(&mut block);
@@ -106,7 +106,13 @@ async fn measure(vishwa: &Path, output: &Path, rep: usize) -> Result<Timings> {
                 size: stored.size,
             };
             let start = Instant::now();
-            fetch_inputs(&worker_api, &consumer, &[input]).await?;
+            fetch_inputs(
+                &worker_api,
+                ("bench-worker", "bench-attempt"),
+                &consumer,
+                &[input],
+            )
+            .await?;
             t.download = start.elapsed().as_secs_f64();
             let fetched = consumer.input.join("produce/big.bin");
             ensure!(

@@ -416,6 +416,7 @@ pub(crate) fn run(reps: usize, date: &str) -> Result<Section> {
         .build()?;
     let f = runtime.block_on(measure(reps))?;
     let ms = |s: &Samples| format!("{:.0} ms", s.median() * 1e3);
+    let secs = |s: &Samples| format!("{:.3} s", s.median());
     let rate = |s: &Samples| (FAN_RUN + 2) as f64 / s.median();
     let body = format!(
         "## 12. The web console\n\n\
@@ -443,16 +444,16 @@ pub(crate) fn run(reps: usize, date: &str) -> Result<Section> {
         big_page = ms(&f.big_page),
         big_kb = f.big_bytes / 1024,
         chrome = ms(&f.chromium_load),
-        interactive = format!("{:.0} ms", f.chromium_interactive.median() * 1e3),
+        interactive = ms(&f.chromium_interactive),
         runs = thousands(MANY_RUNS),
         runs_page = ms(&f.runs_page),
         runs_kb = f.runs_bytes / 1024,
         runs_filtered = ms(&f.runs_filtered),
         fan = thousands(FAN_RUN + 2),
-        without = format!("{:.3} s", f.without.median()),
+        without = secs(&f.without),
         rate0 = rate(&f.without),
         pages = PAGES,
-        with = format!("{:.3} s", f.with.median()),
+        with = secs(&f.with),
         rate1 = rate(&f.with),
         ratio = f.with.median() / f.without.median(),
         messages = f.messages,

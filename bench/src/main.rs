@@ -7,11 +7,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-/// The allocator of the `vishwa` binary (mimalloc), so the in-process scheduler and workers
-/// measured here allocate as they do there.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod artifacts;
 mod biglog;
 mod bundle;
@@ -27,6 +22,7 @@ mod inproc;
 mod peers;
 mod recovery;
 mod report;
+mod s3;
 mod scheduler;
 mod spread;
 mod stats;
@@ -100,6 +96,9 @@ enum Benchmark {
     /// A 1 GB output handed to another worker against a loopback TCP copy; a 1,000-item
     /// fan-out of no-op stages.
     Artifacts,
+    /// A 1 GiB output handed to another worker through an S3 bucket (s3s-fs) against a
+    /// loopback TCP copy.
+    S3,
     /// `vishwa run dags/cake-popularity` twice on one data dir: the fully cached rerun
     /// against the first run (real Docker; builds the python-ml image if missing).
     Cache,
@@ -187,6 +186,10 @@ fn main() -> Result<()> {
         if wants(Benchmark::Artifacts) {
             eprintln!("artifacts");
             sections.push(artifacts::run(vishwa, reps(3), &date)?);
+        }
+        if wants(Benchmark::S3) {
+            eprintln!("s3 artifacts");
+            sections.push(s3::run(reps(3), &date)?);
         }
         if wants(Benchmark::Cache) {
             eprintln!("cache");

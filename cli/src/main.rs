@@ -22,11 +22,6 @@ macro_rules! out {
     }};
 }
 
-/// mimalloc rather than glibc's malloc: every gRPC call allocates fresh codec buffers of a
-/// size glibc serves from its slow path (BENCHMARKS.md, Profiles).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod bundle;
 mod client;
 mod commands;

@@ -27,3 +27,4 @@ pub mod poll;
 pub mod postgres;
 pub mod process;
 pub mod procs;
+pub mod s3;

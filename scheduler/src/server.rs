@@ -17,8 +17,11 @@ use vishwa_proto::v1 as pb;
 
 use crate::api::{ApiError, ClientApi, WorkerApi};
 use crate::artifacts::retention::{BLOB_GRACE, RetentionPolicy, collect_garbage, free_blobs};
-use crate::artifacts::{ArtifactError, BlobStore, DEFAULT_MAX_ARTIFACT_BYTES};
+use crate::artifacts::{
+    ArtifactError, ArtifactsAt, BlobStore, ByteCounters, DEFAULT_MAX_ARTIFACT_BYTES,
+};
 use crate::auth::{AuthLayer, Authenticator, Tokens, TokensError};
+use crate::blobs::s3::S3Settings;
 use crate::bundle::{BundleError, BundleStore, DEFAULT_MAX_BUNDLE_BYTES};
 use crate::clock::Clock;
 use crate::console::Console;
@@ -70,6 +73,13 @@ pub struct SchedulerConfig {
     /// Key that encrypts secrets at rest [default: `secret.key` in the data dir, created 0600
     /// when the first secret is set].
     pub secret_key_file: Option<PathBuf>,
+    /// Where stage outputs are kept: `file:DIR` or `s3://BUCKET/PREFIX` [default:
+    /// `artifacts/` in the data dir].
+    pub artifacts: ArtifactsAt,
+    /// How to reach S3 for `s3://` artifacts [default: the `AWS_*` environment variables];
+    /// for embedding programs, not in the config file.
+    #[serde(skip)]
+    pub s3: Option<S3Settings>,
     /// Largest stage output accepted, in bytes.
     pub max_artifact_bytes: u64,
     /// Outputs of runs that finished more than this many days ago are deleted.
@@ -105,6 +115,8 @@ impl Default for SchedulerConfig {
             tls_cert: None,
             tls_key: None,
             secret_key_file: None,
+            artifacts: ArtifactsAt::DataDir,
+            s3: None,
             max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
             artifact_retention_days: None,
             artifact_retention_runs: None,
@@ -165,6 +177,7 @@ pub struct Scheduler {
     /// Set when the store failed to write: the scheduler stopped because of it.
     fatal: Arc<std::sync::Mutex<Option<StoreError>>>,
     http: Option<HttpServer>,
+    artifact_counters: Arc<ByteCounters>,
 }
 
 /// The sockets a scheduler serves on.
@@ -306,10 +319,13 @@ impl Scheduler {
             &config.data_dir.join("bundles"),
             config.max_bundle_bytes,
         )?);
-        let blobs = Arc::new(BlobStore::open(
-            &config.data_dir.join("artifacts"),
+        let blobs = Arc::new(BlobStore::open_at(
+            &config.artifacts,
+            &config.data_dir,
+            config.s3.as_ref(),
             config.max_artifact_bytes,
         )?);
+        let artifact_counters = blobs.counters();
         let policy = RetentionPolicy {
             max_age: config
                 .artifact_retention_days
@@ -387,7 +403,14 @@ impl Scheduler {
             shutdown,
             fatal,
             http,
+            artifact_counters,
         })
+    }
+
+    /// The artifact bytes this process read and wrote itself (zero with S3 artifacts, whose
+    /// bytes workers move through presigned URLs).
+    pub fn artifact_counters(&self) -> Arc<ByteCounters> {
+        self.artifact_counters.clone()
     }
 
     /// Where the HTTP port listens (`None` with `--http off`).
@@ -476,8 +499,8 @@ async fn apply_retention(
         if runs.is_active() {
             match engine.prune_runs(runs).await {
                 Ok(deleted) if !deleted.is_empty() => {
-                    let digests = deleted.iter().flat_map(|d| d.digests.iter());
-                    let freed = free_blobs(&*store, &blobs, digests);
+                    let digests = deleted.iter().flat_map(|d| d.digests.clone()).collect();
+                    let freed = free_blobs(&*store, &blobs, digests).await;
                     if let Err(e) = &freed {
                         warn!(error = %e, "deleting the outputs of deleted runs failed");
                     }

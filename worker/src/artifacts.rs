@@ -199,6 +199,7 @@ fn transient(status: &tonic::Status) -> bool {
 /// Downloads every input into `dirs.input/<stage>/<name>`, verifying each digest.
 pub async fn fetch_inputs(
     client: &Client,
+    (worker_id, attempt_id): (&str, &str),
     dirs: &AttemptDirs,
     inputs: &[pb::ArtifactInput],
 ) -> Result<(), ExecutorError> {
@@ -207,13 +208,15 @@ pub async fn fetch_inputs(
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| ExecutorError::Io(format!("creating {}: {e}", dir.display())))?;
-        fetch_one(client, input, &dir.join(safe_component(&input.name))).await?;
+        let path = dir.join(safe_component(&input.name));
+        fetch_one(client, (worker_id, attempt_id), input, &path).await?;
     }
     Ok(())
 }
 
 async fn fetch_one(
     client: &Client,
+    (worker_id, attempt_id): (&str, &str),
     input: &pb::ArtifactInput,
     path: &Path,
 ) -> Result<(), ExecutorError> {
@@ -224,6 +227,25 @@ async fn fetch_one(
         reason,
         transient,
     };
+    let plan = client
+        .clone()
+        .artifact_transfer(pb::ArtifactTransferRequest {
+            attempt_id: attempt_id.to_owned(),
+            worker_id: worker_id.to_owned(),
+            name: name.clone(),
+            digest: input.digest.clone(),
+            size: input.size,
+            upload: false,
+        })
+        .await
+        .map_err(|s| failed(s.message().to_owned(), transient(&s)))?
+        .into_inner();
+    if plan.direct {
+        let (actual, size) = crate::direct::download(&plan.url, path)
+            .await
+            .map_err(|e| failed(e.reason, e.transient))?;
+        return check_download(input, name, actual, size);
+    }
     let mut stream = client
         .clone()
         .fetch_artifact(pb::FetchArtifactRequest {
@@ -243,7 +265,17 @@ async fn fetch_one(
         file.write_all(&chunk.data).await.map_err(io)?;
     }
     file.flush().await.map_err(io)?;
-    let actual = hex::encode(hasher.finalize());
+    check_download(input, name, hex::encode(hasher.finalize()), size)
+}
+
+/// A downloaded input must have the digest and size the index gave: a mismatch (corruption,
+/// or an object overwritten in the bucket) fails the attempt naming both digests.
+fn check_download(
+    input: &pb::ArtifactInput,
+    name: String,
+    actual: String,
+    size: u64,
+) -> Result<(), ExecutorError> {
     if actual != input.digest {
         return Err(ExecutorError::DigestMismatch {
             name,
@@ -252,10 +284,12 @@ async fn fetch_one(
         });
     }
     if size != input.size {
-        return Err(failed(
-            format!("it is {size} bytes, but the index says {}", input.size),
-            false,
-        ));
+        return Err(ExecutorError::Artifact {
+            name,
+            direction: "fetching input",
+            reason: format!("it is {size} bytes, but the index says {}", input.size),
+            transient: false,
+        });
     }
     Ok(())
 }
@@ -313,6 +347,43 @@ async fn upload_one(
         reason,
         transient,
     };
+    // The object is keyed by its digest: hash first, then ask where the bytes go.
+    let digest = crate::direct::hash_file(path)
+        .await
+        .map_err(|e| failed(format!("reading it: {e}"), false))?;
+    let plan = client
+        .clone()
+        .artifact_transfer(pb::ArtifactTransferRequest {
+            attempt_id: attempt_id.to_owned(),
+            worker_id: worker_id.to_owned(),
+            name: name.to_owned(),
+            digest: digest.clone(),
+            size,
+            upload: true,
+        })
+        .await
+        .map_err(|s| failed(s.message().to_owned(), transient(&s)))?
+        .into_inner();
+    if plan.direct {
+        let part_etags = crate::direct::upload(&plan, path, size)
+            .await
+            .map_err(|e| failed(e.reason, e.transient))?;
+        let stored = client
+            .clone()
+            .complete_artifact_upload(pb::CompleteArtifactUploadRequest {
+                attempt_id: attempt_id.to_owned(),
+                worker_id: worker_id.to_owned(),
+                name: name.to_owned(),
+                digest,
+                size,
+                upload_id: plan.upload_id,
+                part_etags,
+            })
+            .await
+            .map_err(|s| failed(s.message().to_owned(), transient(&s)))?
+            .into_inner();
+        return Ok(stored);
+    }
     let mut file = tokio::fs::File::open(path)
         .await
         .map_err(|e| failed(format!("opening it: {e}"), false))?;

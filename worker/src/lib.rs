@@ -7,6 +7,7 @@ pub mod artifacts;
 pub mod bundle;
 mod capacity;
 pub mod connect;
+pub mod direct;
 pub mod executor;
 pub mod logcap;
 mod logship;

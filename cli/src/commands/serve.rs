@@ -71,6 +71,15 @@ pub(crate) struct SchedulerArgs {
     /// Key that encrypts secrets at rest [default: secret.key in the data dir, created 0600].
     #[arg(long, value_name = "FILE")]
     secret_key_file: Option<PathBuf>,
+    /// Where stage outputs are kept: file:DIR, or s3://BUCKET/PREFIX with AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION and AWS_ENDPOINT_URL (workers then upload and
+    /// download through presigned URLs) [default: artifacts/ in the data dir].
+    #[arg(
+        long,
+        env = "VISHWA_ARTIFACTS",
+        value_name = "file:DIR|s3://BUCKET/PREFIX"
+    )]
+    artifacts: Option<vishwa_scheduler::artifacts::ArtifactsAt>,
     /// Largest stage output accepted, in bytes [default: 8 GiB].
     #[arg(long)]
     max_artifact_bytes: Option<u64>,
@@ -355,6 +364,9 @@ fn load_config(args: &SchedulerArgs) -> Result<SchedulerConfig> {
     }
     if let Some(key) = &args.secret_key_file {
         config.secret_key_file = Some(key.clone());
+    }
+    if let Some(at) = &args.artifacts {
+        config.artifacts = at.clone();
     }
     if let Some(max) = args.max_artifact_bytes {
         config.max_artifact_bytes = max;

@@ -126,8 +126,11 @@ pub(crate) fn get_artifact(
 }
 
 /// Streams the blob `digest` (checked to exist first, so a missing one is a clear error).
-pub(crate) fn fetch_blob(blobs: Arc<BlobStore>, digest: &str) -> Result<ChunkStream, ApiError> {
-    if !blobs.has(digest)? {
+pub(crate) async fn fetch_blob(
+    blobs: Arc<BlobStore>,
+    digest: &str,
+) -> Result<ChunkStream, ApiError> {
+    if !blobs.has(digest).await? {
         return Err(ArtifactError::Missing {
             digest: digest.to_owned(),
         }

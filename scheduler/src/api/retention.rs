@@ -38,11 +38,9 @@ impl ClientApi {
                 .map(|id| RunId::from(id.as_str()))
                 .collect();
             let deleted = self.engine().delete_runs(ids).await?;
-            Ok(Response::new(deleted_response(
-                &**self.store(),
-                self.blob_store(),
-                deleted,
-            )))
+            Ok(Response::new(
+                deleted_response(&**self.store(), self.blob_store(), deleted).await,
+            ))
         }
         .await;
         self.audited(&caller, "DeleteRuns", &target, result).await
@@ -73,11 +71,9 @@ impl ClientApi {
                 .into());
             }
             let deleted = self.engine().prune_runs(policy).await?;
-            Ok(Response::new(deleted_response(
-                &**self.store(),
-                self.blob_store(),
-                deleted,
-            )))
+            Ok(Response::new(
+                deleted_response(&**self.store(), self.blob_store(), deleted).await,
+            ))
         }
         .await;
         self.audited(&caller, "PruneRuns", &target, result).await
@@ -85,15 +81,15 @@ impl ClientApi {
 }
 
 /// What a deletion did, after the blobs only the deleted runs used are gone.
-pub(crate) fn deleted_response(
+pub(crate) async fn deleted_response(
     store: &dyn Store,
     blobs: Option<&BlobStore>,
     deleted: Vec<DeletedRun>,
 ) -> pb::DeleteRunsResponse {
     let (blobs_deleted, bytes) = match blobs {
         Some(blobs) => {
-            let digests = deleted.iter().flat_map(|d| d.digests.iter());
-            match free_blobs(store, blobs, digests) {
+            let digests = deleted.iter().flat_map(|d| d.digests.clone()).collect();
+            match free_blobs(store, blobs, digests).await {
                 Ok((count, bytes)) => (count as u64, bytes),
                 Err(e) => {
                     // The runs are gone; the blobs are collected by the periodic pass.

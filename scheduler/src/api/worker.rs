@@ -12,6 +12,7 @@ use vishwa_proto::v1 as pb;
 use super::artifacts::{ChunkStream, blobs, fetch_blob};
 use super::convert::ResultReport;
 use crate::artifacts::BlobStore;
+use crate::artifacts::transfer::{CompletedUpload, TransferRequest};
 use crate::bundle::{BundleError, BundleStore};
 use crate::engine::{EngineHandle, WorkerRegistration};
 use crate::ids::{AttemptId, RunId, WorkerId};
@@ -141,12 +142,16 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
         } = request.into_inner().try_into()?;
         // The one fact only this side can gather: whether each upload is on the scheduler.
         // The engine's state machine judges the outputs against the declared ones.
+        // With S3 that is a HEAD: the object must be there with the reported size.
         for output in &mut report.outputs {
             if let ReportedOutput::Uploaded { artifact, stored } = output {
-                *stored = self
-                    .artifacts
-                    .as_ref()
-                    .is_some_and(|blobs| blobs.has(&artifact.digest).unwrap_or(false));
+                *stored = match &self.artifacts {
+                    Some(blobs) => {
+                        let size = blobs.size(&artifact.digest).await.unwrap_or(None);
+                        size == Some(artifact.size)
+                    }
+                    None => false,
+                };
             }
         }
         self.engine.finished(worker, attempt, report).await?;
@@ -175,9 +180,30 @@ impl pb::worker_api_server::WorkerApi for WorkerApi {
         request: Request<pb::FetchArtifactRequest>,
     ) -> Result<Response<Self::FetchArtifactStream>, Status> {
         let blobs = blobs(&self.artifacts)?;
-        Ok(Response::new(fetch_blob(
-            blobs,
-            &request.into_inner().digest,
-        )?))
+        Ok(Response::new(
+            fetch_blob(blobs, &request.into_inner().digest).await?,
+        ))
+    }
+
+    async fn artifact_transfer(
+        &self,
+        request: Request<pb::ArtifactTransferRequest>,
+    ) -> Result<Response<pb::ArtifactTransferResponse>, Status> {
+        let blobs = blobs(&self.artifacts)?;
+        let request = TransferRequest::try_from(request.into_inner())?;
+        let transfer = blobs.plan_transfer(&request).await?;
+        Ok(Response::new(transfer.into()))
+    }
+
+    async fn complete_artifact_upload(
+        &self,
+        request: Request<pb::CompleteArtifactUploadRequest>,
+    ) -> Result<Response<pb::ArtifactRef>, Status> {
+        let blobs = blobs(&self.artifacts)?;
+        let done = CompletedUpload::try_from(request.into_inner())?;
+        let (name, digest, size) = (done.name.clone(), done.digest.clone(), done.size);
+        blobs.complete_upload(done).await?;
+        tracing::debug!(%name, %digest, size, "artifact uploaded to the bucket");
+        Ok(Response::new(pb::ArtifactRef { name, digest, size }))
     }
 }

@@ -104,14 +104,11 @@ pub async fn collect_garbage(
     let cutoff = SystemTime::now()
         .checked_sub(grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    for (digest, modified) in blobs.list()? {
+    for (digest, modified, size) in blobs.list().await? {
         if referenced.contains(&digest) || modified > cutoff {
             continue;
         }
-        let size = std::fs::metadata(blobs.path(&digest))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        blobs.remove(&digest)?;
+        blobs.remove(&digest).await?;
         collected.blobs += 1;
         collected.bytes += size;
     }
@@ -128,24 +125,24 @@ pub async fn collect_garbage(
 
 /// Deletes the blobs among `digests` (the outputs of deleted runs) that no indexed output
 /// refers to any more. Returns how many blobs and bytes went.
-pub fn free_blobs<'a>(
+pub async fn free_blobs(
     store: &dyn Store,
     blobs: &BlobStore,
-    digests: impl IntoIterator<Item = &'a String>,
+    digests: Vec<String>,
 ) -> Result<(usize, u64), RetentionError> {
     let (mut count, mut bytes) = (0, 0);
     for digest in digests {
         let still_used = store
-            .artifacts_by_digest(digest)?
+            .artifacts_by_digest(&digest)?
             .iter()
-            .any(|a| &a.digest == digest);
-        if still_used || !blobs.path(digest).exists() {
+            .any(|a| a.digest == digest);
+        if still_used {
             continue;
         }
-        let size = std::fs::metadata(blobs.path(digest))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        blobs.remove(digest)?;
+        let Some(size) = blobs.size(&digest).await? else {
+            continue;
+        };
+        blobs.remove(&digest).await?;
         count += 1;
         bytes += size;
     }
@@ -223,7 +220,7 @@ mod tests {
     fn put_blob(blobs: &BlobStore, content: &str) -> String {
         use sha2::Digest as _;
         let digest = hex::encode(sha2::Sha256::digest(content.as_bytes()));
-        let path = blobs.path(&digest);
+        let path = blobs.file_path(&digest).unwrap();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, content).unwrap();
         digest
@@ -289,10 +286,13 @@ mod tests {
         assert_eq!(collected.index_entries, 2);
         assert_eq!(collected.cache_entries, 1);
         assert_eq!(collected.blobs, 2, "the old model and the stray blob go");
-        assert!(!blobs.has(&old).unwrap());
-        assert!(!blobs.has(&stray).unwrap());
-        assert!(blobs.has(&shared).unwrap(), "still used by the new run");
-        assert!(blobs.has(&fresh).unwrap());
+        assert!(!blobs.has(&old).await.unwrap());
+        assert!(!blobs.has(&stray).await.unwrap());
+        assert!(
+            blobs.has(&shared).await.unwrap(),
+            "still used by the new run"
+        );
+        assert!(blobs.has(&fresh).await.unwrap());
         assert!(
             store
                 .run_artifacts(&RunId::from("d-old"))
@@ -328,7 +328,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(collected.blobs, 2);
-        assert!(blobs.has(&newest).unwrap());
-        assert!(!blobs.has(&fresh).unwrap() && !blobs.has(&shared).unwrap());
+        assert!(blobs.has(&newest).await.unwrap());
+        assert!(!blobs.has(&fresh).await.unwrap() && !blobs.has(&shared).await.unwrap());
     }
 }

@@ -279,7 +279,12 @@ pub(super) async fn download_artifact(
         .api()
         .blob_store()
         .ok_or_else(|| ConsoleError::NotFound("this scheduler stores no artifacts".to_owned()))?;
-    let path = blobs.path(&record.digest);
+    let path = blobs.file_path(&record.digest).ok_or_else(|| {
+        ConsoleError::NotFound(format!(
+            "`{name}` is kept in S3; download it with `vishwa artifacts get {} {stage}/{name}`",
+            run.id
+        ))
+    })?;
     let file = tokio::fs::File::open(&path).await.map_err(|e| {
         ConsoleError::NotFound(format!(
             "the content of `{name}` is gone ({e}); retention may have deleted it"

@@ -132,7 +132,16 @@ impl Attempt {
         cancel: CancellationToken,
         produced: &mut Produced,
     ) -> Result<ExitReport, ExecutorError> {
-        bring_in(&self.client, &self.bundles, task, spec, dirs, &events).await?;
+        bring_in(
+            &self.client,
+            &self.worker_id,
+            &self.bundles,
+            task,
+            spec,
+            dirs,
+            &events,
+        )
+        .await?;
         let report = self
             .execute(choice, spec, Some(dirs), events.clone(), cancel)
             .await?;

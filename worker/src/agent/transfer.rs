@@ -22,6 +22,7 @@ pub(super) struct Produced {
 /// Fetches the attempt's bundle (pointing `spec` at it) and its inputs into `dirs`.
 pub(super) async fn bring_in(
     client: &Client,
+    worker_id: &str,
     bundles: &BundleCache,
     task: &pb::Task,
     spec: &mut TaskSpec,
@@ -32,7 +33,7 @@ pub(super) async fn bring_in(
         spec.local_dir = Some(bundles.ensure(client, &task.bundle_digest).await?);
     }
     if !task.inputs.is_empty() {
-        fetch_inputs(client, dirs, &task.inputs).await?;
+        fetch_inputs(client, (worker_id, &task.attempt_id), dirs, &task.inputs).await?;
         let total: u64 = task.inputs.iter().map(|i| i.size).sum();
         system_line(
             events,

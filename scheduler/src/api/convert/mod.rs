@@ -5,6 +5,7 @@
 //! retries, secrets and the audit log.
 
 mod admin;
+mod transfer;
 mod worker;
 
 use vishwa_proto::v1 as pb;

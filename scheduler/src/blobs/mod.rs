@@ -16,6 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::ids::AttemptId;
 
+pub mod s3;
+
 /// Bytes per chunk when a blob is streamed.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
