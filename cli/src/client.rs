@@ -409,6 +409,17 @@ impl Client {
             .map_err(|s| self.fail(s))
     }
 
+    pub(crate) async fn list_assets(&mut self, name: &str) -> Result<Vec<pb::Asset>> {
+        let req = self.request(pb::ListAssetsRequest {
+            name: name.to_owned(),
+        });
+        self.inner
+            .list_assets(req)
+            .await
+            .map(|r| r.into_inner().assets)
+            .map_err(|s| self.fail(s))
+    }
+
     pub(crate) async fn list_secrets(&mut self) -> Result<Vec<pb::SecretInfo>> {
         let req = self.request(pb::ListSecretsRequest {});
         self.inner

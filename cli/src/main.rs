@@ -196,6 +196,8 @@ pub(crate) enum Verb {
     /// A run's outputs with digests and consumers; `get` downloads one, `which` tells
     /// where a digest came from and where it went.
     Artifacts(commands::artifacts::ArtifactsArgs),
+    /// Data assets: versions, the runs that published them and the runs that consumed them.
+    Assets(commands::assets::AssetsArgs),
     /// Params and metrics of runs side by side, one column per run.
     Compare {
         /// Run ids.

@@ -157,6 +157,15 @@ fn empty_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The folder under `in/` for inputs from `stage`: the stage's own folder, or for an asset
+/// (`@asset/NAME`) the folder `@asset/NAME`, each part kept inside its parent.
+fn input_folder(stage: &str) -> PathBuf {
+    match stage.strip_prefix("@asset/") {
+        Some(asset) => Path::new("@asset").join(safe_component(asset)),
+        None => PathBuf::from(safe_component(stage)),
+    }
+}
+
 /// A file or folder name that cannot leave its parent.
 fn safe_component(name: &str) -> String {
     // Percent-encoded, so distinct names stay distinct (`a/b` and `a_b` once shared a folder).
@@ -195,7 +204,7 @@ pub async fn fetch_inputs(
     inputs: &[pb::ArtifactInput],
 ) -> Result<(), ExecutorError> {
     for input in inputs {
-        let dir = dirs.input.join(safe_component(&input.stage));
+        let dir = dirs.input.join(input_folder(&input.stage));
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| ExecutorError::Io(format!("creating {}: {e}", dir.display())))?;
@@ -285,14 +294,15 @@ fn check_download(
     Ok(())
 }
 
-/// Uploads each declared output of a finished attempt; a missing one, or one that is not a
-/// plain file, fails the attempt naming it.
+/// Uploads each declared output of a finished attempt; a missing one (unless `optional`),
+/// or one that is not a plain file, fails the attempt naming it.
 pub async fn upload_outputs(
     client: &Client,
     worker_id: &str,
     attempt_id: &str,
     dirs: &AttemptDirs,
     outputs: &[String],
+    optional: &[String],
 ) -> Result<Vec<pb::ArtifactRef>, ExecutorError> {
     let mut uploaded = Vec::with_capacity(outputs.len());
     for name in outputs {
@@ -300,6 +310,9 @@ pub async fn upload_outputs(
         // Not followed: a link could point at any file on the worker's host.
         let meta = match tokio::fs::symlink_metadata(&path).await {
             Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && optional.contains(name) => {
+                continue;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(ExecutorError::OutputMissing { name: name.clone() });
             }
@@ -536,5 +549,11 @@ mod tests {
         assert_eq!(safe_component("train[a%2Fb]"), "train[a%252Fb]");
         assert_eq!(safe_component(".."), "_..");
         assert_eq!(safe_component("train[chocolate]"), "train[chocolate]");
+        assert_eq!(input_folder("train"), PathBuf::from("train"));
+        assert_eq!(
+            input_folder("@asset/survey-data"),
+            Path::new("@asset").join("survey-data")
+        );
+        assert_eq!(input_folder("@asset/.."), Path::new("@asset").join("_.."));
     }
 }

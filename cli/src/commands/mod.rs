@@ -9,6 +9,7 @@ use crate::{Global, Verb};
 
 pub(crate) mod approvals;
 pub(crate) mod artifacts;
+pub(crate) mod assets;
 pub(crate) mod client_verbs;
 pub(crate) mod migrate;
 pub(crate) mod run;
@@ -60,6 +61,7 @@ pub(crate) async fn dispatch(verb: Verb, global: Global) -> Result<u8> {
                     approvals::dispatch(verb, &global).await
                 }
                 Verb::Artifacts(args) => artifacts::artifacts(args, &global).await,
+                Verb::Assets(args) => assets::assets(args, &global).await,
                 Verb::Compare { runs } => artifacts::compare(&runs, &global).await,
                 other => client_verbs::dispatch(other, &global).await,
             }

@@ -337,6 +337,17 @@ impl pb::vishwa_server::Vishwa for ClientApi {
         Ok(Response::new(list_artifacts(&**self.store(), &r.run_id)?))
     }
 
+    async fn list_assets(
+        &self,
+        request: Request<pb::ListAssetsRequest>,
+    ) -> Result<Response<pb::ListAssetsResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(super::assets::list_assets(
+            &**self.store(),
+            &r.name,
+        )?))
+    }
+
     type GetArtifactStream = ChunkStream;
 
     async fn get_artifact(

@@ -18,6 +18,8 @@ pub enum ApiError {
     Engine(#[from] EngineError),
     #[error("no secret `{name}`; `vishwa secret list` lists the secrets")]
     SecretNotFound { name: String },
+    #[error("no asset `{name}`; `vishwa assets` lists the assets")]
+    AssetNotFound { name: String },
     /// The secret key file could not be created or read (the first `secret set`).
     #[error(transparent)]
     SecretKey(#[from] SecretError),
@@ -88,7 +90,9 @@ impl From<ApiError> for Status {
                 EngineError::WorkerNameTaken { .. } => Status::already_exists(message),
                 EngineError::Store(_) => Status::internal(message),
             },
-            ApiError::SecretNotFound { .. } => Status::not_found(message),
+            ApiError::SecretNotFound { .. } | ApiError::AssetNotFound { .. } => {
+                Status::not_found(message)
+            }
             ApiError::SecretKey(_) => Status::failed_precondition(message),
             ApiError::Bundle(BundleError::Io(_)) => Status::internal(message),
             ApiError::Bundle(BundleError::Missing { .. }) => Status::not_found(message),

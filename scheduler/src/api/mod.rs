@@ -3,6 +3,7 @@
 
 mod approvals;
 mod artifacts;
+mod assets;
 mod client;
 mod convert;
 mod error;

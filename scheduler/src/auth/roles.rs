@@ -61,6 +61,7 @@ pub const METHOD_ROLES: &[(&str, Role)] = &[
     ("/vishwa.v1.Vishwa/ListArtifacts", Role::Viewer),
     ("/vishwa.v1.Vishwa/GetArtifact", Role::Viewer),
     ("/vishwa.v1.Vishwa/FindArtifact", Role::Viewer),
+    ("/vishwa.v1.Vishwa/ListAssets", Role::Viewer),
     // Client service: steering runs, schedules and workers.
     ("/vishwa.v1.Vishwa/TriggerRun", Role::Operator),
     ("/vishwa.v1.Vishwa/CancelRun", Role::Operator),

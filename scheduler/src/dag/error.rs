@@ -249,6 +249,24 @@ dag_errors! {
         scope: Scope,
         at: Location,
     },
+    #[error("asset name `{name}` is not valid{scope}")]
+    InvalidAssetName {
+        name: String,
+        scope: Scope,
+        at: Location,
+    },
+    #[error("a trigger has no kind")]
+    TriggerWithoutKind { at: Location },
+    #[error("trigger mode `{mode}` is unknown")]
+    UnknownAssetMode { mode: String, at: Location },
+    #[error("`mode` only applies to an asset trigger")]
+    ModeWithoutAsset { at: Location },
+    #[error("an asset trigger names no asset")]
+    EmptyAssetTrigger { at: Location },
+    #[error("asset `{name}` is listed twice in one trigger")]
+    DuplicateTriggerAsset { name: String, at: Location },
+    #[error("asset triggers form a cycle: {path}")]
+    AssetCycle { path: String, at: Location },
     #[error("mount `{mount}` {problem}{scope}")]
     InvalidMount {
         mount: String,

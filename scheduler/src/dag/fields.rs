@@ -12,12 +12,14 @@ use serde_saphyr::Spanned;
 
 use crate::dag::basic::Location;
 use crate::dag::error::{DagError, Scope};
-use crate::dag::model::{Command, EnvValue, ExecutorKind, Mount, RetryPolicy, TriggerRule};
-use crate::dag::raw::{RawCommand, RawCommon, RawEnvValue, RawRetries};
+use crate::dag::model::{
+    Command, EnvValue, ExecutorKind, Mount, OutputSpec, RetryPolicy, TriggerRule,
+};
+use crate::dag::raw::{RawCommand, RawCommon, RawEnvValue, RawOutput, RawRetries};
 use crate::dag::validator::Validator;
 use crate::dag::values::{
-    DurationProblem, is_identifier, is_secret_name, loc, output_problem, parse_duration,
-    parse_memory, parse_mount,
+    DurationProblem, is_dag_name, is_identifier, is_secret_name, loc, output_problem,
+    parse_duration, parse_memory, parse_mount,
 };
 
 /// Environment variable prefix reserved for what vishwa sets (`VISHWA_RUN_ID`, ...).
@@ -45,7 +47,7 @@ pub(crate) struct Fields {
     pub(crate) memory_bytes: Option<u64>,
     pub(crate) gpus: Option<u32>,
     pub(crate) worker: BTreeMap<String, String>,
-    pub(crate) outputs: Option<Vec<String>>,
+    pub(crate) outputs: Option<Vec<OutputSpec>>,
     pub(crate) cache: Option<bool>,
     /// The expression and the place of its value.
     pub(crate) when: Option<(String, Location)>,
@@ -320,26 +322,54 @@ impl Validator<'_> {
         Some(policy)
     }
 
-    fn check_outputs(&mut self, outputs: Vec<Spanned<String>>, scope: &Scope) -> Vec<String> {
+    fn check_outputs(
+        &mut self,
+        outputs: Vec<Spanned<RawOutput>>,
+        scope: &Scope,
+    ) -> Vec<OutputSpec> {
         let mut seen = HashSet::new();
         let mut checked = Vec::with_capacity(outputs.len());
         for output in outputs {
-            let at = loc(&output.referenced);
-            if let Some(problem) = output_problem(&output.value) {
+            let (name, at, asset, optional) = match output.value {
+                RawOutput::Name(name) => (name, loc(&output.referenced), None, false),
+                RawOutput::Spec(spec) => (
+                    spec.path.value,
+                    loc(&spec.path.referenced),
+                    spec.asset,
+                    spec.optional.unwrap_or(false),
+                ),
+            };
+            let asset = asset.and_then(|asset| {
+                if is_dag_name(&asset.value) {
+                    Some(asset.value)
+                } else {
+                    self.push(DagError::InvalidAssetName {
+                        name: asset.value,
+                        scope: scope.clone(),
+                        at: loc(&asset.referenced),
+                    });
+                    None
+                }
+            });
+            if let Some(problem) = output_problem(&name) {
                 self.push(DagError::InvalidOutput {
-                    output: output.value.clone(),
+                    output: name,
                     problem,
                     scope: scope.clone(),
                     at,
                 });
-            } else if !seen.insert(output.value.clone()) {
+            } else if !seen.insert(name.clone()) {
                 self.push(DagError::DuplicateOutput {
-                    output: output.value.clone(),
+                    output: name,
                     scope: scope.clone(),
                     at,
                 });
             } else {
-                checked.push(output.value);
+                checked.push(OutputSpec {
+                    name,
+                    asset,
+                    optional,
+                });
             }
         }
         checked

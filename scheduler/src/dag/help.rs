@@ -118,6 +118,25 @@ impl DagError {
                     .to_owned(),
             },
             DuplicateOutput { .. } => "list each output once".to_owned(),
+            InvalidAssetName { .. } => {
+                "asset names are lower case letters, digits and `-`, starting with a letter, \
+                 e.g. `survey-data`"
+                    .to_owned()
+            }
+            TriggerWithoutKind { .. } => {
+                "write `{asset: NAME}` or `{asset: [A, B], mode: all}`".to_owned()
+            }
+            UnknownAssetMode { .. } => "use `mode: any` (the default) or `mode: all`".to_owned(),
+            ModeWithoutAsset { .. } => {
+                "remove `mode`, or add `asset: [A, B]` to the trigger".to_owned()
+            }
+            EmptyAssetTrigger { .. } => "name at least one asset: `asset: [a, b]`".to_owned(),
+            DuplicateTriggerAsset { .. } => "list each asset once".to_owned(),
+            AssetCycle { .. } => {
+                "a DAG must not be started, directly or through other DAGs, by an asset it \
+                 publishes; remove one of these triggers or publish another asset"
+                    .to_owned()
+            }
             InvalidMount { problem, .. } => match problem {
                 MountProblem::UnknownMode(_) => "the mode is `ro` or `rw`".to_owned(),
                 _ => "write `/host/path:/container/path` with an optional `:ro` or `:rw`, both \

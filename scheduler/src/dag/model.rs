@@ -25,6 +25,8 @@ pub struct Dag {
     pub max_active_runs: Option<u32>,
     /// Limit on the whole run.
     pub timeout: Option<Duration>,
+    /// What starts a run besides a person and the schedule (`triggers:`).
+    pub triggers: Vec<Trigger>,
     /// Stages in file order, defaults merged in.
     pub stages: Vec<Stage>,
     /// Edges point from a stage to the stages that need it; node weights index `stages`.
@@ -153,6 +155,10 @@ pub struct Stage {
     pub worker: BTreeMap<String, String>,
     /// Output file names under `/vishwa/out` (plain names, no path separators).
     pub outputs: Vec<String>,
+    /// Outputs among `outputs` that may be absent (`optional: true`).
+    pub optional_outputs: Vec<String>,
+    /// Output file name → the asset it publishes (`asset: NAME`).
+    pub assets: BTreeMap<String, String>,
     pub cache: bool,
     /// Condition (CEL), evaluated when the trigger rule would let the stage run.
     pub when: Option<Condition>,
@@ -164,6 +170,69 @@ pub struct Stage {
     pub approval: Option<Approval>,
     /// Where the stage starts in the file.
     pub location: Location,
+}
+
+/// An `outputs:` entry after its checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    pub name: String,
+    /// The asset this output publishes a version of.
+    pub asset: Option<String>,
+    /// The stage may succeed without writing it.
+    pub optional: bool,
+}
+
+/// One `triggers:` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// A run per new version of the assets (`{asset: NAME}` or `{asset: [A, B], mode: all}`).
+    Assets {
+        names: Vec<String>,
+        mode: AssetMode,
+        /// Where the entry starts in the file.
+        at: Location,
+    },
+}
+
+/// How several assets of one trigger combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssetMode {
+    /// A new version of any of them starts a run.
+    #[default]
+    Any,
+    /// A run starts once every one has a new version since this DAG's last asset run.
+    All,
+}
+
+impl AssetMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssetMode::Any => "any",
+            AssetMode::All => "all",
+        }
+    }
+}
+
+impl Dag {
+    /// The assets this DAG's stages publish, each once, sorted.
+    pub fn published_assets(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .stages
+            .iter()
+            .flat_map(|s| s.assets.values().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The asset triggers of this DAG.
+    pub fn asset_triggers(&self) -> impl Iterator<Item = (&[String], AssetMode, Location)> {
+        self.triggers.iter().map(|t| match t {
+            Trigger::Assets { names, mode, at } => (names.as_slice(), *mode, *at),
+        })
+    }
 }
 
 /// A stage's `approval:` gate: once its dependencies let it run, the stage waits in

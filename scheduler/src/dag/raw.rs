@@ -50,6 +50,7 @@ pub(crate) struct RawDag {
     pub(crate) max_active_runs: Option<Spanned<u32>>,
     pub(crate) timeout: Option<Spanned<String>>,
     pub(crate) defaults: Option<Spanned<RawDefaults>>,
+    pub(crate) triggers: Option<Vec<Spanned<RawTrigger>>>,
     pub(crate) stages: Spanned<Vec<Spanned<RawStage>>>,
 }
 
@@ -79,7 +80,7 @@ macro_rules! stage_fields_struct {
             pub(crate) retries: Option<Spanned<RawRetries>>,
             pub(crate) resources: Option<Spanned<RawResources>>,
             pub(crate) worker: Option<SpannedMap<String>>,
-            pub(crate) outputs: Option<Vec<Spanned<String>>>,
+            pub(crate) outputs: Option<Vec<Spanned<RawOutput>>>,
             pub(crate) cache: Option<bool>,
             pub(crate) when: Option<Spanned<String>>,
             pub(crate) trigger: Option<TriggerRule>,
@@ -122,7 +123,7 @@ pub(crate) struct RawCommon {
     pub(crate) retries: Option<Spanned<RawRetries>>,
     pub(crate) resources: Option<Spanned<RawResources>>,
     pub(crate) worker: Option<SpannedMap<String>>,
-    pub(crate) outputs: Option<Vec<Spanned<String>>>,
+    pub(crate) outputs: Option<Vec<Spanned<RawOutput>>>,
     pub(crate) cache: Option<bool>,
     pub(crate) when: Option<Spanned<String>>,
     pub(crate) trigger: Option<TriggerRule>,
@@ -316,5 +317,80 @@ impl<'de> Deserialize<'de> for RawForEach {
             }
         }
         deserializer.deserialize_any(ForEachVisitor)
+    }
+}
+
+/// An `outputs:` entry: a file name, or `{path, asset, optional}`.
+#[derive(Debug)]
+pub(crate) enum RawOutput {
+    Name(String),
+    Spec(RawOutputSpec),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOutputSpec {
+    pub(crate) path: Spanned<String>,
+    pub(crate) asset: Option<Spanned<String>>,
+    pub(crate) optional: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for RawOutput {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OutputVisitor;
+        impl<'de> Visitor<'de> for OutputVisitor {
+            type Value = RawOutput;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a file name or `{path: FILE, asset: NAME, optional: true}`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawOutput, E> {
+                Ok(RawOutput::Name(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawOutput, A::Error> {
+                RawOutputSpec::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawOutput::Spec)
+            }
+        }
+        deserializer.deserialize_any(OutputVisitor)
+    }
+}
+
+/// A `triggers:` entry. One struct for every kind, so that a trigger naming none or two
+/// kinds gets its own error; `asset` is one name or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTrigger {
+    pub(crate) asset: Option<Spanned<RawNames>>,
+    pub(crate) mode: Option<Spanned<String>>,
+}
+
+/// One name or a list of names.
+#[derive(Debug)]
+pub(crate) enum RawNames {
+    /// A single name; its place is the enclosing value's.
+    One(String),
+    List(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawNames {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NamesVisitor;
+        impl<'de> Visitor<'de> for NamesVisitor {
+            type Value = RawNames;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an asset name or a list of asset names")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawNames, E> {
+                Ok(RawNames::One(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawNames, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element()? {
+                    names.push(name);
+                }
+                Ok(RawNames::List(names))
+            }
+        }
+        deserializer.deserialize_any(NamesVisitor)
     }
 }

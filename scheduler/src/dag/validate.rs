@@ -21,8 +21,10 @@ use crate::dag::condition::{
 use crate::dag::error::{DagError, Scope};
 use crate::dag::fields::Fields;
 use crate::dag::graph::{build_graph, find_cycles, topological_order};
-use crate::dag::model::{Approval, Dag, EnvValue, ForEach, Resources, Stage};
-use crate::dag::raw::{RawApproval, RawDag, RawDefaults, RawForEach, RawSchedule, RawStage};
+use crate::dag::model::{Approval, AssetMode, Dag, EnvValue, ForEach, Resources, Stage, Trigger};
+use crate::dag::raw::{
+    RawApproval, RawDag, RawDefaults, RawForEach, RawNames, RawSchedule, RawStage, RawTrigger,
+};
 use crate::dag::template::{
     TemplateProblem, for_each_param_name, is_template, reference_problems, template_references,
 };
@@ -71,6 +73,19 @@ pub(crate) fn validate(raw: RawDag, source: &str) -> Result<Dag, Vec<DagError>> 
         .map(|d| v.check_defaults(d.value))
         .unwrap_or_default();
     let (mut stages, edges, whens) = v.check_stages(raw.stages, &defaults);
+    let triggers = v.check_triggers(raw.triggers.unwrap_or_default());
+    for trigger in &triggers {
+        let Trigger::Assets { names, at, .. } = trigger;
+        if let Some(own) = names
+            .iter()
+            .find(|n| stages.iter().any(|s| s.assets.values().any(|a| a == *n)))
+        {
+            v.push(DagError::AssetCycle {
+                path: format!("{0} publishes `{own}`, which triggers {0}", raw.name.value),
+                at: *at,
+            });
+        }
+    }
 
     let (graph, nodes) = build_graph(stages.len(), &edges.iter().map(|e| e.0).collect::<Vec<_>>());
     let edge_places: HashMap<(usize, usize), Location> = edges.into_iter().collect();
@@ -102,6 +117,7 @@ pub(crate) fn validate(raw: RawDag, source: &str) -> Result<Dag, Vec<DagError>> 
         schedule,
         max_active_runs: raw.max_active_runs.map(|m| m.value),
         timeout,
+        triggers,
         stages,
         graph,
         nodes,
@@ -153,6 +169,66 @@ impl Validator<'_> {
             });
         }
         self.params.insert(name.value, value.value);
+    }
+
+    /// Checks `triggers:`; the kinds are exclusive, each entry names one.
+    fn check_triggers(&mut self, raw: Vec<Spanned<RawTrigger>>) -> Vec<Trigger> {
+        let mut triggers = Vec::with_capacity(raw.len());
+        for entry in raw {
+            let at = loc(&entry.referenced);
+            let RawTrigger { asset, mode } = entry.value;
+            let Some(asset) = asset else {
+                match mode {
+                    Some(mode) => self.push(DagError::ModeWithoutAsset {
+                        at: loc(&mode.referenced),
+                    }),
+                    None => self.push(DagError::TriggerWithoutKind { at }),
+                }
+                continue;
+            };
+            let mode = match mode {
+                None => AssetMode::Any,
+                Some(mode) => match mode.value.trim() {
+                    "any" => AssetMode::Any,
+                    "all" => AssetMode::All,
+                    _ => {
+                        self.push(DagError::UnknownAssetMode {
+                            mode: mode.value.clone(),
+                            at: loc(&mode.referenced),
+                        });
+                        AssetMode::Any
+                    }
+                },
+            };
+            let asset_at = loc(&asset.referenced);
+            let listed = match asset.value {
+                RawNames::One(name) => vec![(name, asset_at)],
+                RawNames::List(names) => names
+                    .into_iter()
+                    .map(|n| (n.value, loc(&n.referenced)))
+                    .collect(),
+            };
+            if listed.is_empty() {
+                self.push(DagError::EmptyAssetTrigger { at: asset_at });
+                continue;
+            }
+            let mut names: Vec<String> = Vec::with_capacity(listed.len());
+            for (name, name_at) in listed {
+                if !is_dag_name(&name) {
+                    self.push(DagError::InvalidAssetName {
+                        name,
+                        scope: Scope::Dag,
+                        at: name_at,
+                    });
+                } else if names.contains(&name) {
+                    self.push(DagError::DuplicateTriggerAsset { name, at: name_at });
+                } else {
+                    names.push(name);
+                }
+            }
+            triggers.push(Trigger::Assets { names, mode, at });
+        }
+        triggers
     }
 
     fn check_schedule(&mut self, raw: RawSchedule) -> Option<Schedule> {
@@ -350,6 +426,7 @@ impl Validator<'_> {
                 self.check_template(text, *at, &scope, fan_out);
             }
         }
+        let outputs = fields.outputs.unwrap_or_default();
         let stage = Stage {
             name,
             description: fields.description,
@@ -366,7 +443,16 @@ impl Validator<'_> {
                 gpus: fields.gpus,
             },
             worker: fields.worker,
-            outputs: fields.outputs.unwrap_or_default(),
+            outputs: outputs.iter().map(|o| o.name.clone()).collect(),
+            optional_outputs: outputs
+                .iter()
+                .filter(|o| o.optional)
+                .map(|o| o.name.clone())
+                .collect(),
+            assets: outputs
+                .iter()
+                .filter_map(|o| Some((o.name.clone(), o.asset.clone()?)))
+                .collect(),
             cache: fields.cache.unwrap_or(false),
             when: None,
             trigger: fields.trigger.unwrap_or_default(),

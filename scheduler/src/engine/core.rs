@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::EngineError;
+use super::assets::AssetBook;
 use super::metrics::DispatchMetrics;
 use super::observe::Observer;
 use super::state::{AttemptRoute, Effect, Ready, ReadyQueue, Schedules};
@@ -70,6 +71,8 @@ pub(crate) struct Engine {
     pub(super) waiting: Waiting,
     /// The reasons last noted per stage of a run, to publish only changes.
     pub(super) waiting_noted: HashMap<(RunId, usize), String>,
+    /// Assets and asset-trigger cursors, as this engine last wrote or read them.
+    pub(super) assets: AssetBook,
 }
 
 impl Engine {
@@ -108,6 +111,7 @@ impl Engine {
             local_dir_digests: HashMap::new(),
             waiting: Waiting::default(),
             waiting_noted: HashMap::new(),
+            assets: AssetBook::default(),
         }
     }
 
@@ -398,7 +402,10 @@ impl Engine {
                 Action::Succeeded {
                     instance,
                     cache_key,
-                } => self.index_outputs(id, instance, cache_key, now),
+                } => {
+                    self.index_outputs(id, instance, cache_key, now);
+                    self.publish_assets(id, instance, now);
+                }
                 Action::RunFinished { state } => {
                     info!(run = %id, state = state.as_str(), "run finished");
                     self.finished.push(id.clone());

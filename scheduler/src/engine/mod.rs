@@ -24,6 +24,7 @@ use crate::store::{LogRecord, Store, WriteBatch};
 
 mod approvals;
 mod artifacts;
+mod assets;
 mod cache;
 mod core;
 mod dispatch;
@@ -146,6 +147,8 @@ pub struct TaskAssignment {
     pub inputs: Vec<TaskInput>,
     /// Declared output names, uploaded from `/vishwa/out` after exit 0.
     pub outputs: Vec<String>,
+    /// Outputs among `outputs` the stage may leave unwritten.
+    pub optional_outputs: Vec<String>,
     /// Output the worker keeps of the attempt (head and tail); 0: the worker's default.
     pub max_log_bytes: u64,
 }

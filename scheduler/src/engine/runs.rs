@@ -91,6 +91,9 @@ impl Engine {
             info!(runs = count, "resumed unfinished runs");
         }
         self.recover_schedules(now)?;
+        // Versions are published in the batch of the runs they start; this only answers
+        // DAGs that were paused, or whose run could not be created, when a version arrived.
+        self.fire_asset_triggers(now);
         self.resolve_cache_checks(now);
         self.end_turn().await
     }
@@ -113,12 +116,15 @@ impl Engine {
         let version = hex::encode(hasher.finalize());
         let current = self.store.get_dag(&name)?;
         if current.as_ref().is_some_and(|d| d.version == version) {
+            self.assets_dag_submitted(&dag)?;
             return Ok(Submitted {
                 name,
                 version,
                 changed: false,
             });
         }
+        self.check_asset_cycles(&dag, &file_name)?;
+        self.assets_dag_submitted(&dag)?;
         self.batch.put_dag_version(DagVersion {
             name: name.clone(),
             version: version.clone(),
@@ -201,6 +207,7 @@ impl Engine {
             cancel_requested: false,
             retries: Vec::new(),
             no_cache,
+            assets: Vec::new(),
         };
         let id = record.id.clone();
         self.runs.insert(id.clone(), Run::new(record, plan));
@@ -213,7 +220,7 @@ impl Engine {
     /// A new manual run id no run has: ids carry the second and 16 random bits, so runs
     /// triggered in the same second can draw the same one, and a run must never replace
     /// another.
-    fn unused_run_id(&self, dag: &str, now: Millis) -> Result<RunId, EngineError> {
+    pub(super) fn unused_run_id(&self, dag: &str, now: Millis) -> Result<RunId, EngineError> {
         loop {
             let id = RunId::new_manual(dag, now);
             if !self.runs.contains_key(&id) && self.store.get_run(&id)?.is_none() {

@@ -326,6 +326,7 @@ impl Engine {
             cancel_requested: false,
             retries: Vec::new(),
             no_cache: false,
+            assets: Vec::new(),
         };
         self.runs.insert(id.clone(), Run::new(record, plan));
         self.touched.insert(id.clone());
@@ -366,6 +367,7 @@ impl Engine {
             cancel_requested: false,
             retries: Vec::new(),
             no_cache: false,
+            assets: Vec::new(),
         };
         self.batch.put_run(record.clone());
         self.published.push(Arc::new(EngineEvent::Run(record)));

@@ -133,12 +133,20 @@ pub(crate) fn build_task(
         secret_env,
         inputs: task_inputs(run, i),
         outputs: stage.outputs.clone(),
+        optional_outputs: stage.optional_outputs.clone(),
         max_log_bytes: 0,
     })
 }
 
-/// The outputs of every upstream instance that produced some, in plan order.
+/// The outputs of every upstream instance that produced some, in plan order, then the asset
+/// versions the run consumed (as stage `@asset/NAME`, read at `/vishwa/in/@asset/NAME/FILE`).
 pub(crate) fn task_inputs(run: &Run, i: usize) -> Vec<TaskInput> {
+    let assets = run.record.assets.iter().map(|a| TaskInput {
+        stage: format!("@asset/{}", a.asset),
+        name: a.file.clone(),
+        digest: a.digest.clone(),
+        size: a.size,
+    });
     run.plan.nodes[i]
         .upstream
         .iter()
@@ -151,6 +159,7 @@ pub(crate) fn task_inputs(run: &Run, i: usize) -> Vec<TaskInput> {
                 size: o.size,
             })
         })
+        .chain(assets)
         .collect()
 }
 
@@ -229,6 +238,7 @@ mod tests {
             cancel_requested: false,
             retries: Vec::new(),
             no_cache: false,
+            assets: Vec::new(),
         };
         Run::new(record, plan)
     }

@@ -12,6 +12,6 @@ pub use machine::{
 };
 pub use plan::{PlanNode, RunPlan};
 pub use state::{
-    ArtifactRef, AttemptOutcome, AttemptRecord, CacheNote, CacheOutcome, RetryMode, RetryRecord,
-    RunRecord, RunState, StageRecord, StageState, TriggerKind,
+    ArtifactRef, AttemptOutcome, AttemptRecord, CacheNote, CacheOutcome, ConsumedAsset, RetryMode,
+    RetryRecord, RunRecord, RunState, StageRecord, StageState, TriggerKind,
 };

@@ -48,6 +48,8 @@ pub enum TriggerKind {
     Manual,
     Schedule,
     Backfill,
+    /// A new version of an asset the DAG is triggered by.
+    Asset,
 }
 
 impl TriggerKind {
@@ -57,6 +59,7 @@ impl TriggerKind {
             TriggerKind::Manual => "manual",
             TriggerKind::Schedule => "schedule",
             TriggerKind::Backfill => "backfill",
+            TriggerKind::Asset => "asset",
         }
     }
 }
@@ -89,6 +92,20 @@ pub struct RunRecord {
     /// Cache lookups are off for this run (`--no-cache`); results still fill the cache.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_cache: bool,
+    /// The asset versions this run consumed (a run started by an asset trigger); its stages
+    /// read them at `/vishwa/in/@asset/NAME/FILE`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assets: Vec<ConsumedAsset>,
+}
+
+/// An asset version a run consumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumedAsset {
+    pub asset: String,
+    pub version: u64,
+    pub digest: String,
+    pub file: String,
+    pub size: u64,
 }
 
 /// One `vishwa retry` of a run.

@@ -42,6 +42,7 @@ impl Harness {
             cancel_requested: false,
             retries: Vec::new(),
             no_cache: false,
+            assets: Vec::new(),
         };
         let mut h = Harness {
             run: Run::new(record, plan),

@@ -27,6 +27,7 @@ fn run_record(id: &str, dag: &str) -> RunRecord {
         cancel_requested: false,
         retries: Vec::new(),
         no_cache: false,
+        assets: Vec::new(),
     }
 }
 
@@ -437,6 +438,61 @@ pub async fn deleting_a_run_takes_everything_recorded_about_it_and_nothing_else(
     assert_eq!(store.list_runs().unwrap().len(), 1);
 }
 
+pub async fn assets_and_cursors_commit_with_runs_and_replace_by_name(store: &dyn Store) {
+    let version = |n: u64| AssetVersion {
+        version: n,
+        digest: format!("{n:064x}"),
+        file: "data.csv".into(),
+        size: n,
+        run: RunId::from("producer"),
+        stage: "emit".into(),
+        created_ms: n as Millis,
+    };
+    let mut consumer = run_record("consumer", "train");
+    consumer.assets = vec![crate::run::ConsumedAsset {
+        asset: "survey-data".into(),
+        version: 1,
+        digest: format!("{:064x}", 1),
+        file: "data.csv".into(),
+        size: 1,
+    }];
+    let mut batch = WriteBatch::new();
+    batch.put_asset(AssetRecord {
+        name: "survey-data".into(),
+        versions: vec![version(1)],
+    });
+    batch.put_asset(AssetRecord {
+        name: "survey".into(),
+        versions: Vec::new(),
+    });
+    batch.put_asset_cursor(AssetCursor {
+        dag: "train".into(),
+        seen: BTreeMap::from([("survey-data".to_owned(), 1)]),
+    });
+    batch.put_run(consumer.clone());
+    store.commit(batch).await.unwrap();
+    assert_eq!(store.get_run(&consumer.id).unwrap(), Some(consumer));
+    let mut batch = WriteBatch::new();
+    batch.put_asset(AssetRecord {
+        name: "survey-data".into(),
+        versions: vec![version(1), version(2)],
+    });
+    store.commit(batch).await.unwrap();
+    let asset = store.get_asset("survey-data").unwrap().unwrap();
+    assert_eq!(asset.latest(), 2);
+    let names: Vec<String> = store
+        .list_assets()
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["survey", "survey-data"]);
+    assert_eq!(store.get_asset("nothing").unwrap(), None);
+    let cursor = store.get_asset_cursor("train").unwrap().unwrap();
+    assert_eq!(cursor.seen["survey-data"], 1);
+    assert_eq!(store.get_asset_cursor("other").unwrap(), None);
+}
+
 pub async fn cache_entries_and_last_lookups_round_trip(store: &dyn Store) {
     let entry = CacheEntry {
         key: "k1".to_owned(),
@@ -595,6 +651,12 @@ macro_rules! store_conformance {
                 let (store, _guard) = $make;
                 $crate::store::conformance::deleting_a_run_takes_everything_recorded_about_it_and_nothing_else(&store)
                     .await;
+            }
+
+            #[tokio::test]
+            async fn assets_and_cursors_commit_with_runs_and_replace_by_name() {
+                let (store, _guard) = $make;
+                $crate::store::conformance::assets_and_cursors_commit_with_runs_and_replace_by_name(&store).await;
             }
 
             #[tokio::test]

@@ -165,6 +165,7 @@ mod tests {
             cancel_requested: false,
             retries: Vec::new(),
             no_cache: false,
+            assets: Vec::new(),
         }
     }
 

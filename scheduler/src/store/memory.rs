@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use super::{
-    ArtifactRecord, AuditEntry, CacheEntry, ConsumerRecord, DagRecord, DagVersion, LastLookup,
-    LogPosition, LogRecord, ScheduleRecord, SecretRecord, Store, StoreError, WriteBatch, WriteOp,
+    ArtifactRecord, AssetCursor, AssetRecord, AuditEntry, CacheEntry, ConsumerRecord, DagRecord,
+    DagVersion, LastLookup, LogPosition, LogRecord, ScheduleRecord, SecretRecord, Store,
+    StoreError, WriteBatch, WriteOp,
 };
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
@@ -20,6 +21,8 @@ struct Inner {
     stages: BTreeMap<(RunId, String), StageRecord>,
     logs: BTreeMap<(RunId, String, u32, u64), LogRecord>,
     schedules: BTreeMap<String, ScheduleRecord>,
+    assets: BTreeMap<String, AssetRecord>,
+    asset_cursors: BTreeMap<String, AssetCursor>,
     secrets: BTreeMap<String, SecretRecord>,
     audit: Vec<AuditEntry>,
     /// By (run, stage, name).
@@ -82,6 +85,12 @@ impl Store for MemoryStore {
                 }
                 WriteOp::Schedule(c) => {
                     inner.schedules.insert(c.dag.clone(), c);
+                }
+                WriteOp::Asset(a) => {
+                    inner.assets.insert(a.name.clone(), a);
+                }
+                WriteOp::AssetCursor(c) => {
+                    inner.asset_cursors.insert(c.dag.clone(), c);
                 }
                 WriteOp::Artifact(a) => {
                     let k = (a.run.clone(), a.stage.clone(), a.name.clone());
@@ -163,6 +172,18 @@ impl Store for MemoryStore {
 
     fn list_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
         Ok(self.lock().schedules.values().cloned().collect())
+    }
+
+    fn get_asset(&self, name: &str) -> Result<Option<AssetRecord>, StoreError> {
+        Ok(self.lock().assets.get(name).cloned())
+    }
+
+    fn list_assets(&self) -> Result<Vec<AssetRecord>, StoreError> {
+        Ok(self.lock().assets.values().cloned().collect())
+    }
+
+    fn get_asset_cursor(&self, dag: &str) -> Result<Option<AssetCursor>, StoreError> {
+        Ok(self.lock().asset_cursors.get(dag).cloned())
     }
 
     fn read_log_page(

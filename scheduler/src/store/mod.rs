@@ -18,6 +18,7 @@ use crate::ids::{Millis, RunId};
 use crate::run::{RunRecord, StageRecord};
 
 mod artifacts;
+mod assets;
 mod copy;
 mod location;
 mod memory;
@@ -31,6 +32,7 @@ mod writer;
 pub mod conformance;
 
 pub use artifacts::{ArtifactRecord, CacheComponents, CacheEntry, ConsumerRecord, LastLookup};
+pub use assets::{AssetCursor, AssetRecord, AssetVersion};
 pub use copy::{CopyCounts, copy_store, store_is_empty};
 pub use location::{BadStoreLocation, StoreLocation};
 pub use memory::MemoryStore;
@@ -146,6 +148,8 @@ pub(crate) enum WriteOp {
     /// Shared with the event the engine publishes for the same change: not copied again.
     Stage(RunId, Arc<StageRecord>),
     Schedule(ScheduleRecord),
+    Asset(AssetRecord),
+    AssetCursor(AssetCursor),
     Artifact(ArtifactRecord),
     Consumer(ConsumerRecord),
     Cache(CacheEntry),
@@ -164,6 +168,16 @@ impl WriteBatch {
     /// An empty batch.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Stores (or replaces) an asset with its versions.
+    pub fn put_asset(&mut self, asset: AssetRecord) {
+        self.ops.push(WriteOp::Asset(asset));
+    }
+
+    /// Stores (or replaces) where a DAG's asset triggers stand.
+    pub fn put_asset_cursor(&mut self, cursor: AssetCursor) {
+        self.ops.push(WriteOp::AssetCursor(cursor));
     }
 
     /// Stores (or replaces) a DAG's current-version record.
@@ -300,6 +314,10 @@ pub trait Store: Send + Sync + 'static {
     fn get_schedule(&self, dag: &str) -> Result<Option<ScheduleRecord>, StoreError>;
     /// Every schedule record, in DAG name order.
     fn list_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
+    fn get_asset(&self, name: &str) -> Result<Option<AssetRecord>, StoreError>;
+    /// Every asset, by name.
+    fn list_assets(&self) -> Result<Vec<AssetRecord>, StoreError>;
+    fn get_asset_cursor(&self, dag: &str) -> Result<Option<AssetCursor>, StoreError>;
 
     /// Stores log chunks of a run, durably (see [`WriteBatch::put_logs`]).
     async fn append_logs(&self, run: &RunId, chunks: &[LogRecord]) -> Result<(), StoreError> {

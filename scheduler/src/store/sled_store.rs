@@ -3,7 +3,7 @@
 //! Layout: one tree `state` holds every record that must change together, under key
 //! prefixes (`d/` DAGs, `v/` DAG versions, `r/` runs, `s/` stage instances, `c/` schedule
 //! cursors, `a/` outputs by run, `ad/` outputs by digest, `u/` consumers by digest, `k/`
-//! cache entries, `kl/` last cache lookups), so a batch is one atomic `apply_batch`. Logs live in their own tree with binary keys
+//! cache entries, `kl/` last cache lookups, `as/` assets, `at/` asset trigger cursors), so a batch is one atomic `apply_batch`. Logs live in their own tree with binary keys
 //! `run \0 stage \0 attempt(u32 BE) seq(u64 BE)` and values `stream(u8) time(i64 BE) bytes`.
 //! Secrets (ciphertext only) live in tree `secrets` keyed by name; the audit log in tree
 //! `audit` keyed by a monotonic id (u64 BE).
@@ -20,9 +20,9 @@ use serde::de::DeserializeOwned;
 
 use super::writer::{Durable, Writer};
 use super::{
-    ArtifactRecord, AuditEntry, CacheEntry, ConsumerRecord, DagRecord, DagVersion, LastLookup,
-    LogPosition, LogRecord, LogStreamKind, ScheduleRecord, SecretRecord, Store, StoreError,
-    WriteBatch, WriteOp,
+    ArtifactRecord, AssetCursor, AssetRecord, AuditEntry, CacheEntry, ConsumerRecord, DagRecord,
+    DagVersion, LastLookup, LogPosition, LogRecord, LogStreamKind, ScheduleRecord, SecretRecord,
+    Store, StoreError, WriteBatch, WriteOp,
 };
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
@@ -335,6 +335,8 @@ impl Durable for SledWriter {
                     state.insert(key("s/", &[run.as_str(), &s.instance]), encode(&*s))
                 }
                 WriteOp::Schedule(c) => state.insert(key("c/", &[&c.dag]), encode(&c)),
+                WriteOp::Asset(a) => state.insert(key("as/", &[&a.name]), encode(&a)),
+                WriteOp::AssetCursor(c) => state.insert(key("at/", &[&c.dag]), encode(&c)),
                 WriteOp::Artifact(a) => {
                     state.insert(artifact_key(&a), encode(&a));
                     state.insert(artifact_digest_key(&a), encode(&a));
@@ -446,6 +448,18 @@ impl Store for SledStore {
 
     fn list_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
         self.scan(b"c/")
+    }
+
+    fn get_asset(&self, name: &str) -> Result<Option<AssetRecord>, StoreError> {
+        self.get(&key("as/", &[name]))
+    }
+
+    fn list_assets(&self) -> Result<Vec<AssetRecord>, StoreError> {
+        self.scan(b"as/")
+    }
+
+    fn get_asset_cursor(&self, dag: &str) -> Result<Option<AssetCursor>, StoreError> {
+        self.get(&key("at/", &[dag]))
     }
 
     fn read_log_page(

@@ -56,7 +56,15 @@ pub(super) async fn send_out(
     events: &mpsc::Sender<ExecEvent>,
 ) -> Result<Produced, ExecutorError> {
     let metrics = read_metrics(dirs)?;
-    let outputs = upload_outputs(client, worker_id, &task.attempt_id, dirs, &task.outputs).await?;
+    let outputs = upload_outputs(
+        client,
+        worker_id,
+        &task.attempt_id,
+        dirs,
+        &task.outputs,
+        &task.optional_outputs,
+    )
+    .await?;
     let uploaded: u64 = outputs.iter().map(|o| o.size).sum();
     crate::metrics::metrics().upload_bytes.inc_by(uploaded);
     for o in &outputs {

@@ -6,7 +6,7 @@ use vishwa_proto::v1 as pb;
 use crate::dag::Dag;
 use crate::engine::{BackfillOutcome, BackfillRequest, BackfillSlot, EngineError};
 use crate::run::RetryMode;
-use crate::store::{AuditEntry, SecretRecord};
+use crate::store::{AssetRecord, AuditEntry, SecretRecord};
 
 impl TryFrom<&pb::RetryRunRequest> for RetryMode {
     type Error = EngineError;
@@ -79,6 +79,30 @@ impl From<AuditEntry> for pb::AuditEntry {
             method: e.method,
             target: e.target,
             outcome: e.outcome,
+        }
+    }
+}
+
+impl From<&AssetRecord> for pb::Asset {
+    /// The asset and its versions; consumers and triggers are filled in by the caller.
+    fn from(a: &AssetRecord) -> Self {
+        pb::Asset {
+            name: a.name.clone(),
+            versions: a
+                .versions
+                .iter()
+                .map(|v| pb::AssetVersion {
+                    version: v.version,
+                    digest: v.digest.clone(),
+                    file: v.file.clone(),
+                    size: v.size,
+                    run_id: v.run.0.clone(),
+                    stage: v.stage.clone(),
+                    created_ms: v.created_ms,
+                    consumer_runs: Vec::new(),
+                })
+                .collect(),
+            triggers: Vec::new(),
         }
     }
 }

@@ -164,6 +164,7 @@ impl From<&TaskAssignment> for pb::Task {
                 })
                 .collect(),
             outputs: t.outputs.clone(),
+            optional_outputs: t.optional_outputs.clone(),
             max_log_bytes: t.max_log_bytes,
         }
     }

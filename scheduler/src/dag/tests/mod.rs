@@ -1,5 +1,6 @@
 //! Tests of DAG reading as a user meets it: whole files in, `Dag` or printed errors out.
 
+mod assets;
 mod example;
 mod hostile;
 mod runtime;

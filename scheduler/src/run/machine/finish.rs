@@ -156,11 +156,11 @@ impl Run {
                 ReportedOutput::Uploaded { artifact, .. } => uploaded.push(artifact),
             }
         }
-        let declared = &self.plan.dag.stages[self.plan.nodes[i].stage].outputs;
-        if let Some(name) = declared
-            .iter()
-            .find(|name| !uploaded.iter().any(|o| &o.name == *name))
-        {
+        let stage = &self.plan.dag.stages[self.plan.nodes[i].stage];
+        let declared = &stage.outputs;
+        if let Some(name) = declared.iter().find(|name| {
+            !stage.optional_outputs.contains(name) && !uploaded.iter().any(|o| &o.name == *name)
+        }) {
             return Err(format!(
                 "declared output `{name}` was not uploaded by the worker; it must be written \
                  to /vishwa/out/{name}"

@@ -43,6 +43,7 @@ impl Harness {
             cancel_requested: false,
             retries: Vec::new(),
             no_cache: false,
+            assets: Vec::new(),
         };
         Harness {
             run: Run::new(record, plan),

@@ -25,9 +25,9 @@ use serde::de::DeserializeOwned;
 
 use super::writer::Writer;
 use super::{
-    ArtifactRecord, AuditEntry, CacheEntry, ConsumerRecord, DagRecord, DagVersion, LastLookup,
-    LogPosition, LogRecord, LogStreamKind, ScheduleRecord, SecretRecord, Store, StoreError,
-    WriteBatch,
+    ArtifactRecord, AssetCursor, AssetRecord, AuditEntry, CacheEntry, ConsumerRecord, DagRecord,
+    DagVersion, LastLookup, LogPosition, LogRecord, LogStreamKind, ScheduleRecord, SecretRecord,
+    Store, StoreError, WriteBatch,
 };
 use crate::ids::RunId;
 use crate::run::{RunRecord, StageRecord};
@@ -242,6 +242,21 @@ impl Store for PostgresStore {
 
     fn list_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
         self.bodies("SELECT body FROM schedules ORDER BY dag", vec![])
+    }
+
+    fn get_asset(&self, name: &str) -> Result<Option<AssetRecord>, StoreError> {
+        self.body("SELECT body FROM assets WHERE name = $1", vec![name.into()])
+    }
+
+    fn list_assets(&self) -> Result<Vec<AssetRecord>, StoreError> {
+        self.bodies("SELECT body FROM assets ORDER BY name", vec![])
+    }
+
+    fn get_asset_cursor(&self, dag: &str) -> Result<Option<AssetCursor>, StoreError> {
+        self.body(
+            "SELECT body FROM asset_cursors WHERE dag = $1",
+            vec![dag.into()],
+        )
     }
 
     fn read_log_page(

@@ -90,6 +90,17 @@ const MIGRATIONS: &[&str] = &[
         body bytea NOT NULL
     );
     "#,
+    // 2: data assets and the asset-trigger cursors of consuming DAGs.
+    r#"
+    CREATE TABLE assets (
+        name text COLLATE "C" PRIMARY KEY,
+        body bytea NOT NULL
+    );
+    CREATE TABLE asset_cursors (
+        dag text COLLATE "C" PRIMARY KEY,
+        body bytea NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

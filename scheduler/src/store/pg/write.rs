@@ -26,6 +26,8 @@ enum Table {
     Runs,
     Stages,
     Schedules,
+    Assets,
+    AssetCursors,
     Artifacts,
     Consumers,
     Cache,
@@ -57,6 +59,15 @@ impl Table {
             }
             Table::Schedules => {
                 "INSERT INTO schedules (dag, body) SELECT * FROM unnest($1::text[], $2::bytea[]) \
+                 ON CONFLICT (dag) DO UPDATE SET body = excluded.body"
+            }
+            Table::Assets => {
+                "INSERT INTO assets (name, body) SELECT * FROM unnest($1::text[], $2::bytea[]) \
+                 ON CONFLICT (name) DO UPDATE SET body = excluded.body"
+            }
+            Table::AssetCursors => {
+                "INSERT INTO asset_cursors (dag, body) \
+                 SELECT * FROM unnest($1::text[], $2::bytea[]) \
                  ON CONFLICT (dag) DO UPDATE SET body = excluded.body"
             }
             Table::Artifacts => {
@@ -227,6 +238,12 @@ impl Durable for PgWriter {
                 ),
                 WriteOp::Schedule(c) => {
                     self.put(Table::Schedules, vec![c.dag.clone()], vec![], encode(&c))
+                }
+                WriteOp::Asset(a) => {
+                    self.put(Table::Assets, vec![a.name.clone()], vec![], encode(&a))
+                }
+                WriteOp::AssetCursor(c) => {
+                    self.put(Table::AssetCursors, vec![c.dag.clone()], vec![], encode(&c))
                 }
                 WriteOp::Artifact(a) => self.put(
                     Table::Artifacts,
