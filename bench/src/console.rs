@@ -278,6 +278,7 @@ async fn seed_runs(engine: &EngineHandle, dag: &str, version: &str, count: usize
                 cancel_requested: false,
                 retries: Vec::new(),
                 no_cache: false,
+                assets: Vec::new(),
             };
             let mut stage = StageRecord::pending("only".to_owned(), Vec::new());
             stage.state = StageState::Succeeded {

@@ -73,6 +73,7 @@ async fn measure(output: &Path, rep: usize) -> Result<Timings> {
                 "attempt-a",
                 &producer,
                 &["big.bin".to_owned()],
+                &[],
             )
             .await?;
             t.upload = start.elapsed().as_secs_f64();
