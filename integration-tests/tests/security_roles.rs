@@ -136,6 +136,10 @@ impl Server {
                 })
                 .await
                 .map(drop),
+            "ListAssets" => c
+                .list_assets(pb::ListAssetsRequest::default())
+                .await
+                .map(drop),
             "ApproveStage" => c
                 .approve_stage(pb::ApproveStageRequest {
                     run_id: nothing,
@@ -259,6 +263,14 @@ impl Server {
                 .map(drop),
             "FetchArtifact" => w
                 .fetch_artifact(pb::FetchArtifactRequest { digest: nothing })
+                .await
+                .map(drop),
+            "ArtifactTransfer" => w
+                .artifact_transfer(pb::ArtifactTransferRequest::default())
+                .await
+                .map(drop),
+            "CompleteArtifactUpload" => w
+                .complete_artifact_upload(pb::CompleteArtifactUploadRequest::default())
                 .await
                 .map(drop),
             other => panic!("the test does not know how to call {other}; add it here"),
