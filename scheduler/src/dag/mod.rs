@@ -23,6 +23,7 @@ mod render;
 mod shell;
 mod template;
 mod validate;
+mod validate_when;
 mod validator;
 mod values;
 
